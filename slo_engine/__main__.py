@@ -1,0 +1,3 @@
+from slo_engine.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""The `slo-engine` command: a thin shell over `app`; user errors print without traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from slo_engine import app
+from slo_engine.errors import SloEngineError, SpecError
+from slo_engine.rules_out import FORMATS
+from slo_engine.spec import json_schema_text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slo-engine",
+        description="Compile SLO specs into multiwindow, multi-burn-rate Prometheus rules.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check SLO files, report every mistake")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
+
+    commands.add_parser("schema", help="print the JSON Schema of SLO files")
+
+    compile_ = commands.add_parser("compile", help="write Prometheus rules and promtool tests")
+    compile_.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
+    compile_.add_argument("--out", type=Path, default=Path("rules_out"),
+                          help="output directory (default: rules_out)")
+    compile_.add_argument("--check", action="store_true",
+                          help="write nothing; exit 1 if the output directory is out of date")
+    compile_.add_argument("--format", choices=FORMATS, default="prometheus",
+                          help="plain rule files, or prometheus-operator PrometheusRule objects")
+    compile_.add_argument("--no-tests", action="store_true",
+                          help="do not write promtool unit tests under OUT/tests")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        count = len(error.issues)
+        print(f"{count} error{'s' if count != 1 else ''} found", file=sys.stderr)
+        return 1
+    except SloEngineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "schema":
+        sys.stdout.write(json_schema_text())
+        return 0
+    if args.command == "validate":
+        services = app.validate(args.paths)
+        slos = sum(len(s.slos) for s in services)
+        print(f"OK: {slos} SLO{'s' if slos != 1 else ''} in {len(services)} "
+              f"service{'s' if len(services) != 1 else ''} valid")
+        return 0
+    drift = app.compile_rules(args.paths, args.out, fmt=args.format,
+                              with_tests=not args.no_tests, check_only=args.check)
+    if args.check:
+        if not drift.clean:
+            print(drift.report(args.out), file=sys.stderr)
+            print(f"{args.out} is out of date; run: slo-engine compile "
+                  f"{' '.join(args.paths)} --out {args.out}", file=sys.stderr)
+            return 1
+        print(f"{args.out} is up to date")
+        return 0
+    changed = len(drift.stale) + len(drift.missing) + len(drift.extra)
+    print(f"wrote {args.out}: {changed} file{'s' if changed != 1 else ''} changed")
+    return 0

@@ -1,0 +1,51 @@
+"""Names shared by the rule compiler, the generated tests and every reader of the rules.
+
+These are a contract with dashboards, Alertmanager routes and the budget job: change one
+and every consumer breaks, so they live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+API_VERSION = "slo-engine/v1"
+
+# Labels the engine puts on every generated series and alert.
+SLO_LABEL = "slo"
+SERVICE_LABEL = "service"
+SEVERITY_LABEL = "severity"
+LONG_WINDOW_LABEL = "long_window"
+SHORT_WINDOW_LABEL = "short_window"
+RESERVED_LABELS = frozenset(
+    {SLO_LABEL, SERVICE_LABEL, SEVERITY_LABEL, LONG_WINDOW_LABEL, SHORT_WINDOW_LABEL,
+     "alertname", "le", "__name__"}
+)
+
+# The only window over which raw series are read.
+BASE_WINDOW = "5m"
+
+BAD_EVENTS_RATE = "slo:bad_events:rate5m"
+TOTAL_EVENTS_RATE = "slo:total_events:rate5m"
+ERROR_RATIO_FMT = "slo:error_ratio:rate{window}"
+PERIOD_ERROR_RATIO = "slo:error_ratio:period"
+ERROR_BUDGET_REMAINING = "slo:error_budget_remaining:ratio"
+OBJECTIVE = "slo:objective:ratio"
+PERIOD_SECONDS = "slo:period:seconds"
+
+BURN_ALERT = "SLOErrorBudgetBurn"
+DATA_ABSENT_ALERT = "SLODataAbsent"
+DATA_ABSENT_FOR = "10m"
+
+# How often the period group (one long sum_over_time per SLO) is evaluated: the budget
+# moves slowly, and this group is most of the evaluation cost.
+PERIOD_GROUP_INTERVAL = "5m"
+
+
+def error_ratio_metric(window: str) -> str:
+    return ERROR_RATIO_FMT.format(window=window)
+
+
+def alert_group_name(service: str, slo: str) -> str:
+    return f"slo-engine:{service}:{slo}"
+
+
+def period_group_name(service: str, slo: str) -> str:
+    return f"slo-engine:{service}:{slo}:period"

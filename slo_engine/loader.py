@@ -1,0 +1,299 @@
+"""Reading SLO files: YAML with positions, then the spec models, every mistake located.
+
+PyYAML's composed node tree keeps line and column of every key and value; pydantic reports
+errors by field path. Joining the two gives `file:line:column: field.path: message`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from slo_engine.errors import SpecError, SpecIssue
+from slo_engine.model import Service, to_model
+from slo_engine.spec import ServiceSpec
+from slo_engine.validation import check_across, check_service
+
+PathKey = tuple[str | int, ...]
+Position = tuple[int, int]
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class SpecDocument:
+    """One SLO file: its text, its data, and where each key and value sits in it."""
+
+    file: str
+    data: Any = None
+    value_positions: dict[PathKey, Position] = field(default_factory=dict)
+    key_positions: dict[PathKey, Position] = field(default_factory=dict)
+
+    def position(self, path: PathKey, *, key: bool = False) -> Position:
+        """The closest known position of `path`: the key itself, its value, or a parent."""
+        while True:
+            if key and path in self.key_positions:
+                return self.key_positions[path]
+            if path in self.value_positions:
+                return self.value_positions[path]
+            if path in self.key_positions:
+                return self.key_positions[path]
+            if not path:
+                return (1, 1)
+            path = path[:-1]
+
+    def issue(self, path: PathKey, message: str, *, key: bool = False,
+              offset: int | None = None) -> SpecIssue:
+        line, column = self.position(path, key=key)
+        if offset is not None:
+            column += offset
+        return SpecIssue(self.file, line, column, format_path(path), message)
+
+
+def format_path(path: PathKey) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def discover(paths: Iterable[str | Path]) -> list[Path]:
+    """SLO files named on the command line: files as given, directories searched recursively."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES
+                                and p.is_file()))
+        else:
+            found.append(path)
+    return found
+
+
+def display_name(path: Path) -> str:
+    """The path as a user and a header should show it: relative to the working directory."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def parse_yaml(text: str, file: str) -> tuple[SpecDocument, list[SpecIssue]]:
+    document = SpecDocument(file)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return document, [SpecIssue(file, 1, 1, "", "the file is empty; an SLO file starts "
+                                        "with 'apiVersion: slo-engine/v1'")]
+        issues: list[SpecIssue] = []
+        document.data = _construct(loader, node, (), document, issues)
+        return document, issues
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = error.problem or error.context or "invalid YAML"
+        if "expected a single document" in str(error):
+            problem = "holds more than one YAML document; put one service in each file"
+        return document, [SpecIssue(file, line, column, "", f"YAML syntax error: {problem}")]
+    finally:
+        loader.dispose()
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: PathKey,
+               document: SpecDocument, issues: list[SpecIssue]) -> Any:
+    document.value_positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                key = str(key)
+            child = (*path, key)
+            key_position = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in result:
+                first = document.key_positions[child]
+                issues.append(SpecIssue(document.file, *key_position, format_path(child),
+                                        f"duplicate key {key!r} (first at line {first[0]}); "
+                                        "remove one of them"))
+                continue
+            document.key_positions[child] = key_position
+            result[key] = _construct(loader, value_node, child, document, issues)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(loader, item, (*path, i), document, issues)
+                for i, item in enumerate(node.value)]
+    value = loader.construct_object(node, deep=True)
+    if isinstance(value, str) and isinstance(node, yaml.ScalarNode) and node.style in ("'", '"'):
+        # Offsets into a quoted value start after the quote.
+        document.value_positions[path] = (node.start_mark.line + 1, node.start_mark.column + 2)
+    return value
+
+
+def validate_model(document: SpecDocument) -> tuple[ServiceSpec | None, list[SpecIssue]]:
+    if not isinstance(document.data, dict):
+        return None, [document.issue((), "an SLO file is a mapping that starts with "
+                                     "'apiVersion: slo-engine/v1'")]
+    try:
+        return ServiceSpec.model_validate(document.data), []
+    except ValidationError as error:
+        return None, list(_translate(error, document))
+
+
+def _translate(error: ValidationError, document: SpecDocument) -> Iterator[SpecIssue]:
+    for item in error.errors(include_url=False):
+        loc: PathKey = tuple(p for p in item["loc"] if p != "[key]")
+        kind = item["type"]
+        value = item.get("input")
+        on_key = "[key]" in item["loc"]
+        if kind == "extra_forbidden":
+            parent = loc[:-1]
+            unknown = str(loc[-1])
+            known = _fields_at(parent, document)
+            close = difflib.get_close_matches(unknown, known, n=1)
+            hint = (f"did you mean {close[0]!r}?" if close
+                    else f"expected one of: {', '.join(known)}")
+            yield document.issue(loc, f"unknown field {unknown!r}; {hint}", key=True)
+        elif kind == "missing":
+            issue = document.issue(loc[:-1], f"missing required field {loc[-1]!r}"
+                                   + _missing_hint(str(loc[-1])))
+            yield replace(issue, path=format_path(loc))
+        else:
+            yield document.issue(loc, _message(kind, item["msg"], value), key=on_key)
+
+
+_MISSING_HINTS = {
+    "apiVersion": "; start the file with 'apiVersion: slo-engine/v1'",
+    "objective": "; the target percent of good events, e.g. 'objective: 99.9'",
+    "sli": "; give one of 'ratio', 'latency' or 'query'",
+    "total": "; the selector or query of all valid events",
+    "owner": "; the team that owns the service, pages route by it",
+    "slos": "; list the service's SLOs under 'slos:'",
+}
+
+
+def _missing_hint(name: str) -> str:
+    return _MISSING_HINTS.get(name, "")
+
+
+_TYPE_NAMES = {
+    "string_type": "a string (quote it)",
+    "float_type": "a number",
+    "int_type": "a whole number",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
+
+
+def _message(kind: str, default: str, value: Any) -> str:
+    if kind in _TYPE_NAMES:
+        return f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}"
+    if kind == "literal_error" and "slo-engine/v1" in default:
+        return f"unsupported apiVersion {value!r}; write 'apiVersion: slo-engine/v1'"
+    if kind == "literal_error":
+        return f"got {value!r}; {default[0].lower()}{default[1:]}"
+    if kind == "value_error":
+        return default.removeprefix("Value error, ")
+    if kind == "too_short":
+        return "must not be empty"
+    if kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than"):
+        return f"got {value!r}; {default[0].lower()}{default[1:]}"
+    return default
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _fields_at(path: PathKey, document: SpecDocument) -> list[str]:
+    """The field names the spec allows at `path`, to suggest the one a typo meant."""
+    model: type[BaseModel] = ServiceSpec
+    for part in path:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            return []
+        annotation = info.annotation
+        inner = _model_in(annotation)
+        if inner is None:
+            return []
+        model = inner
+    return sorted(f.alias or name for name, f in model.model_fields.items())
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def load_services(paths: Iterable[str | Path]) -> list[Service]:
+    """Load, validate and model every SLO file under `paths`; raise SpecError with every issue.
+
+    Files of one service (there may be several) become one Service, sources in path order.
+    """
+    files = discover(paths)
+    issues: list[SpecIssue] = []
+    valid: list[tuple[ServiceSpec, SpecDocument]] = []
+    if not files:
+        raise SpecError([SpecIssue(", ".join(map(str, paths)) or ".", 1, 1, "",
+                                   "no SLO files (*.yaml, *.yml) found")])
+    for path in files:
+        name = display_name(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            issues.append(SpecIssue(name, 1, 1, "", f"cannot read the file: {error}"))
+            continue
+        document, found = parse_yaml(text, name)
+        if found:
+            issues.extend(found)
+            continue
+        spec, found = validate_model(document)
+        if spec is None:
+            issues.extend(found)
+            continue
+        found = check_service(spec, document)
+        issues.extend(found)
+        valid.append((spec, document))
+    issues.extend(check_across(valid))
+    if issues:
+        raise SpecError(issues)
+    by_service: dict[str, list[Service]] = {}
+    for spec, document in valid:
+        by_service.setdefault(spec.service, []).append(to_model(spec, document.file))
+    return [merge_service(parts) for _, parts in sorted(by_service.items())]
+
+
+def merge_service(parts: list[Service]) -> Service:
+    first = parts[0]
+    return Service(
+        name=first.name,
+        owner=first.owner,
+        source_file=", ".join(p.source_file for p in parts),
+        slos=tuple(slo for p in parts for slo in p.slos),
+    )
