@@ -38,6 +38,9 @@ class AlertingRule:
 
 Rule = RecordingRule | AlertingRule
 
+# The firing burn rate, as the alert's annotations show it (`$value` is the long window's).
+VALUE_TEMPLATE = '{{ $value | printf "%.1f" }}'
+
 
 @dataclass(frozen=True)
 class RuleGroup:
@@ -69,9 +72,9 @@ def compile_service(service: Service) -> RuleSet:
 
 def compile_slo(slo: SLO) -> tuple[RuleGroup, RuleGroup]:
     rules: list[Rule] = [*_event_rates(slo), *_window_ratios(slo)]
-    rules.extend(_burn_alert(slo, tier) for tier in slo.tiers)
+    rules.extend(burn_alert(slo, tier) for tier in slo.tiers)
     if slo.data_absent:
-        rules.append(_data_absent_alert(slo))
+        rules.append(data_absent_alert(slo))
     alert_group = RuleGroup(names.alert_group_name(slo.service, slo.name), tuple(rules))
     period_group = RuleGroup(names.period_group_name(slo.service, slo.name),
                              _period_rules(slo), names.PERIOD_GROUP_INTERVAL)
@@ -159,7 +162,7 @@ def burn_condition(slo: SLO, tier: AlertTier) -> str:
     return expr
 
 
-def _burn_alert(slo: SLO, tier: AlertTier) -> AlertingRule:
+def burn_alert(slo: SLO, tier: AlertTier) -> AlertingRule:
     threshold = number(tier.burn_rate)
     lasts = format_duration(round(slo.period_seconds / tier.burn_rate / 60) * 60)
     what = f"{slo.description.rstrip('.')}. " if slo.description else ""
@@ -171,7 +174,7 @@ def _burn_alert(slo: SLO, tier: AlertTier) -> AlertingRule:
                 (names.SHORT_WINDOW_LABEL, tier.short_window)),
         annotations=_links(slo, (
             ("summary", f"{slo.service}/{slo.name}: error budget burning "
-                        '{{ $value | printf "%.1f" }}x as fast as sustainable '
+                        f"{VALUE_TEMPLATE}x as fast as sustainable "
                         f"(over {threshold}x for {tier.long_window} and {tier.short_window})"),
             ("description", f"{what}Objective {slo.objective_percent}% over {slo.period}. A burn "
                             f"of {threshold}x spends {number(tier.budget_fraction * 100)}% of "
@@ -180,7 +183,7 @@ def _burn_alert(slo: SLO, tier: AlertTier) -> AlertingRule:
     )
 
 
-def _data_absent_alert(slo: SLO) -> AlertingRule:
+def data_absent_alert(slo: SLO) -> AlertingRule:
     return AlertingRule(
         alert=names.DATA_ABSENT_ALERT,
         expr=f"absent({recorded(names.TOTAL_EVENTS_RATE, slo)})",

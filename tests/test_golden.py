@@ -1,0 +1,56 @@
+"""Golden files of generated artifacts: review changes as diffs, regenerate with
+`make golden` (which runs this module with --update-golden)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slo_engine.app import generated_files
+from slo_engine.loader import load_services
+from tests.support.paths import GOLDEN, GOLDEN_CASES, ROOT
+
+
+def _expected(case: str) -> dict[str, str]:
+    services = load_services([f"tests/golden/{case}/slo.yaml"])
+    files = {f"out/{name}": text for name, text in generated_files(services).items()}
+    operator = generated_files(services, "prometheus-operator")
+    files.update({f"prometheus-operator/{name}": text for name, text in operator.items()})
+    return files
+
+
+def _on_disk(case: str) -> dict[str, str]:
+    base = GOLDEN / case
+    return {p.relative_to(base).as_posix(): p.read_text(encoding="utf-8")
+            for p in sorted(base.rglob("*.yml"))}
+
+
+@pytest.mark.parametrize("case", GOLDEN_CASES)
+def test_generated_files_match_golden(case: str, update_golden: bool,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    expected = _expected(case)
+    if update_golden:
+        for path in (GOLDEN / case).rglob("*.yml"):
+            path.unlink()
+        for name, text in expected.items():
+            target = GOLDEN / case / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+    actual = _on_disk(case)
+    assert sorted(actual) == sorted(expected), "run `make golden` and review the diff"
+    for name, text in expected.items():
+        assert actual[name] == text, f"{case}/{name} drifted; run `make golden`, review the diff"
+
+
+def test_output_is_byte_identical_across_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    first = {case: _expected(case) for case in GOLDEN_CASES}
+    second = {case: _expected(case) for case in GOLDEN_CASES}
+    assert first == second
+
+
+def test_every_golden_case_has_a_spec() -> None:
+    assert len(GOLDEN_CASES) >= 5
+    assert all(isinstance(p, Path) for p in GOLDEN.iterdir())
