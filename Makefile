@@ -33,9 +33,10 @@ lint: setup
 	$(BIN)/ruff check slo_engine tests bench
 	$(BIN)/mypy --strict slo_engine
 
-# Regenerate the committed artifacts (review them as diffs): rules_out/ and tests/golden/.
+# Regenerate the committed artifacts (review them as diffs): rules_out/, the schema, tests/golden/.
 golden: setup
 	$(BIN)/slo-engine compile slo_definitions --out rules_out
+	$(BIN)/slo-engine schema > slo-engine.schema.json
 	$(BIN)/pytest -q tests/test_golden.py --update-golden
 
 bench: setup prometheus

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from slo_engine import app
+from slo_engine.durations import format_duration
 from slo_engine.errors import SloEngineError, SpecError
+from slo_engine.model import Service, detection_seconds
 from slo_engine.rules_out import FORMATS
 from slo_engine.spec import json_schema_text
 
@@ -24,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
 
     commands.add_parser("schema", help="print the JSON Schema of SLO files")
+
+    explain = commands.add_parser("explain", help="show each SLO's alert tiers: thresholds, "
+                                  "detection time of a full outage, budget left when they fire")
+    explain.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
 
     compile_ = commands.add_parser("compile", help="write Prometheus rules and promtool tests")
     compile_.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
@@ -56,6 +62,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "schema":
         sys.stdout.write(json_schema_text())
         return 0
+    if args.command == "explain":
+        print(explain_text(app.validate(args.paths)))
+        return 0
     if args.command == "validate":
         services = app.validate(args.paths)
         slos = sum(len(s.slos) for s in services)
@@ -75,3 +84,37 @@ def _run(args: argparse.Namespace) -> int:
     changed = len(drift.stale) + len(drift.missing) + len(drift.extra)
     print(f"wrote {args.out}: {changed} file{'s' if changed != 1 else ''} changed")
     return 0
+
+
+def explain_text(services: list[Service]) -> str:
+    """What each SLO's alerts mean, in the numbers an SRE reviews a policy with."""
+    lines: list[str] = []
+    for service in services:
+        for slo in service.slos:
+            kind = type(slo.sli).__name__.removesuffix("SLI").lower()
+            grouped = f", one per {'/'.join(slo.group_by)}" if slo.group_by else ""
+            lines.append(f"{slo.service}/{slo.name}: {slo.objective_percent}% over {slo.period} "
+                         f"({kind} SLI{grouped}), owner {service.owner}")
+            lines.append(f"  {'severity':<8} {'windows':<9} {'burn >':>7} {'budget spent':>12} "
+                         f"{'full outage fires in':>21} {'budget gone in':>15}")
+            for tier in slo.tiers:
+                detect = detection_seconds(slo, tier)
+                detect_text = "never" if detect is None else _short_duration(detect)
+                gone = _short_duration(slo.period_seconds / tier.burn_rate)
+                lines.append(
+                    f"  {tier.severity:<8} {tier.long_window + '/' + tier.short_window:<9} "
+                    f"{tier.burn_rate:>6.4g}x {tier.budget_fraction:>12.0%} "
+                    f"{detect_text:>21} {gone:>15}")
+            if not slo.tiers:
+                lines.append("  no burn-rate alerts")
+            lines.append("")
+    lines.append("Detection times follow the SRE Workbook (budget spent x period / burn rate) "
+                 "from a clean window;\nadd up to 3m for the 5m rate to ramp up, plus scrape "
+                 "and evaluation intervals.")
+    return "\n".join(lines)
+
+
+def _short_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    return format_duration(round(seconds / 60) * 60)

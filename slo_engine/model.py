@@ -213,3 +213,12 @@ def _sli(spec: SLOSpec) -> SLI:
         )
     assert sli.query is not None
     return QuerySLI(total=sli.query.total, bad=sli.query.bad, good=sli.query.good)
+
+
+def detection_seconds(slo: SLO, tier: AlertTier, error_ratio: float = 1.0) -> float | None:
+    """Time for `tier` to fire at a constant `error_ratio` from a clean window (SRE Workbook:
+    budget_fraction × period / actual burn rate); None when that burn never reaches it."""
+    actual_burn = error_ratio / slo.error_budget
+    if actual_burn <= tier.burn_rate:
+        return None
+    return tier.budget_fraction * slo.period_seconds / actual_burn

@@ -9,6 +9,7 @@ import pytest
 
 from slo_engine.app import generated_files
 from slo_engine.loader import load_services
+from slo_engine.spec import json_schema_text
 from tests.support.paths import GOLDEN, GOLDEN_CASES, ROOT
 
 
@@ -54,3 +55,8 @@ def test_output_is_byte_identical_across_runs(monkeypatch: pytest.MonkeyPatch) -
 def test_every_golden_case_has_a_spec() -> None:
     assert len(GOLDEN_CASES) >= 5
     assert all(isinstance(p, Path) for p in GOLDEN.iterdir())
+
+
+def test_committed_json_schema_is_current() -> None:
+    committed = (ROOT / "slo-engine.schema.json").read_text(encoding="utf-8")
+    assert committed == json_schema_text(), "run `make golden`"
