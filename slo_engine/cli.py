@@ -76,8 +76,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.check:
         if not drift.clean:
             print(drift.report(args.out), file=sys.stderr)
+            options = "".join((f" --format {args.format}" if args.format != "prometheus" else "",
+                               " --no-tests" if args.no_tests else ""))
             print(f"{args.out} is out of date; run: slo-engine compile "
-                  f"{' '.join(args.paths)} --out {args.out}", file=sys.stderr)
+                  f"{' '.join(args.paths)} --out {args.out}{options}", file=sys.stderr)
             return 1
         print(f"{args.out} is up to date")
         return 0

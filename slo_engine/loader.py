@@ -7,18 +7,18 @@ errors by field path. Joining the two gives `file:line:column: field.path: messa
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from slo_engine.errors import SpecError, SpecIssue
 from slo_engine.model import Service, to_model
-from slo_engine.spec import ServiceSpec
-from slo_engine.validation import check_across, check_service
+from slo_engine.spec import LabelName, ServiceSpec, SLOSpec
+from slo_engine.validation import check_across, check_service, check_slos
 
 PathKey = tuple[str | int, ...]
 Position = tuple[int, int]
@@ -99,14 +99,41 @@ def parse_yaml(text: str, file: str) -> tuple[SpecDocument, list[SpecIssue]]:
         document.data = _construct(loader, node, (), document, issues)
         return document, issues
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
+        mark, message = _yaml_problem(error)
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = error.problem or error.context or "invalid YAML"
-        if "expected a single document" in str(error):
-            problem = "holds more than one YAML document; put one service in each file"
-        return document, [SpecIssue(file, line, column, "", f"YAML syntax error: {problem}")]
+        return document, [SpecIssue(file, line, column, "", message)]
     finally:
         loader.dispose()
+
+
+# PyYAML's problem → how to fix it, for the mistakes people make in SLO files.
+_YAML_HINTS = (
+    ("mapping values are not allowed here",
+     "check this line's indentation, or quote a value that contains ': '"),
+    ("found character '\\t'", "indent with spaces, not tabs"),
+    ("that cannot start any token", "quote the value"),
+    ("expected <block end>", "check the indentation: this line does not line up with the "
+     "keys above it"),
+    ("expected ',' or", "close the '[' or '{' opened earlier, or quote the value"),
+    ("found undefined alias", "quote the value; a '*' at its start makes it a YAML alias"),
+)
+
+
+def _yaml_problem(error: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
+    """Where a YAML error is and what it means, in the words of someone fixing the file."""
+    problem = error.problem or error.context or "invalid YAML"
+    if "expected a single document" in str(error):
+        return error.problem_mark, ("the file holds more than one YAML document (the second "
+                                    "starts here); put each service in its own file")
+    if "end of stream" in problem and error.context == "while scanning a quoted scalar":
+        return error.context_mark, ("YAML syntax error: the quoted value starting here is "
+                                    "never closed; add the closing quote")
+    if problem == "could not find expected ':'":
+        return error.context_mark or error.problem_mark, (
+            "YAML syntax error: expected ':' after this key; write 'key: value'")
+    hint = next((h for marker, h in _YAML_HINTS if marker in problem), "check the "
+                "indentation and quoting here")
+    return error.problem_mark or error.context_mark, f"YAML syntax error: {problem}; {hint}"
 
 
 def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: PathKey,
@@ -149,26 +176,71 @@ def validate_model(document: SpecDocument) -> tuple[ServiceSpec | None, list[Spe
         return None, list(_translate(error, document))
 
 
-def _translate(error: ValidationError, document: SpecDocument) -> Iterator[SpecIssue]:
-    for item in error.errors(include_url=False):
+_LABELS: TypeAdapter[dict[str, str]] = TypeAdapter(dict[LabelName, str],
+                                                   config=ConfigDict(strict=True))
+
+
+def _well_formed_parts(document: SpecDocument) -> tuple[dict[str, str], list[tuple[int, SLOSpec]]]:
+    """The service labels and the SLOs of an invalid file that are valid on their own."""
+    data = document.data
+    if not isinstance(data, dict):
+        return {}, []
+    try:
+        labels = _LABELS.validate_python(data.get("labels", {}))
+    except ValidationError:
+        labels = {}
+    slos: list[tuple[int, SLOSpec]] = []
+    if isinstance(data.get("slos"), list):
+        for index, item in enumerate(data["slos"]):
+            try:
+                slos.append((index, SLOSpec.model_validate(item)))
+            except ValidationError:
+                continue
+    return labels, slos
+
+
+def _translate(error: ValidationError, document: SpecDocument) -> list[SpecIssue]:
+    items = error.errors(include_url=False)
+    # A misspelt required field is reported once, as the unknown field with its suggestion.
+    suggested: set[PathKey] = set()
+    issues: list[SpecIssue] = []
+    for item in items:
         loc: PathKey = tuple(p for p in item["loc"] if p != "[key]")
+        if item["type"] != "extra_forbidden":
+            continue
+        parent = loc[:-1]
+        unknown = str(loc[-1])
+        known = _fields_at(parent, document)
+        close = difflib.get_close_matches(unknown, known, n=1)
+        if close:
+            suggested.add((*parent, close[0]))
+        hint = (f"did you mean {close[0]!r}?" if close
+                else f"expected one of: {', '.join(known)}")
+        issues.append(document.issue(loc, f"unknown field {unknown!r}; {hint}", key=True))
+    for item in items:
+        loc = tuple(p for p in item["loc"] if p != "[key]")
         kind = item["type"]
-        value = item.get("input")
-        on_key = "[key]" in item["loc"]
-        if kind == "extra_forbidden":
-            parent = loc[:-1]
-            unknown = str(loc[-1])
-            known = _fields_at(parent, document)
-            close = difflib.get_close_matches(unknown, known, n=1)
-            hint = (f"did you mean {close[0]!r}?" if close
-                    else f"expected one of: {', '.join(known)}")
-            yield document.issue(loc, f"unknown field {unknown!r}; {hint}", key=True)
-        elif kind == "missing":
+        if kind == "extra_forbidden" or (kind == "missing" and loc in suggested):
+            continue
+        if kind == "missing":
             issue = document.issue(loc[:-1], f"missing required field {loc[-1]!r}"
                                    + _missing_hint(str(loc[-1])))
-            yield replace(issue, path=format_path(loc))
+            issues.append(replace(issue, path=format_path(loc)))
         else:
-            yield document.issue(loc, _message(kind, item["msg"], value), key=on_key)
+            message = _message(kind, item["msg"], item.get("input"), _expected_at(loc))
+            issues.append(document.issue(loc, message, key="[key]" in item["loc"]))
+    return issues
+
+
+def _expected_at(loc: PathKey) -> str | None:
+    """What a string field holding a duration or period expects, for type errors there."""
+    if len(loc) < 2 or loc[-2] == "labels":
+        return None
+    if loc[-1] in ("threshold", "long_window", "short_window"):
+        return "a duration with its unit, e.g. 500ms, 5m, 1h"
+    if loc[-1] == "period":
+        return "a period in days or weeks, e.g. 28d, 30d, 4w"
+    return None
 
 
 _MISSING_HINTS = {
@@ -196,9 +268,14 @@ _TYPE_NAMES = {
 }
 
 
-def _message(kind: str, default: str, value: Any) -> str:
+def _message(kind: str, default: str, value: Any, expected: str | None = None) -> str:
+    if kind == "string_type" and expected is not None:
+        return f"expected {expected}, got {_describe(value)}"
     if kind in _TYPE_NAMES:
-        return f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}"
+        message = f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}"
+        if kind != "string_type" and isinstance(value, str) and _unquoted_fits(kind, value):
+            message += "; remove the quotes"
+        return message
     if kind == "literal_error" and "slo-engine/v1" in default:
         return f"unsupported apiVersion {value!r}; write 'apiVersion: slo-engine/v1'"
     if kind == "literal_error":
@@ -210,6 +287,18 @@ def _message(kind: str, default: str, value: Any) -> str:
     if kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than"):
         return f"got {value!r}; {default[0].lower()}{default[1:]}"
     return default
+
+
+def _unquoted_fits(kind: str, text: str) -> bool:
+    """Whether `text`, written without quotes, would have had the type `kind` wants."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    wanted = {"float_type": (int, float), "int_type": (int,), "bool_type": (bool,)}.get(kind, ())
+    if isinstance(value, bool) and kind != "bool_type":
+        return False
+    return isinstance(value, wanted)
 
 
 def _describe(value: Any) -> str:
@@ -270,12 +359,14 @@ def load_services(paths: Iterable[str | Path]) -> list[Service]:
             issues.append(SpecIssue(name, 1, 1, "", f"cannot read the file: {error}"))
             continue
         document, found = parse_yaml(text, name)
-        if found:
-            issues.extend(found)
+        issues.extend(found)
+        if document.data is None:
             continue
         spec, found = validate_model(document)
         if spec is None:
+            # Still check the SLOs that are well-formed, so one typo hides no other mistake.
             issues.extend(found)
+            issues.extend(check_slos(*_well_formed_parts(document), document))
             continue
         found = check_service(spec, document)
         issues.extend(found)

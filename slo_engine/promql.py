@@ -13,6 +13,9 @@ METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _OPERATORS = ("=~", "!~", "!=", "=")
 WINDOW_PLACEHOLDER = "{{window}}"
+# How a label value's special characters are written inside a double-quoted PromQL string.
+_RENDER_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                   "\a": "\\a", "\b": "\\b", "\f": "\\f", "\v": "\\v"}
 
 
 class SelectorSyntaxError(ValueError):
@@ -28,7 +31,7 @@ class Matcher:
     value: str
 
     def render(self) -> str:
-        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        escaped = "".join(_RENDER_ESCAPES.get(char, char) for char in self.value)
         return f'{self.name}{self.op}"{escaped}"'
 
     def matches(self, value: str) -> bool:
@@ -108,15 +111,75 @@ def _matcher(text: str, pos: int) -> tuple[Matcher, int]:
     pos = _skip_space(text, pos + len(op))
     value, end = _string(text, pos)
     if op in ("=~", "!~"):
-        try:
-            re.compile(value)
-        except re.error as error:
-            raise SelectorSyntaxError(pos, f"invalid regular expression {value!r}: {error}") \
-                from None
+        problem = regex_problem(value)
+        if problem is not None:
+            raise SelectorSyntaxError(pos, f"invalid regular expression '{value}': {problem}")
     return Matcher(name, op, value), end
 
 
+_PYTHON_ONLY_GROUPS = (("(?=", "lookahead"), ("(?!", "negative lookahead"),
+                       ("(?<=", "lookbehind"), ("(?<!", "negative lookbehind"),
+                       ("(?>", "atomic group"), ("(?P=", "backreference"))
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why Prometheus (Go's RE2 syntax) would reject `pattern`, or None.
+
+    Python's `re` checks the syntax; the constructs Python accepts but RE2 does not
+    (lookaround, backreferences, atomic groups, possessive quantifiers) are refused here.
+    """
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        return str(error)
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            if pattern[i + 1:i + 2].isdigit() and pattern[i + 1] != "0":
+                return (f"backreference '{pattern[i:i + 2]}' at position {i} is not supported "
+                        "by Prometheus (RE2 syntax)")
+            i += 2
+            continue
+        if char == "[":
+            i = _class_end(pattern, i)
+            continue
+        for prefix, what in _PYTHON_ONLY_GROUPS:
+            if pattern.startswith(prefix, i):
+                return (f"{what} '{prefix}' at position {i} is not supported by Prometheus "
+                        "(RE2 syntax); rewrite it with plain alternatives")
+        if char in "*+?" and pattern[i + 1:i + 2] == "+" and i > 0:
+            return (f"possessive quantifier '{pattern[i:i + 2]}' at position {i} is not "
+                    "supported by Prometheus (RE2 syntax)")
+        i += 1
+    return None
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """The offset after the character class `[...]` opening at `start` (already valid)."""
+    i = start + 1
+    if pattern[i:i + 1] == "^":
+        i += 1
+    if pattern[i:i + 1] == "]":
+        i += 1
+    while i < len(pattern) and pattern[i] != "]":
+        i += 2 if pattern[i] == "\\" else 1
+    return i + 1
+
+
+_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
+                   "v": "\v", "\\": "\\"}
+# Escapes with a code point: (number of digits, base).
+_CODE_ESCAPES = {"x": (2, 16), "u": (4, 16), "U": (8, 16)}
+_OCTAL = "01234567"
+
+
 def _string(text: str, pos: int) -> tuple[str, int]:
+    """A PromQL string literal at `pos`: its value and the offset after its closing quote.
+
+    Escapes follow PromQL (Go): \\n, \\t, \\\\, the string's own quote, \\xNN, \\uNNNN ...;
+    backtick strings are raw. Anything else is an error, as it is in Prometheus.
+    """
     if pos >= len(text) or text[pos] not in "\"'`":
         raise SelectorSyntaxError(pos, 'expected a quoted label value, e.g. "value"')
     quote = text[pos]
@@ -126,14 +189,41 @@ def _string(text: str, pos: int) -> tuple[str, int]:
         char = text[i]
         if char == quote:
             return "".join(out), i + 1
-        if char == "\\" and quote != "`" and i + 1 < len(text):
-            nxt = text[i + 1]
-            out.append({"n": "\n", "t": "\t"}.get(nxt, nxt))
-            i += 2
+        if char == "\n" and quote != "`":
+            break
+        if char == "\\" and quote != "`":
+            value, i = _escape(text, i, quote)
+            out.append(value)
             continue
         out.append(char)
         i += 1
-    raise SelectorSyntaxError(pos, f"unterminated string starting with {quote}")
+    raise SelectorSyntaxError(pos, f"unterminated string starting with {quote}; add the closing "
+                              f"{quote}")
+
+
+def _escape(text: str, pos: int, quote: str) -> tuple[str, int]:
+    """The escape sequence at `pos` (a backslash): its value and the offset after it."""
+    code = text[pos + 1:pos + 2]
+    if not code:
+        raise SelectorSyntaxError(pos, "escape sequence not terminated")
+    if code == quote or code in _SIMPLE_ESCAPES:
+        return _SIMPLE_ESCAPES.get(code, code), pos + 2
+    if code in _CODE_ESCAPES or code in _OCTAL:
+        digits, base = _CODE_ESCAPES.get(code, (3, 8))
+        start = pos + 1 if code in _OCTAL else pos + 2
+        number = text[start:start + digits]
+        allowed = _OCTAL if base == 8 else "0123456789abcdefABCDEF"
+        if len(number) == digits and all(c in allowed for c in number):
+            value = int(number, base)
+            if value <= 0x10FFFF and not 0xD800 <= value <= 0xDFFF:
+                return chr(value), start + digits
+        kind = "octal" if base == 8 else "hex"
+        raise SelectorSyntaxError(pos, f"invalid escape sequence: '\\{code}' takes {digits} "
+                                  f"{kind} digits")
+    raise SelectorSyntaxError(
+        pos, f"unknown escape sequence '\\{code}'; inside double quotes write a backslash twice "
+        "(the regex foo\\.bar is \"foo\\\\.bar\"), or quote the value with backticks: `foo\\.bar`"
+    )
 
 
 def check_query(text: str) -> tuple[int, str] | None:
@@ -148,6 +238,7 @@ def check_query(text: str) -> tuple[int, str] | None:
     rendered = text.replace(WINDOW_PLACEHOLDER, "5m")
     stack: list[tuple[str, int]] = []
     pairs = {")": "(", "]": "[", "}": "{"}
+    closers = {opener: closer for closer, opener in pairs.items()}
     i = 0
     while i < len(rendered):
         char = rendered[i]
@@ -160,13 +251,19 @@ def check_query(text: str) -> tuple[int, str] | None:
         if char in "([{":
             stack.append((char, i))
         elif char in ")]}":
-            if not stack or stack[-1][0] != pairs[char]:
-                return _original_offset(text, i), f"unbalanced {char!r}"
+            if not stack:
+                return _original_offset(text, i), (f"{char!r} closes nothing; remove it or add "
+                                                   f"the opening {pairs[char]!r}")
+            if stack[-1][0] != pairs[char]:
+                opener = stack[-1][0]
+                return _original_offset(text, i), (f"{char!r} cannot close the open {opener!r}; "
+                                                   f"close that with {closers[opener]!r} first")
             stack.pop()
         i += 1
     if stack:
         char, offset = stack[-1]
-        return _original_offset(text, offset), f"unclosed {char!r}"
+        return _original_offset(text, offset), (f"unclosed {char!r}; add the matching "
+                                                f"{closers[char]!r}")
     if "{{" in rendered or "}}" in rendered:
         return _original_offset(text, rendered.find("{{")), \
             "unknown placeholder; only {{window}} is replaced"

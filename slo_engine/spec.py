@@ -62,10 +62,16 @@ Duration = Annotated[
 Period = Annotated[
     str, AfterValidator(_period), Field(json_schema_extra={"pattern": PERIOD_PATTERN})
 ]
-Name = Annotated[str, AfterValidator(_name), Field(json_schema_extra={"pattern": NAME_PATTERN})]
+Name = Annotated[
+    str, AfterValidator(_name),
+    Field(json_schema_extra={"pattern": NAME_PATTERN, "maxLength": 63}),
+]
 LabelName = Annotated[
     str, AfterValidator(_label_name), Field(json_schema_extra={"pattern": LABEL_NAME_PATTERN})
 ]
+
+# Keys of a labels mapping must match LabelName's pattern (patternProperties alone allows any).
+_ONLY_LABEL_NAMES: dict[str, Any] = {"additionalProperties": False}
 
 
 class _SpecModel(BaseModel):
@@ -159,7 +165,7 @@ class AlertingSpec(_SpecModel):
 def _objective(value: float) -> float:
     if not 0 < value < 100:
         raise ValueError(
-            f"{value} is outside (0, 100); the objective is a percent, e.g. 99.9 for 99.9%"
+            f"{value:g} is outside (0, 100); the objective is a percent, e.g. 99.9 for 99.9%"
         )
     return value
 
@@ -174,7 +180,8 @@ class SLOSpec(_SpecModel):
     period: Period = Field("30d", description="Rolling compliance period, e.g. 28d, 30d, 4w.")
     sli: SLISpec
     labels: dict[LabelName, str] = Field(default_factory=dict,
-                                         description="Extra labels for this SLO's series.")
+                                         description="Extra labels for this SLO's series.",
+                                         json_schema_extra=_ONLY_LABEL_NAMES)
     alerting: AlertingSpec = Field(default_factory=AlertingSpec)
 
 
@@ -187,7 +194,8 @@ class ServiceSpec(_SpecModel):
     runbook_url: str | None = None
     dashboard_url: str | None = None
     labels: dict[LabelName, str] = Field(
-        default_factory=dict, description="Copied onto every generated series and alert."
+        default_factory=dict, description="Copied onto every generated series and alert.",
+        json_schema_extra=_ONLY_LABEL_NAMES,
     )
     slos: list[SLOSpec] = Field(min_length=1)
 

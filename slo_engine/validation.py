@@ -3,7 +3,7 @@ never fire, label clashes and duplicates across files. Each returns located Spec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from slo_engine.conventions import RESERVED_LABELS
@@ -25,9 +25,19 @@ BASE_WINDOW_SECONDS = 300
 
 
 def check_service(spec: ServiceSpec, document: SpecDocument) -> list[SpecIssue]:
-    issues = list(_labels(spec.labels, ("labels",), document))
+    return check_slos(spec.labels, list(enumerate(spec.slos)), document)
+
+
+def check_slos(service_labels: Mapping[str, str], slos: Sequence[tuple[int, SLOSpec]],
+               document: SpecDocument) -> list[SpecIssue]:
+    """Checks of a file's service labels and its SLOs (by index in `slos:`).
+
+    Also run on the well-formed SLOs of a file the spec models rejected, so every mistake
+    is reported in one go.
+    """
+    issues = list(_labels(service_labels, ("labels",), document))
     seen: dict[str, int] = {}
-    for index, slo in enumerate(spec.slos):
+    for index, slo in slos:
         path: PathKey = ("slos", index)
         if slo.name in seen:
             first = document.position(("slos", seen[slo.name], "name"))
@@ -37,25 +47,26 @@ def check_service(spec: ServiceSpec, document: SpecDocument) -> list[SpecIssue]:
         seen.setdefault(slo.name, index)
         issues.extend(_sli(slo, path, document))
         issues.extend(_labels(slo.labels, (*path, "labels"), document))
-        issues.extend(_clashes(spec, slo, path, document))
+        issues.extend(_clashes(service_labels, slo, path, document))
         issues.extend(_tiers(slo, path, document))
     return issues
 
 
-def _labels(labels: dict[str, str], path: PathKey, document: SpecDocument) -> Iterator[SpecIssue]:
+def _labels(labels: Mapping[str, str], path: PathKey,
+            document: SpecDocument) -> Iterator[SpecIssue]:
     for name in labels:
         if name in RESERVED_LABELS:
             yield document.issue((*path, name), f"label {name!r} is set by the engine; "
                                  "choose another name", key=True)
 
 
-def _clashes(service: ServiceSpec, slo: SLOSpec, path: PathKey,
+def _clashes(service_labels: Mapping[str, str], slo: SLOSpec, path: PathKey,
              document: SpecDocument) -> Iterator[SpecIssue]:
     sli = slo.sli.ratio or slo.sli.latency
     if sli is None:
         return
     kind = "ratio" if slo.sli.ratio else "latency"
-    static = set(service.labels) | set(slo.labels)
+    static = set(service_labels) | set(slo.labels)
     for i, label in enumerate(sli.group_by):
         where = (*path, "sli", kind, "group_by", i)
         if label in RESERVED_LABELS:
@@ -103,7 +114,7 @@ def _selector(text: str, path: PathKey, document: SpecDocument, *,
     try:
         selector = parse_selector(text, allow_empty_name=allow_empty_name)
     except SelectorSyntaxError as error:
-        yield document.issue(path, f"invalid selector {text!r}: {error}",
+        yield document.issue(path, f"invalid selector '{text}': {error}",
                              offset=error.offset or None)
         return
     if allow_empty_name and selector.metric:
@@ -115,8 +126,13 @@ def _tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[Spec
     period = parse_duration(slo.period)
     objective = slo.objective / 100
     max_burn = 1 / (1 - objective)
-    custom = slo.alerting.tiers is not None
-    for i, tier in enumerate(tier_policies(slo)):
+    alerting = slo.alerting
+    custom = alerting.tiers is not None
+    # tier_policies() drops disabled tiers; keep each one's index in the file to point at it.
+    indices = [i for i, t in enumerate(alerting.tiers or ())
+               if t.enabled and (alerting.page if t.severity == "page" else alerting.ticket)]
+    policies = tier_policies(slo)
+    for i, tier in zip(indices if custom else range(len(policies)), policies, strict=True):
         where: PathKey = (*path, "alerting", "tiers", i) if custom else (*path, "period")
         long_s, short_s = parse_duration(tier.long_window), parse_duration(tier.short_window)
         label = f"{tier.severity} tier {tier.long_window}/{tier.short_window}"
@@ -130,18 +146,23 @@ def _tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[Spec
                                  "long_window (the SRE Workbook uses 1/12 of it)")
         if long_s > period:
             fix = ("shorten its long_window" if custom else
-                   "set 'alerting.tiers' with windows no longer than the period, or disable "
-                   "the tier's severity")
+                   "set 'alerting.tiers' with windows no longer than the period, or turn "
+                   f"these alerts off with '{tier.severity}: false' under 'alerting'")
             yield document.issue(where, f"period {slo.period} is shorter than the {label}'s "
                                  f"long window; {fix}")
             continue
         burn = burn_rate_threshold(tier.budget_percent, period, long_s)
         if burn > max_burn:
+            fix = ("lower the tier's budget_percent" if custom else
+                   "set 'alerting.tiers' with a smaller budget_percent")
+            if slo.objective < 1:
+                fix += (f" (the objective is a percent: {slo.objective:g} means "
+                        f"{slo.objective:g}%; did you mean {slo.objective * 100:g}?)")
             yield document.issue(
-                (*path, "alerting", "tiers", i) if custom else (*path, "objective"),
+                where if custom else (*path, "objective"),
                 f"{label} can never fire: it needs a burn rate of {burn:.4g}x, but at objective "
                 f"{slo.objective:g}% even 100% errors burn only {max_burn:.4g}x; raise the "
-                "objective, or lower the tier's budget_percent",
+                f"objective, or {fix}",
             )
 
 
@@ -155,10 +176,14 @@ def check_across(documents: list[tuple[ServiceSpec, SpecDocument]]) -> list[Spec
         if first[1] is not document:
             for field in ("owner", "runbook_url", "dashboard_url", "labels"):
                 if getattr(spec, field) != getattr(first[0], field):
-                    line, column = first[1].position((field,))
+                    if (field,) in first[1].key_positions:
+                        line, column = first[1].position((field,))
+                        there = f"{first[1].file}:{line}:{column} with a different {field}"
+                    else:
+                        there = f"{first[1].file} without {field}"
                     issues.append(document.issue(
-                        (field,), f"service {spec.service!r} is also defined in {first[1].file}:"
-                        f"{line}:{column} with a different {field}; make them equal"))
+                        (field,), f"service {spec.service!r} is also defined in {there}; "
+                        "make them equal"))
         for index, slo in enumerate(spec.slos):
             path: PathKey = ("slos", index, "name")
             earlier = slo_at.setdefault((spec.service, slo.name), (document, path))

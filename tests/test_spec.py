@@ -1,0 +1,523 @@
+"""The SLO spec: every mistake in tests/spec_cases/bad reported at its exact place, with
+a message that says how to fix it; valid files load; the model derives the right numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slo_engine.errors import SpecError, SpecIssue
+from slo_engine.loader import load_services
+from slo_engine.model import SLO, LatencySLI, QuerySLI, RatioSLI, Service
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = "tests/spec_cases"
+BAD = f"{CASES}/bad"
+ACROSS = f"{CASES}/bad_across"
+
+
+@pytest.fixture(autouse=True)
+def _at_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issues name files relative to the working directory, as the CLI shows them."""
+    monkeypatch.chdir(ROOT)
+
+
+def issues_of(*paths: str) -> list[str]:
+    with pytest.raises(SpecError) as caught:
+        load_services(paths)
+    return [str(issue) for issue in caught.value.issues]
+
+
+def case(name: str, *expected: str, id: str) -> Any:
+    """A bad file and the issues it must produce, written after `file:` as the CLI prints."""
+    path = f"{BAD}/{name}.yaml"
+    return pytest.param(path, [f"{path}:{issue}" for issue in expected], id=id)
+
+
+REMOVE = "remove one of them"
+NOT_A_DURATION = "write a number and a unit, e.g. 500ms, 5m, 1h, 30d, 4w"
+PLAIN_SELECTOR = ("give a plain selector; the engine adds rate() and the window itself (use a "
+                  "'query' SLI for other PromQL)")
+NEEDS_WINDOW = ("the query needs the {{window}} placeholder in its range selector, e.g. "
+                "sum(rate(jobs_total[{{window}}]))")
+BAD_NAME = ("is not a valid name; use at most 63 lowercase letters, digits and '-', starting "
+            "and ending with a letter or digit, e.g. checkout-success")
+WHOLE_MINUTES = "windows are whole minutes of at least 5m (the engine's base rate window)"
+TICKET_3D_TOO_LONG = ("shorter than the ticket tier 3d/6h's long window; set 'alerting.tiers' "
+                      "with windows no longer than the period, or turn these alerts off with "
+                      "'ticket: false' under 'alerting'")
+SERVICE_FIELDS = "apiVersion, dashboard_url, labels, owner, runbook_url, service, slos"
+
+BAD_FILES = [
+    # --- YAML itself
+    case("yaml-syntax-error",
+         "7:9: YAML syntax error: mapping values are not allowed here; check this line's "
+         "indentation, or quote a value that contains ': '",
+         id="a mis-indented key is a YAML syntax error at the colon"),
+    case("yaml-tab-indent",
+         "6:1: YAML syntax error: found character '\\t' that cannot start any token; "
+         "indent with spaces, not tabs",
+         id="a tab in the indentation says to indent with spaces"),
+    case("yaml-unclosed-quote",
+         "10:19: YAML syntax error: the quoted value starting here is never closed; "
+         "add the closing quote",
+         id="an unclosed quote is reported where the quote opens, not at the end of the file"),
+    case("duplicate-yaml-key",
+         f"7:5: slos[0].objective: duplicate key 'objective' (first at line 6); {REMOVE}",
+         f"12:9: slos[0].sli.ratio.total: duplicate key 'total' (first at line 11); {REMOVE}",
+         id="every duplicate YAML key is reported, each pointing back at the first"),
+    case("empty",
+         "1:1: the file is empty; an SLO file starts with 'apiVersion: slo-engine/v1'",
+         id="a file with only a comment is empty"),
+    case("multiple-documents",
+         "11:1: the file holds more than one YAML document (the second starts here); "
+         "put each service in its own file",
+         id="a second YAML document is reported at its '---'"),
+    case("not-a-mapping",
+         "1:1: an SLO file is a mapping that starts with 'apiVersion: slo-engine/v1'",
+         id="a file holding a list instead of a mapping"),
+    # --- unknown, missing and mistyped fields
+    case("wrong-api-version",
+         "1:13: apiVersion: unsupported apiVersion 'slo-engine/v2'; write "
+         "'apiVersion: slo-engine/v1'",
+         id="an unsupported apiVersion names the supported one"),
+    case("missing-api-version",
+         "1:1: apiVersion: missing required field 'apiVersion'; start the file with "
+         "'apiVersion: slo-engine/v1'",
+         id="a missing apiVersion"),
+    case("missing-owner",
+         "1:1: owner: missing required field 'owner'; the team that owns the service, "
+         "pages route by it",
+         id="a missing owner"),
+    case("missing-total",
+         "9:9: slos[0].sli.ratio.total: missing required field 'total'; the selector or query "
+         "of all valid events",
+         id="a ratio SLI without total is reported at the ratio mapping"),
+    case("unknown-key",
+         f"4:1: slack_channel: unknown field 'slack_channel'; expected one of: {SERVICE_FIELDS}",
+         id="an unknown top-level key lists the allowed keys"),
+    case("unknown-key-typo",
+         "6:5: slos[0].objectve: unknown field 'objectve'; did you mean 'objective'?",
+         id="a misspelt required key is one issue suggesting the right name, not two"),
+    case("objective-quoted",
+         "6:17: slos[0].objective: expected a number, got str '99.5'; remove the quotes",
+         id="a quoted objective is a string: says to remove the quotes"),
+    case("slos-not-a-list",
+         "5:3: slos: expected a list, got a mapping",
+         id="slos given as a mapping instead of a list"),
+    case("label-value-number",
+         "4:16: labels.tier: expected a string (quote it), got int 1",
+         id="a label value that YAML reads as a number must be quoted"),
+    case("latency-selector-unquoted",
+         "10:19: slos[0].sli.latency.selector: expected a string (quote it), got a mapping",
+         id="an unquoted {…} selector is a YAML mapping: says to quote it"),
+    # --- objective and durations
+    case("objective-100",
+         "6:16: slos[0].objective: 100 is outside (0, 100); the objective is a percent, "
+         "e.g. 99.9 for 99.9%",
+         id="objective 100 is outside (0, 100)"),
+    case("objective-fraction-zero",
+         "6:16: slos[0].objective: 0 is outside (0, 100); the objective is a percent, "
+         "e.g. 99.9 for 99.9%",
+         id="objective 0 is outside (0, 100)"),
+    case("latency-threshold-not-duration",
+         f"11:20: slos[0].sli.latency.threshold: 'fast' is not a duration; {NOT_A_DURATION}",
+         id="a latency threshold that is a word, not a duration"),
+    case("latency-threshold-number",
+         "11:20: slos[0].sli.latency.threshold: expected a duration with its unit, e.g. 500ms, "
+         "5m, 1h, got float 0.5",
+         id="a latency threshold given as a bare number asks for a unit"),
+    case("bad-period",
+         "7:13: slos[0].period: '30days' is not a period; write whole days or weeks, "
+         "e.g. 7d, 28d, 30d, 4w",
+         id="a period that is not whole days or weeks"),
+    case("period-number",
+         "7:13: slos[0].period: expected a period in days or weeks, e.g. 28d, 30d, 4w, got int 30",
+         id="a period given as a bare number asks for days or weeks"),
+    case("tier-window-not-duration",
+         f"13:41: slos[0].alerting.tiers[0].long_window: '1hour' is not a duration; "
+         f"{NOT_A_DURATION}",
+         id="a tier window that is not a duration"),
+    # --- windows against the period, tiers that can never fire
+    case("period-shorter-than-window",
+         f"7:13: slos[0].period: period 2d is {TICKET_3D_TOO_LONG}",
+         id="a 2d period is shorter than the default 3d ticket window"),
+    case("period-1d-default-tiers",
+         f"7:13: slos[0].period: period 1d is {TICKET_3D_TOO_LONG}",
+         id="a 1d period with the default tiers: only the 3d window does not fit"),
+    case("tier-never-fires",
+         "6:16: slos[0].objective: page tier 1h/5m can never fire: it needs a burn rate of "
+         "14.4x, but at objective 90% even 100% errors burn only 10x; raise the objective, or "
+         "set 'alerting.tiers' with a smaller budget_percent",
+         id="at 90% the default 14.4x page tier can never fire, the 6x one can"),
+    case("objective-as-fraction",
+         *(f"6:16: slos[0].objective: page tier {tier} can never fire: it needs a burn rate of "
+           f"{burn}x, but at objective 0.995% even 100% errors burn only 1.01x; raise the "
+           "objective, or set 'alerting.tiers' with a smaller budget_percent (the objective is "
+           "a percent: 0.995 means 0.995%; did you mean 99.5?)"
+           for tier, burn in (("1h/5m", "14.4"), ("6h/30m", "6"))),
+         id="an objective written as a fraction suggests the percent"),
+    case("custom-tier-never-fires",
+         "14:11: slos[0].alerting.tiers[0]: page tier 1h/5m can never fire: it needs a burn "
+         "rate of 67.2x, but at objective 95% even 100% errors burn only 20x; raise the "
+         "objective, or lower the tier's budget_percent",
+         id="a custom tier that can never fire is reported at that tier"),
+    case("tier-short-not-shorter",
+         "13:11: slos[0].alerting.tiers[0]: page tier 1h/1h: short_window must be shorter than "
+         "long_window (the SRE Workbook uses 1/12 of it)",
+         id="a custom tier whose short window equals its long window"),
+    case("disabled-tier-then-bad-tier",
+         "14:11: slos[0].alerting.tiers[1]: ticket tier 6h/6h: short_window must be shorter "
+         "than long_window (the SRE Workbook uses 1/12 of it)",
+         id="after a disabled tier, the bad tier is still located by its own index"),
+    case("tier-window-under-5m",
+         f"15:25: slos[0].alerting.tiers[0].short_window: page tier 1h/1m: {WHOLE_MINUTES}",
+         id="a tier window shorter than the 5m base window"),
+    case("tier-window-not-whole-minutes",
+         f"14:24: slos[0].alerting.tiers[0].long_window: page tier 1h30s/5m: {WHOLE_MINUTES}",
+         id="a tier window that is not whole minutes"),
+    case("tier-bad-severity",
+         "13:22: slos[0].alerting.tiers[0].severity: got 'critical'; input should be 'page' or "
+         "'ticket'",
+         id="a tier severity other than page or ticket"),
+    case("tier-budget-zero",
+         "13:79: slos[0].alerting.tiers[0].budget_percent: got 0; input should be greater than 0",
+         id="a tier that spends no budget"),
+    # --- names and labels
+    case("duplicate-slo-name",
+         "11:11: slos[1].name: duplicate SLO name 'checkout-success' (first at line 5); names "
+         "are unique per service",
+         id="two SLOs with one name in a file"),
+    case("invalid-slo-name",
+         f"5:11: slos[0].name: 'Checkout_Success' {BAD_NAME}",
+         id="an SLO name with capitals and an underscore"),
+    case("invalid-service-name",
+         f"2:10: service: 'checkout-' {BAD_NAME}",
+         id="a service name ending in a dash"),
+    case("label-name-invalid",
+         "8:7: slos[0].labels.cost-center: 'cost-center' is not a Prometheus label name; use "
+         "letters, digits and '_', not starting with a digit",
+         id="a label name with a dash is reported at the key"),
+    case("reserved-label",
+         "6:3: labels.severity: label 'severity' is set by the engine; choose another name",
+         id="a static label the engine sets itself"),
+    case("group-by-reserved-label",
+         "11:28: slos[0].sli.ratio.group_by[1]: cannot group by 'service': the engine sets that "
+         "label on every series; relabel it in the selector's exporter or group by another "
+         "label",
+         id="group_by a label the engine adds"),
+    case("group-by-twice",
+         "11:28: slos[0].sli.ratio.group_by[1]: 'region' is listed twice in group_by",
+         id="group_by lists a label twice: the second is reported"),
+    case("group-by-static-label",
+         "12:20: slos[0].sli.ratio.group_by[0]: cannot group by 'region': it is also a static "
+         "label in 'labels'; remove one of them",
+         id="group_by a label that is also a static label of the service"),
+    # --- SLI kinds
+    case("bad-and-good",
+         "9:9: slos[0].sli.ratio: give exactly one of 'bad' or 'good' (plus 'total')",
+         id="a ratio SLI with both bad and good"),
+    case("no-sli-kind",
+         "7:10: slos[0].sli: give exactly one SLI kind: ratio, latency or query (given: none)",
+         id="an SLI with no kind"),
+    case("two-sli-kinds",
+         "8:7: slos[0].sli: give exactly one SLI kind: ratio, latency or query "
+         "(given: ratio, latency)",
+         id="an SLI with two kinds names both"),
+    case("latency-bucket-suffix",
+         "9:17: slos[0].sli.latency.metric: give the histogram's base name, without the "
+         "suffix: 'http_request_duration_seconds'",
+         id="a latency metric with the _bucket suffix names the base name"),
+    case("latency-selector-with-metric",
+         "10:20: slos[0].sli.latency.selector: give only the label matchers here, e.g. "
+         "'{job=\"api\"}'; the metric name goes in 'metric'",
+         id="a latency selector that repeats the metric name"),
+    # --- PromQL selectors and queries: the column is that of the mistake
+    case("selector-unclosed-brace",
+         "9:62: slos[0].sli.ratio.bad: invalid selector "
+         "'checkout_sessions_total{outcome=\"internal_error\"': unclosed '{'; add the closing '}'",
+         id="a selector with an unclosed brace, at the end of the selector"),
+    case("selector-with-rate",
+         "9:18: slos[0].sli.ratio.bad: invalid selector "
+         f"'rate(checkout_sessions_total{{outcome=\"internal_error\"}}[5m])': {PLAIN_SELECTOR}",
+         id="a selector wrapped in rate(), at the parenthesis"),
+    case("selector-range",
+         f"10:39: slos[0].sli.ratio.total: invalid selector 'checkout_sessions_total[5m]': "
+         f"{PLAIN_SELECTOR}",
+         id="a selector with a range, at the bracket"),
+    case("selector-bad-regex",
+         "9:47: slos[0].sli.ratio.bad: invalid selector "
+         "'checkout_sessions_total{outcome=~\"internal_(error\"}': invalid regular expression "
+         "'internal_(error': missing ), unterminated subpattern at position 9",
+         id="a regex matcher that does not compile, at its value"),
+    case("selector-regex-lookahead",
+         "10:44: slos[0].sli.ratio.total: invalid selector "
+         "'search_requests_total{path=~\"(?!/health).*\"}': invalid regular expression "
+         "'(?!/health).*': negative lookahead '(?!' at position 0 is not supported by "
+         "Prometheus (RE2 syntax); rewrite it with plain alternatives",
+         id="a regex lookahead that Python accepts but Prometheus does not"),
+    case("selector-unknown-escape",
+         "9:44: slos[0].sli.ratio.bad: invalid selector "
+         "'search_requests_total{code=~\"5\\d\\d\"}': unknown escape sequence '\\d'; inside "
+         "double quotes write a backslash twice (the regex foo\\.bar is \"foo\\\\.bar\"), or "
+         "quote the value with backticks: `foo\\.bar`",
+         id="a single backslash in a double-quoted regex, at the backslash"),
+    case("selector-unquoted-value",
+         "9:46: slos[0].sli.ratio.bad: invalid selector "
+         "'checkout_sessions_total{outcome=internal_error}': expected a quoted label value, "
+         "e.g. \"value\"",
+         id="an unquoted label value, at the value"),
+    case("query-without-window",
+         f"9:14: slos[0].sli.query.bad: {NEEDS_WINDOW}",
+         id="a query SLI with a fixed range instead of {{window}}"),
+    case("query-no-window-anywhere",
+         f"9:15: slos[0].sli.query.good: {NEEDS_WINDOW}",
+         f"10:16: slos[0].sli.query.total: {NEEDS_WINDOW}",
+         id="every query field without {{window}} is reported"),
+    case("query-unbalanced-parens",
+         "9:17: slos[0].sli.query.bad: unclosed '('; add the matching ')'",
+         id="a query with an unclosed parenthesis, at that parenthesis"),
+    # --- all at once
+    case("several-mistakes",
+         f"4:1: team: unknown field 'team'; expected one of: {SERVICE_FIELDS}",
+         "5:10: labels.severity: label 'severity' is set by the engine; choose another name",
+         "11:62: slos[0].sli.ratio.bad: invalid selector "
+         "'checkout_sessions_total{outcome=\"internal_error\"': unclosed '{'; add the closing '}'",
+         "14:16: slos[1].objective: 120 is outside (0, 100); the objective is a percent, "
+         "e.g. 99.9 for 99.9%",
+         f"18:20: slos[1].sli.latency.threshold: 'soon' is not a duration; {NOT_A_DURATION}",
+         "19:9: slos[1].sli.latency.gruop_by: unknown field 'gruop_by'; did you mean "
+         "'group_by'?",
+         "20:11: slos[2].name: duplicate SLO name 'checkout-success' (first at line 7); names "
+         "are unique per service",
+         f"22:13: slos[2].period: period 2d is {TICKET_3D_TOO_LONG}",
+         f"25:14: slos[2].sli.query.bad: {NEEDS_WINDOW}",
+         id="every mistake of a file at once, semantic ones too, in file order"),
+]
+
+
+@pytest.mark.parametrize(("path", "expected"), BAD_FILES)
+def test_bad_file_reports_exactly_these_issues(path: str, expected: list[str]) -> None:
+    assert issues_of(path) == expected
+
+
+def test_every_bad_file_has_a_case() -> None:
+    tested = {p.values[0] for p in BAD_FILES}
+    on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / BAD).glob("*.yaml")}
+    assert tested == on_disk
+    assert len(on_disk) >= 30
+
+
+@pytest.mark.parametrize(("paths", "expected"), [
+    pytest.param(
+        [f"{ACROSS}/duplicate-slo-name"],
+        [f"{ACROSS}/duplicate-slo-name/b.yaml:11:11: slos[1].name: duplicate SLO name "
+         "'checkout-success': service 'checkout' already defines it in "
+         f"{ACROSS}/duplicate-slo-name/a.yaml:5:11"],
+        id="one SLO name in two files of a service: the later file points at the earlier"),
+    pytest.param(
+        [f"{ACROSS}/duplicate-slo-name/b.yaml", f"{ACROSS}/duplicate-slo-name/a.yaml"],
+        [f"{ACROSS}/duplicate-slo-name/a.yaml:5:11: slos[0].name: duplicate SLO name "
+         "'checkout-success': service 'checkout' already defines it in "
+         f"{ACROSS}/duplicate-slo-name/b.yaml:11:11"],
+        id="files named on the command line are read in the order given"),
+    pytest.param(
+        [f"{ACROSS}/owner-differs"],
+        [f"{ACROSS}/owner-differs/b.yaml:3:8: owner: service 'checkout' is also defined in "
+         f"{ACROSS}/owner-differs/a.yaml:3:8 with a different owner; make them equal"],
+        id="one service in two files with different owners"),
+])
+def test_issues_across_files(paths: list[str], expected: list[str]) -> None:
+    assert issues_of(*paths) == expected
+
+
+def test_different_services_in_different_directories_do_not_clash() -> None:
+    services = load_services([f"{CASES}/good_split", f"{ACROSS}/owner-differs/a.yaml"])
+    assert [(s.name, len(s.slos)) for s in services] == [("cart", 2), ("checkout", 1)]
+
+
+def test_service_field_missing_in_the_first_file_is_named(tmp_path: Path) -> None:
+    first = (ROOT / f"{CASES}/good_split/a.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(first)
+    (tmp_path / "b.yaml").write_text(
+        first.replace("cart-success", "cart-latency")
+        .replace("labels:", "runbook_url: https://runbooks.example.com/cart\nlabels:")
+    )
+    [issue] = issues_of(str(tmp_path))
+    assert issue.endswith(f"b.yaml:4:14: runbook_url: service 'cart' is also defined in "
+                          f"{tmp_path / 'a.yaml'} without runbook_url; make them equal")
+
+
+def test_issues_from_many_files_are_sorted_and_all_reported() -> None:
+    paths = [f"{BAD}/objective-100.yaml", f"{BAD}/empty.yaml", f"{BAD}/group-by-twice.yaml"]
+    with pytest.raises(SpecError) as caught:
+        load_services(paths)
+    issues = caught.value.issues
+    assert [i.file for i in issues] == sorted(paths)
+    assert issues == sorted(issues)
+    assert str(caught.value) == "\n".join(str(i) for i in issues)
+
+
+def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
+    assert issues_of(str(tmp_path)) == [f"{tmp_path}:1:1: no SLO files (*.yaml, *.yml) found"]
+    [issue] = issues_of(f"{CASES}/no-such-file.yaml")
+    assert issue.startswith(f"{CASES}/no-such-file.yaml:1:1: cannot read the file: ")
+    assert "No such file" in issue
+
+
+def test_issue_without_path_leaves_it_out() -> None:
+    assert str(SpecIssue("a.yaml", 3, 4, "", "boom")) == "a.yaml:3:4: boom"
+    assert str(SpecIssue("a.yaml", 3, 4, "slos[0]", "boom")) == "a.yaml:3:4: slos[0]: boom"
+
+
+# --- valid files
+
+
+GOOD = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / CASES / "good").glob("*.yaml"))
+EXAMPLES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "slo_definitions").glob("*.y*ml"))
+
+
+@pytest.mark.parametrize("path", [*EXAMPLES, *GOOD])
+def test_valid_file_loads_without_issues(path: str) -> None:
+    [service] = load_services([path])
+    assert service.source_file == path
+    assert service.slos
+
+
+def test_all_examples_load_together() -> None:
+    services = load_services(["slo_definitions"])
+    assert [s.name for s in services] == sorted(s.name for s in services)
+    assert len(services) == len(EXAMPLES) >= 5
+
+
+def slos_by_name(*paths: str) -> dict[str, SLO]:
+    return {slo.name: slo for service in load_services(paths) for slo in service.slos}
+
+
+def test_group_by_and_backtick_regexes() -> None:
+    slos = slos_by_name(f"{CASES}/good/group-by.yaml")
+    views, latency = slos["page-views"].sli, slos["page-latency"].sli
+    assert isinstance(views, RatioSLI) and isinstance(latency, LatencySLI)
+    assert views.group_by == ("region", "cluster")
+    assert latency.group_by == ("region",)
+    assert views.total.render() == 'storefront_requests_total{path!~"/(health|metrics)"}'
+    assert latency.bucket.render() == ('storefront_request_duration_seconds_bucket'
+                                       '{job="storefront", path!~"/(health|metrics)"}')
+    assert latency.threshold_seconds == 1.5
+
+
+def test_good_instead_of_bad() -> None:
+    slos = slos_by_name(f"{CASES}/good/good-instead-of-bad.yaml")
+    ratio, query = slos["charge-success"].sli, slos["refunds-on-time"].sli
+    assert isinstance(ratio, RatioSLI) and isinstance(query, QuerySLI)
+    assert ratio.bad is None and ratio.good is not None
+    assert ratio.good.render() == 'payments_charges_total{outcome="ok"}'
+    assert query.bad is None and query.good is not None and "{{window}}" in query.good
+    assert slos["refunds-on-time"].period == "28d"  # 4w
+
+
+def test_custom_tiers_skip_disabled_ones() -> None:
+    slo = slos_by_name(f"{CASES}/good/custom-tiers.yaml")["exports-success"]
+    assert [(t.severity, t.long_window, t.short_window) for t in slo.tiers] == [
+        ("page", "6h", "30m"), ("ticket", "1d", "2h")]
+    assert [t.burn_rate for t in slo.tiers] == pytest.approx([6, 3])
+    assert (slo.min_events, slo.data_absent) == (50, False)
+
+
+def test_page_false_and_ticket_false_drop_those_tiers() -> None:
+    slos = slos_by_name(f"{CASES}/good/page-false.yaml")
+    assert {t.severity for t in slos["reports-rendered"].tiers} == {"ticket"}
+    assert len(slos["reports-rendered"].tiers) == 2
+    nightly = slos["nightly-export"].tiers
+    assert [t.long_window for t in nightly] == ["1h", "6h"]
+    assert [t.burn_rate for t in nightly] == pytest.approx([0.48, 0.2])
+
+
+def test_one_service_in_two_files_becomes_one_service() -> None:
+    [service] = load_services([f"{CASES}/good_split"])
+    assert service.name == "cart"
+    assert service.source_file == f"{CASES}/good_split/a.yaml, {CASES}/good_split/b.yaml"
+    assert [s.name for s in service.slos] == ["cart-success", "payment-success"]
+    assert {s.source_file for s in service.slos} == {f"{CASES}/good_split/a.yaml",
+                                                    f"{CASES}/good_split/b.yaml"}
+
+
+# --- the model: fractions, seconds, thresholds, labels
+
+
+def one_slo(tmp_path: Path, *, objective: str = "99.5", period: str = "30d",
+            extra: str = "") -> SLO:
+    (tmp_path / "s.yaml").write_text(
+        "apiVersion: slo-engine/v1\nservice: svc\nowner: team\nlabels: {zone: a, tier: '1'}\n"
+        f"slos:\n  - name: s\n    objective: {objective}\n    period: {period}\n"
+        "    labels: {env: prod, app: web}\n"
+        "    sli:\n      ratio:\n        bad: x_total{code=\"500\"}\n        total: x_total\n"
+        + extra
+    )
+    [service] = load_services([tmp_path / "s.yaml"])
+    [slo] = service.slos
+    return slo
+
+
+def test_objective_is_a_fraction(tmp_path: Path) -> None:
+    slo = one_slo(tmp_path, objective="99.95")
+    assert slo.objective == pytest.approx(0.9995)
+    assert slo.error_budget == pytest.approx(0.0005)
+    assert slo.objective_percent == "99.95"
+
+
+@pytest.mark.parametrize(("period", "seconds", "shown"), [
+    ("30d", 30 * 86400, "30d"),
+    ("28d", 28 * 86400, "28d"),
+    ("4w", 28 * 86400, "28d"),
+    ("7d", 7 * 86400, "7d"),
+    ("1w", 7 * 86400, "7d"),
+])
+def test_period_seconds(tmp_path: Path, period: str, seconds: int, shown: str) -> None:
+    slo = one_slo(tmp_path, period=period)
+    assert slo.period_seconds == seconds
+    assert slo.period == shown
+
+
+@pytest.mark.parametrize(("period", "burn_rates"), [
+    pytest.param("30d", [14.4, 6, 3, 1], id="30d: the SRE Workbook's 14.4/6/3/1"),
+    pytest.param("28d", [13.44, 5.6, 2.8, 0.9333], id="28d: scaled by 28/30"),
+    pytest.param("7d", [3.36, 1.4, 0.7, 0.2333], id="7d: scaled by 7/30"),
+])
+def test_default_tier_burn_rates_scale_with_the_period(tmp_path: Path, period: str,
+                                                       burn_rates: list[float]) -> None:
+    slo = one_slo(tmp_path, period=period)
+    assert [t.burn_rate for t in slo.tiers] == pytest.approx(burn_rates, abs=5e-5)
+    assert [(t.severity, t.long_window, t.short_window) for t in slo.tiers] == [
+        ("page", "1h", "5m"), ("page", "6h", "30m"), ("ticket", "1d", "2h"),
+        ("ticket", "3d", "6h")]
+    assert [t.budget_fraction for t in slo.tiers] == pytest.approx([0.02, 0.05, 0.1, 0.1])
+    assert [(t.long_seconds, t.short_seconds) for t in slo.tiers] == [
+        (3600, 300), (21600, 1800), (86400, 7200), (259200, 21600)]
+    assert slo.windows == ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+
+
+def test_labels_are_slo_service_then_spec_labels(tmp_path: Path) -> None:
+    slo = one_slo(tmp_path)
+    assert slo.labels == (("slo", "s"), ("service", "svc"), ("tier", "1"), ("zone", "a"),
+                          ("app", "web"), ("env", "prod"))
+
+
+def test_tier_windows_are_normalised(tmp_path: Path) -> None:
+    slo = one_slo(tmp_path, extra=(
+        "    alerting:\n      tiers:\n"
+        "        - {severity: page, long_window: 60m, short_window: 300s, budget_percent: 2}\n"))
+    [tier] = slo.tiers
+    assert (tier.long_window, tier.short_window) == ("1h", "5m")
+    assert tier.burn_rate == pytest.approx(14.4)
+
+
+def test_service_carries_owner_and_urls() -> None:
+    [service] = load_services(["slo_definitions/checkout.yaml"])
+    assert isinstance(service, Service)
+    assert (service.name, service.owner) == ("checkout", "commerce-platform")
+    [slo] = service.slos
+    assert slo.runbook_url == "https://runbooks.example.com/checkout"
+    assert slo.dashboard_url == "https://grafana.example.com/d/checkout"
