@@ -1,0 +1,101 @@
+"""The event ledger: bad and total event counts per SLO, per group, per time bucket.
+
+Every budget number is computed from this one tidy frame, whatever filled it: the recorded
+5m rates in Prometheus, a CSV or Parquet file from another system, or a test. Columns:
+
+    timestamp  end of the bucket, tz-aware UTC; events counted in (timestamp − step, timestamp]
+    service    service name
+    slo        SLO name
+    group      canonical group_by labels, "region=eu,zone=a"; "" for an ungrouped SLO
+    total      events in the bucket (float: counts derived from rates need not be whole)
+    bad        bad events in the bucket, 0 ≤ bad ≤ total
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from slo_engine.errors import SloEngineError
+
+COLUMNS = ("timestamp", "service", "slo", "group", "total", "bad")
+KEY = ("service", "slo", "group")
+DEFAULT_STEP_SECONDS = 300
+
+
+class LedgerError(SloEngineError):
+    """An event file or frame cannot be read as a ledger."""
+
+
+def group_key(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={labels[k]}" for k in sorted(labels))
+
+
+def group_labels(key: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in key.split(",")) if key else {}
+
+
+def empty() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("total", "bad") else "object")
+                          for c in COLUMNS})
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame
+
+
+def normalise(frame: pd.DataFrame, *, source: str = "frame") -> pd.DataFrame:
+    """Check and coerce a frame to the ledger's columns and types; sort by key and time.
+
+    Columns beyond timestamp, service, slo, group, total and bad are group labels and are
+    folded into `group`. `service` may be missing when every SLO name is unique.
+    """
+    missing = [c for c in ("timestamp", "slo", "total", "bad") if c not in frame.columns]
+    if missing:
+        raise LedgerError(f"{source}: missing column(s) {', '.join(missing)}; an event file has "
+                          "columns timestamp, slo, total, bad (further columns are group labels)")
+    frame = frame.copy()
+    label_columns = [c for c in frame.columns if c not in COLUMNS]
+    if "group" not in frame.columns:
+        if label_columns:
+            labels = frame[label_columns].astype(str)
+            frame["group"] = [group_key(dict(zip(label_columns, row, strict=True)))
+                              for row in labels.itertuples(index=False)]
+        else:
+            frame["group"] = ""
+    if "service" not in frame.columns:
+        frame["service"] = ""
+    try:
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    except (ValueError, TypeError) as error:
+        raise LedgerError(f"{source}: column timestamp: {error}; use ISO 8601 times, "
+                          "e.g. 2026-05-12T14:05:00Z") from None
+    for column in ("total", "bad"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad_rows = values.isna() | (values < 0)
+        if bad_rows.any():
+            row = int(bad_rows.to_numpy().nonzero()[0][0]) + 2  # header is line 1
+            raise LedgerError(f"{source}: line {row}: column {column} must be a number ≥ 0, "
+                              f"got {frame[column].iloc[row - 2]!r}")
+        frame[column] = values.astype("float64")
+    over = frame["bad"] > frame["total"]
+    if over.any():
+        row = int(over.to_numpy().nonzero()[0][0]) + 2
+        raise LedgerError(f"{source}: line {row}: bad ({frame['bad'].iloc[row - 2]}) exceeds "
+                          f"total ({frame['total'].iloc[row - 2]})")
+    frame["slo"] = frame["slo"].astype(str)
+    frame["service"] = frame["service"].astype(str)
+    frame = frame[list(COLUMNS)]
+    return frame.sort_values([*KEY, "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def read_event_file(path: Path) -> pd.DataFrame:
+    """A CSV or Parquet file of event counts, as analysts export them from other systems."""
+    try:
+        parquet = path.suffix in (".parquet", ".pq")
+        frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
+    except FileNotFoundError:
+        raise LedgerError(f"{path}: no such file") from None
+    except (OSError, ValueError, ImportError) as error:
+        raise LedgerError(f"{path}: cannot read events: {error}") from None
+    return normalise(frame, source=str(path))
