@@ -1,0 +1,8 @@
+"""`python -m bench` (`make bench`): how slo-engine's output scales, measured, not assumed.
+
+Two questions: does compiling 1,000 SLOs stay interactive (process start-up included), and
+what do the generated rules cost a real Prometheus compared with the naive scheme they
+replace (raw `rate()` over every alert window, the period as an average of 5m ratios), and
+how far is each scheme's period error ratio from the truth. Results go into README.md
+between `<!-- bench:start -->` and `<!-- bench:end -->` (bench/RESULTS.md without a README).
+"""
