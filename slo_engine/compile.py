@@ -2,12 +2,14 @@
 
 Per SLO, two groups:
 - `slo-engine:<service>:<slo>`: the only raw read (5m rates of bad and total events),
-  then the error ratio of every alert window from those recorded rates (sum of bad over sum
-  of total: traffic-weighted, and a quiet interval inside a window cannot make it NaN),
-  then the burn-rate alerts, long window on the left of `and` so `$value` is its burn rate;
-- `slo-engine:<service>:<slo>:period`: the period's error ratio, the error budget remaining,
-  objective and period, evaluated every 5m because the budget moves slowly and this long
-  `sum_over_time` is most of the evaluation cost.
+  then the error ratio of every window the fast tiers read, from those recorded rates (sum
+  of bad over sum of total: traffic-weighted, and a quiet interval inside a window cannot
+  make it NaN), then their burn-rate alerts, long window on the left of `and` so `$value`
+  is its burn rate, and the data-absent alert;
+- `slo-engine:<service>:<slo>:slow`, every 5m: the windows and alerts of tiers whose long
+  window is a day or more, then the period's error ratio, the error budget remaining,
+  objective and period. Long `sum_over_time`s are most of the evaluation cost, and neither
+  a day-long window nor the budget moves much in a minute.
 """
 
 from __future__ import annotations
@@ -71,14 +73,23 @@ def compile_service(service: Service) -> RuleSet:
 
 
 def compile_slo(slo: SLO) -> tuple[RuleGroup, RuleGroup]:
-    rules: list[Rule] = [*_event_rates(slo), *_window_ratios(slo)]
-    rules.extend(burn_alert(slo, tier) for tier in slo.tiers)
+    fast = [t for t in slo.tiers if t.long_seconds < names.SLOW_TIER_SECONDS]
+    slow = [t for t in slo.tiers if t.long_seconds >= names.SLOW_TIER_SECONDS]
+    fast_windows = _windows(fast) | {names.BASE_WINDOW}
+    rules: list[Rule] = [*_event_rates(slo), *_window_ratios(slo, fast_windows)]
+    rules.extend(burn_alert(slo, tier) for tier in fast)
     if slo.data_absent:
         rules.append(data_absent_alert(slo))
-    alert_group = RuleGroup(names.alert_group_name(slo.service, slo.name), tuple(rules))
-    period_group = RuleGroup(names.period_group_name(slo.service, slo.name),
-                             _period_rules(slo), names.PERIOD_GROUP_INTERVAL)
-    return alert_group, period_group
+    slow_rules: list[Rule] = [*_window_ratios(slo, _windows(slow) - fast_windows)]
+    slow_rules.extend(burn_alert(slo, tier) for tier in slow)
+    slow_rules.extend(_period_rules(slo))
+    return (RuleGroup(names.alert_group_name(slo.service, slo.name), tuple(rules)),
+            RuleGroup(names.slow_group_name(slo.service, slo.name), tuple(slow_rules),
+                      names.SLOW_GROUP_INTERVAL))
+
+
+def _windows(tiers: list[AlertTier]) -> set[str]:
+    return {w for t in tiers for w in (t.long_window, t.short_window)}
 
 
 def recorded(metric: str, slo: SLO) -> str:
@@ -143,10 +154,10 @@ def error_ratio_expr(slo: SLO, window: str) -> str:
     return f"sum_over_time({bad}[{window}]) / sum_over_time({total}[{window}])"
 
 
-def _window_ratios(slo: SLO) -> list[Rule]:
+def _window_ratios(slo: SLO, windows: set[str]) -> list[Rule]:
     return [
         RecordingRule(names.error_ratio_metric(w), error_ratio_expr(slo, w), slo.labels)
-        for w in slo.windows
+        for w in slo.windows if w in windows
     ]
 
 

@@ -34,9 +34,10 @@ BURN_ALERT = "SLOErrorBudgetBurn"
 DATA_ABSENT_ALERT = "SLODataAbsent"
 DATA_ABSENT_FOR = "10m"
 
-# How often the period group (one long sum_over_time per SLO) is evaluated: the budget
-# moves slowly, and this group is most of the evaluation cost.
-PERIOD_GROUP_INTERVAL = "5m"
+# The slow group holds what moves slowly and costs most to evaluate: the period's budget
+# and the tiers whose long window is a day or more (their detection takes hours anyway).
+SLOW_GROUP_INTERVAL = "5m"
+SLOW_TIER_SECONDS = 86400
 
 
 def error_ratio_metric(window: str) -> str:
@@ -47,5 +48,5 @@ def alert_group_name(service: str, slo: str) -> str:
     return f"slo-engine:{service}:{slo}"
 
 
-def period_group_name(service: str, slo: str) -> str:
-    return f"slo-engine:{service}:{slo}:period"
+def slow_group_name(service: str, slo: str) -> str:
+    return f"slo-engine:{service}:{slo}:slow"

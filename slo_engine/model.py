@@ -113,8 +113,9 @@ class SLO:
 
     @property
     def windows(self) -> tuple[str, ...]:
-        """Every window an alert tier reads, shortest first."""
-        seconds = {t.short_seconds: t.short_window for t in self.tiers}
+        """The base 5m window and every window an alert tier reads, shortest first."""
+        seconds = {300.0: "5m"}
+        seconds.update({t.short_seconds: t.short_window for t in self.tiers})
         seconds.update({t.long_seconds: t.long_window for t in self.tiers})
         return tuple(seconds[s] for s in sorted(seconds))
 

@@ -8,6 +8,8 @@ minute; promtool then proves that Prometheus evaluating the real rules agrees, t
 
 from __future__ import annotations
 
+import bisect
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -23,17 +25,20 @@ from slo_engine.compile import VALUE_TEMPLATE, burn_alert, data_absent_alert, le
 from slo_engine.durations import format_duration
 from slo_engine.model import SLO, AlertTier, LatencySLI, QuerySLI, Service
 from slo_engine.promql import Matcher, Selector, SelectorSyntaxError, parse_selector
-from slo_engine.rules_out import TESTS_DIR, dump_yaml, header, rules_file_name
+from slo_engine.rules_out import TESTS_DIR, header, rules_file_name
 
 EVENTS_PER_MINUTE = 100_000
 
 
-@dataclass(frozen=True)
+Counts = np.ndarray[Any, np.dtype[np.int64]]
+
+
+@dataclass(frozen=True, eq=False)
 class Traffic:
     """Events per minute, from minute 1 on (counters read 0 at minute 0)."""
 
-    total: tuple[int, ...]
-    bad: tuple[int, ...]
+    total: Counts
+    bad: Counts
 
     @property
     def minutes(self) -> int:
@@ -47,13 +52,13 @@ class Scenario:
     traffic: Traffic | None  # None: no series at all
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Series:
     """An input series with its role in the SLI, and its counter values per minute."""
 
     labels: tuple[tuple[str, str], ...]
     role: str  # bad | good | total | other
-    values: tuple[int, ...]
+    values: Counts
 
     def promql(self) -> str:
         metric = dict(self.labels)["__name__"]
@@ -187,7 +192,7 @@ def _query_selector(query: str) -> Selector:
 def input_series(slo: SLO, traffic: Traffic) -> list[Series]:
     """Counters that make the SLI see exactly `traffic` (one group when group_by is set)."""
     fixed = {label: "slo-engine-test" for label in slo.group_by}
-    good_counts = [t - b for t, b in zip(traffic.total, traffic.bad, strict=True)]
+    good_counts = traffic.total - traffic.bad
     sli = slo.sli
     if isinstance(sli, LatencySLI):
         le = le_matcher(sli.threshold_seconds)
@@ -220,39 +225,47 @@ def input_series(slo: SLO, traffic: Traffic) -> list[Series]:
             _series({**total_labels, "__name__": total.metric}, "total", traffic.total)]
 
 
-def _series(labels: dict[str, str], role: str, per_minute: Sequence[int]) -> Series:
-    values = [0]
-    for count in per_minute:
-        values.append(values[-1] + count)
+def _series(labels: dict[str, str], role: str, per_minute: Counts) -> Series:
+    values = np.concatenate(([0], np.cumsum(per_minute, dtype=np.int64)))
     ordered = (("__name__", labels["__name__"]),
                *sorted((k, v) for k, v in labels.items() if k != "__name__"))
-    return Series(ordered, role, tuple(values))
+    return Series(ordered, role, values)
 
 
-def expanding(values: Sequence[int]) -> str:
-    """promtool's expanding notation for a counter: runs of equal steps as `a+bxn`."""
+def expanding(values: Sequence[int] | Counts) -> str:
+    """promtool's expanding notation for a counter: runs of equal steps as `a+bxn`.
+
+    Greedy from the left: a run takes every following value its first step predicts; the
+    next value starts a new run. Runs of equal steps are found with numpy, so a counter of
+    thousands of minutes costs a few runs' worth of Python.
+    """
+    array = np.asarray(values, dtype=np.int64)
+    steps = np.diff(array)
+    run_ends = [*(np.flatnonzero(np.diff(steps)) + 1).tolist(), len(steps)]  # exclusive
     parts: list[str] = []
     i = 0
-    while i < len(values):
-        step = values[i + 1] - values[i] if i + 1 < len(values) else 0
-        j = i + 1
-        while j < len(values) and values[j] - values[j - 1] == step:
-            j += 1
-        count = j - i - 1
-        parts.append(f"{values[i]}+{step}x{count}" if count else str(values[i]))
-        i = j
+    while i < len(array):
+        if i >= len(steps):
+            parts.append(str(array[i]))
+            break
+        end = run_ends[bisect.bisect_right(run_ends, i)]
+        parts.append(f"{array[i]}+{steps[i]}x{end - i}")
+        i = end + 1
     return " ".join(parts)
 
 
 # --- replaying the generated rules --------------------------------------------------------
 
 
-def _rate5m(counter: Sequence[int], t: int) -> float | None:
-    """rate(x[5m]) at minute t for a counter sampled each minute from 0 (Prometheus 2.42:
-    a counter starting at 0 extrapolates to zero, so no extrapolation factor applies)."""
-    if t < 1:
-        return None
-    return (counter[t] - counter[max(0, t - 5)]) / 300
+def _rates5m(counter: Counts) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """rate(x[5m]) at every minute for a counter sampled each minute from 0. In Prometheus
+    2.42 a counter that starts at 0 extrapolates to zero, so no extrapolation factor
+    applies; minute 0 has one sample and no rate (NaN here)."""
+    values = np.asarray(counter, dtype=np.float64)
+    rates = np.full(len(values), np.nan)
+    earlier = values[np.maximum(np.arange(len(values)) - 5, 0)]
+    rates[1:] = (values[1:] - earlier[1:]) / 300
+    return rates
 
 
 def _divide(a: float, b: float) -> float:
@@ -266,54 +279,38 @@ class Replay:
     """What the generated rules compute, minute by minute, for one group of one SLO."""
 
     slo: SLO
-    total_rate: tuple[float | None, ...]
-    bad_rate: tuple[float | None, ...]
+    total_rate: np.ndarray[Any, np.dtype[np.float64]]  # NaN where not recorded (minute 0)
+    bad_rate: np.ndarray[Any, np.dtype[np.float64]]
 
     @classmethod
     def of(cls, slo: SLO, series: Sequence[Series], minutes: int) -> Replay:
-        totals: list[float | None] = []
-        bads: list[float | None] = []
-        by_role = {s.role: s.values for s in series}
-        sli = slo.sli
-        subtract = isinstance(sli, LatencySLI) or getattr(sli, "good", None) is not None
-        for t in range(minutes + 1):
-            if t < 1:  # rate() needs two samples
-                totals.append(None)
-                bads.append(None)
-                continue
-            rates = {role: _rate5m(values, t) or 0.0 for role, values in by_role.items()}
-            # One counter split in two by a label: sum() adds both series.
-            total = rates["total"] if "total" in rates else rates["bad"] + rates["good"]
-            bad = max(total - rates["good"], 0.0) if subtract else rates["bad"]
-            totals.append(total)
-            bads.append(bad)
-        return cls(slo, tuple(totals), tuple(bads))
+        rates = {s.role: _rates5m(s.values[:minutes + 1]) for s in series}
+        # One counter split in two by a label: sum() adds both series.
+        total = rates["total"] if "total" in rates else rates["bad"] + rates["good"]
+        subtract = isinstance(slo.sli, LatencySLI) or getattr(slo.sli, "good", None) is not None
+        bad = np.maximum(total - rates["good"], 0.0) if subtract else rates["bad"]
+        return cls(slo, total, bad)
+
+    def _span(self, window_seconds: float, t: int) -> slice:
+        return slice(max(1, t - int(window_seconds // 60)), t + 1)
 
     def error_ratio(self, window_seconds: float, t: int) -> float:
-        minutes = int(window_seconds // 60)
-        if minutes == 5:
-            bad, total = self.bad_rate[t], self.total_rate[t]
-            return math.nan if bad is None or total is None else _divide(bad, total)
-        bad_sum = total_sum = 0.0
-        seen = False
-        for s in range(max(0, t - minutes), t + 1):
-            bad, total = self.bad_rate[s], self.total_rate[s]
-            if bad is None or total is None:
-                continue
-            bad_sum += bad
-            total_sum += total
-            seen = True
-        return _divide(bad_sum, total_sum) if seen else math.nan
+        """As Prometheus computes it: sum_over_time adds the samples in time order."""
+        if int(window_seconds // 60) == 5:
+            return _divide(float(self.bad_rate[t]), float(self.total_rate[t])) if t else math.nan
+        span = self._span(window_seconds, t)
+        if span.start >= span.stop:
+            return math.nan
+        # np.cumsum adds sequentially, as Go's loop does (np.sum would add pairwise).
+        return _divide(float(np.cumsum(self.bad_rate[span])[-1]),
+                       float(np.cumsum(self.total_rate[span])[-1]))
 
     def events(self, window_seconds: float, t: int) -> float:
-        """avg_over_time(total[w]) * w, as Prometheus 2.42 computes the mean."""
+        """avg_over_time(total[w]) * w, with Prometheus 2.42's incremental mean."""
         mean = count = 0.0
-        for s in range(max(0, t - int(window_seconds // 60)), t + 1):
-            value = self.total_rate[s]
-            if value is None:
-                continue
+        for value in self.total_rate[self._span(window_seconds, t)]:
             count += 1
-            mean += value / count - mean / count
+            mean += float(value) / count - mean / count
         return mean * float(number(window_seconds)) if count else math.nan
 
     def burn(self, tier: AlertTier, window_seconds: float, t: int) -> float:
@@ -333,8 +330,8 @@ class Replay:
         Prefix sums decide every minute at once; the few minutes where a value is within
         rounding distance of its threshold are decided again by the exact `firing`.
         """
-        bad = np.array([0.0 if v is None else v for v in self.bad_rate])
-        total = np.array([0.0 if v is None else v for v in self.total_rate])
+        bad = np.nan_to_num(self.bad_rate)
+        total = np.nan_to_num(self.total_rate)
         budget = float(number(self.slo.error_budget))
         minutes = np.arange(len(bad))
         result = np.zeros((len(self.slo.tiers), len(bad)), dtype=bool)
@@ -348,7 +345,10 @@ class Replay:
                     firing &= burn > threshold
                     close |= np.abs(burn - threshold) <= 1e-9 * max(1.0, threshold)
             if self.slo.min_events:
-                close |= firing  # the events guard is rare: decide it exactly
+                window = int(tier.long_seconds // 60)
+                events = _window_mean(total, window, minutes) * tier.long_seconds
+                firing &= events >= self.slo.min_events
+                close |= np.abs(events - self.slo.min_events) <= 1e-6 * self.slo.min_events
             for t in np.flatnonzero(close):
                 firing[t] = self.firing(tier, int(t))
             result[row] = firing
@@ -356,6 +356,15 @@ class Replay:
 
     def firing_tiers(self, t: int) -> tuple[AlertTier, ...]:
         return tuple(tier for tier in self.slo.tiers if self.firing(tier, t))
+
+
+def _window_mean(values: np.ndarray[Any, np.dtype[np.float64]], window: int,
+                 minutes: np.ndarray[Any, np.dtype[np.int_]]) -> np.ndarray[Any, Any]:
+    sums = np.concatenate(([0.0], np.cumsum(values)))
+    start = np.maximum(minutes - window, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean: np.ndarray[Any, Any] = (sums[minutes + 1] - sums[start]) / (minutes + 1 - start)
+    return mean
 
 
 def _window_ratio(bad: np.ndarray[Any, np.dtype[np.float64]],
@@ -377,13 +386,14 @@ def _window_ratio(bad: np.ndarray[Any, np.dtype[np.float64]],
 # --- scenarios ------------------------------------------------------------------------------
 
 
-def _steady(minutes: int, burn: float, budget: float) -> tuple[list[int], list[int]]:
+def _steady(minutes: int, burn: float, budget: float) -> tuple[Counts, Counts]:
     bad = round(EVENTS_PER_MINUTE * min(burn * budget, 1.0))
-    return [EVENTS_PER_MINUTE] * minutes, [bad] * minutes
+    return (np.full(minutes, EVENTS_PER_MINUTE, dtype=np.int64),
+            np.full(minutes, bad, dtype=np.int64))
 
 
-def _concat(*parts: tuple[list[int], list[int]]) -> Traffic:
-    return Traffic(tuple(x for p in parts for x in p[0]), tuple(x for p in parts for x in p[1]))
+def _concat(*parts: tuple[Counts, Counts]) -> Traffic:
+    return Traffic(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
 def scenarios(slo: SLO) -> list[Scenario]:
@@ -414,7 +424,9 @@ def scenarios(slo: SLO) -> list[Scenario]:
         _concat(_steady(clean, 0, budget), _steady(outage, 1 / budget, budget),
                 _steady(slowest_short + 60, 0, budget))))
     if page and ticket and min(ticket) < min(page):
-        rate = 2.0 if min(ticket) < 2 < min(page) else math.sqrt(min(ticket) * min(page))
+        between = math.sqrt(min(ticket) * min(page))
+        rate = 2.0 if min(ticket) < 2 < min(page) else round(between, 1) \
+            if min(ticket) < round(between, 1) < min(page) else between
         slow = [t for t in slo.tiers if t.burn_rate < rate]
         detect = max(int(t.budget_fraction * slo.period_seconds / rate / 60) for t in slow)
         found.append(Scenario(
@@ -446,26 +458,46 @@ def _alert_labels(slo: SLO, series: Sequence[Series], tier: AlertTier) -> dict[s
     return labels
 
 
-def _burn_alerts(slo: SLO, replay: Replay, series: Sequence[Series],
-                 t: int) -> list[dict[str, Any]]:
+# Firing tiers (index, $value as printed) at each checked minute.
+Timeline = tuple[tuple[int, tuple[tuple[int, str], ...]], ...]
+_TIMELINES: dict[tuple[Any, ...], Timeline] = {}
+
+
+def expected_timeline(slo: SLO, scenario: Scenario, series: Sequence[Series]) -> Timeline:
+    """The firing tiers at every minute where they change (and the minute before).
+
+    Only the numbers matter here (budget, period, tiers, guard, how the SLI combines its
+    series), so SLOs of the same shape share one replay: an organisation's thousand SLOs
+    have a handful of shapes.
+    """
+    assert scenario.traffic is not None
+    subtract = isinstance(slo.sli, LatencySLI) or getattr(slo.sli, "good", None) is not None
+    key = (slo.error_budget, slo.period_seconds, slo.tiers, slo.min_events, subtract,
+           tuple(s.role for s in series), scenario.name)
+    if key not in _TIMELINES:
+        replay = Replay.of(slo, series, scenario.traffic.minutes)
+        matrix = replay.firing_matrix()
+        changed = np.flatnonzero((matrix[:, 1:] != matrix[:, :-1]).any(axis=0)) + 1
+        times = {0, scenario.traffic.minutes}
+        for t in changed:
+            times.update((int(t) - 1, int(t)))
+        _TIMELINES[key] = tuple(
+            (t, tuple((i, f"{replay.burn(tier, tier.long_seconds, t):.1f}")
+                      for i, tier in enumerate(slo.tiers) if replay.firing(tier, t)))
+            for t in sorted(times))
+    return _TIMELINES[key]
+
+
+def _burn_alerts(slo: SLO, series: Sequence[Series],
+                 firing: tuple[tuple[int, str], ...]) -> list[dict[str, Any]]:
     alerts = []
-    for tier in replay.firing_tiers(t):
-        value = f"{replay.burn(tier, tier.long_seconds, t):.1f}"
+    for index, value in firing:
+        tier = slo.tiers[index]
         annotations = {k: v.replace(VALUE_TEMPLATE, value)
                        for k, v in burn_alert(slo, tier).annotations}
         alerts.append({"exp_labels": _alert_labels(slo, series, tier),
                        "exp_annotations": annotations})
     return alerts
-
-
-def _transitions(replay: Replay, minutes: int) -> list[int]:
-    """Minutes at which the set of firing tiers changes (and the one before), plus the ends."""
-    matrix = replay.firing_matrix()
-    changed = np.flatnonzero((matrix[:, 1:] != matrix[:, :-1]).any(axis=0)) + 1
-    times = {0, minutes}
-    for t in changed:
-        times.update((int(t) - 1, int(t)))
-    return sorted(times)
 
 
 def _eval_time(minutes: int) -> str:
@@ -486,10 +518,9 @@ def test_group(slo: SLO, scenario: Scenario) -> dict[str, Any]:
                 "input_series": [{"series": "slo_engine_unrelated_total", "values": "0+1x10"}],
                 "alert_rule_test": checks}
     series = input_series(slo, scenario.traffic)
-    replay = Replay.of(slo, series, scenario.traffic.minutes)
     checks = [{"eval_time": _eval_time(t), "alertname": names.BURN_ALERT,
-               "exp_alerts": _burn_alerts(slo, replay, series, t)}
-              for t in _transitions(replay, scenario.traffic.minutes)]
+               "exp_alerts": _burn_alerts(slo, series, firing)}
+              for t, firing in expected_timeline(slo, scenario, series)]
     checks.append({"eval_time": _eval_time(scenario.traffic.minutes),
                    "alertname": names.DATA_ABSENT_ALERT, "exp_alerts": []})
     return {
@@ -500,7 +531,7 @@ def test_group(slo: SLO, scenario: Scenario) -> dict[str, Any]:
     }
 
 
-def test_file(slo: SLO) -> str:
+def test_file(slo: SLO, service_slos: Sequence[SLO] = ()) -> str:
     groups: list[dict[str, Any]] = []
     notes: list[str] = []
     for scenario in scenarios(slo):
@@ -512,12 +543,36 @@ def test_file(slo: SLO) -> str:
     body = {
         "rule_files": [f"../{rules_file_name(slo.service)}"],
         "evaluation_interval": "1m",
+        # promtool evaluates every group at every step, in random order unless told: the
+        # slow group reads what the fast one records, as it does in Prometheus.
+        "group_eval_order": [name for other in (service_slos or (slo,)) for name in (
+            names.alert_group_name(other.service, other.name),
+            names.slow_group_name(other.service, other.name))],
         "tests": groups,
     }
     intro = (f"# promtool unit tests of {slo.service}/{slo.name}; run: promtool test rules "
              "<this file>\n# Expected alerts replay the rules' arithmetic minute by minute "
-             "(slo_engine.rule_tests).\n" + "\n".join(notes) + "\n")
-    return header(slo.source_file) + intro + dump_yaml(body)
+             "(slo_engine.rule_tests). The body is JSON, which is YAML.\n"
+             + "\n".join(notes) + "\n")
+    return header(slo.source_file) + intro + _json_lines(body)
+
+
+def _json_lines(body: dict[str, Any]) -> str:
+    """JSON with one input series or one check per line: diffable, and written by the C
+    encoder (an indented json.dumps falls back to Python, 10x slower for 1,000 SLOs)."""
+    dump = json.dumps
+    groups = []
+    for group in body["tests"]:
+        head = {k: v for k, v in group.items() if k not in ("input_series", "alert_rule_test")}
+        series = ",\n   ".join(dump(s) for s in group["input_series"])
+        checks = ",\n   ".join(dump(c) for c in group["alert_rule_test"])
+        groups.append(f' {dump(head)[:-1]},\n  "input_series": [\n   {series}\n  ],\n'
+                      f'  "alert_rule_test": [\n   {checks}\n  ]}}')
+    tests = ",\n".join(groups)
+    return (f'{{"rule_files": {dump(body["rule_files"])}, '
+            f'"evaluation_interval": {dump(body["evaluation_interval"])},\n'
+            f'"group_eval_order": {dump(body["group_eval_order"])},\n'
+            f'"tests": [\n{tests}\n]}}\n')
 
 
 def test_file_name(slo: SLO) -> str:
@@ -525,4 +580,4 @@ def test_file_name(slo: SLO) -> str:
 
 
 def rule_test_files(services: Iterable[Service]) -> dict[str, str]:
-    return {test_file_name(slo): test_file(slo) for s in services for slo in s.slos}
+    return {test_file_name(slo): test_file(slo, s.slos) for s in services for slo in s.slos}
