@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from slo_engine.compile import compile_service
 from slo_engine.loader import load_services
 from slo_engine.model import Service
 from slo_engine.rule_tests import rule_test_files
 from slo_engine.rules_out import Drift, Format, check, rule_files, write
+
+if TYPE_CHECKING:  # pandas costs compile's start-up 0.3 s it does not need
+    import pandas as pd
+
+    from slo_engine.budget import BudgetStatus, Calendar
+
+EventSource: TypeAlias = Callable[[list[Service], datetime, datetime],
+                                  "tuple[pd.DataFrame, list[str]]"]
 
 
 def validate(paths: Iterable[str | Path]) -> list[Service]:
@@ -32,3 +42,52 @@ def compile_rules(paths: Iterable[str | Path], out: Path, *, fmt: Format = "prom
                   with_tests: bool = True, check_only: bool = False) -> Drift:
     files = generated_files(validate(paths), fmt, with_tests)
     return check(files, out) if check_only else write(files, out)
+
+
+def report_window(services: Iterable[Service], at: datetime,
+                  calendar: Calendar | None = None) -> tuple[datetime, datetime]:
+    """The span of events a report at `at` needs: the longest period, or the calendar one."""
+    from slo_engine import budget
+
+    slos = [slo for service in services for slo in service.slos]
+    starts = [budget.period_bounds(slo, at, calendar)[0] for slo in slos]
+    longest_window = max((t.long_seconds for slo in slos for t in slo.tiers), default=0)
+    return min([*starts, at - timedelta(seconds=longest_window)], default=at), at
+
+
+def budget_report(paths: Iterable[str | Path], events: EventSource, at: datetime,
+                  calendar: Calendar | None = None) -> tuple[list[BudgetStatus], list[str]]:
+    """Every SLO's budget at `at`, and the warnings a reader must see (fallbacks, gaps)."""
+    from slo_engine import budget
+
+    services = validate(paths)
+    start, end = report_window(services, at, calendar)
+    frame, warnings = events(services, start, end)
+    return budget.report(services, frame, at, calendar), warnings
+
+
+def file_events(path: Path) -> EventSource:
+    """Events from a CSV or Parquet file: the offline default, and how analysts bring data."""
+    def read(services: list[Service], start: datetime, end: datetime) -> tuple[
+            pd.DataFrame, list[str]]:
+        from slo_engine import ledger
+
+        return ledger.read_event_file(path), []
+    return read
+
+
+def prometheus_events(url: str, headers: dict[str, str] | None = None,
+                      cache_dir: Path | None = None) -> EventSource:
+    """Events from the compiler's recorded series: a constant number of range queries for all
+    SLOs, cached under `cache_dir` so a refresh fetches only what is new."""
+    def fetch(services: list[Service], start: datetime, end: datetime) -> tuple[
+            pd.DataFrame, list[str]]:
+        from slo_engine.source import PrometheusSource
+
+        with PrometheusSource(url, headers, cache_dir=cache_dir) as source:
+            frame, stats = source.fetch_ledger(services, start, end)
+        notes = list(stats.warnings)
+        if stats.fallback or stats.missing or stats.partial:
+            notes.append(f"{url}: {stats.summary()}")
+        return frame, notes
+    return fetch

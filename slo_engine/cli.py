@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from slo_engine import app
@@ -26,6 +27,17 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
 
     commands.add_parser("schema", help="print the JSON Schema of SLO files")
+
+    report = commands.add_parser("report", help="error budget of every SLO: SLI, budget left, "
+                                 "burn rates, time to exhaustion, firing tiers")
+    report.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
+    _event_source_arguments(report)
+    report.add_argument("--at", type=_moment, default=None,
+                        help="report as of this time (ISO 8601, UTC); default now")
+    report.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    report.add_argument("--calendar", choices=("week", "month"), default=None,
+                        help="calendar-aligned period that resets at the boundary, instead of "
+                        "the spec's rolling period")
 
     explain = commands.add_parser("explain", help="show each SLO's alert tiers: thresholds, "
                                   "detection time of a full outage, budget left when they fire")
@@ -62,6 +74,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "schema":
         sys.stdout.write(json_schema_text())
         return 0
+    if args.command == "report":
+        from slo_engine import report_format
+
+        at = args.at or datetime.now(UTC)
+        rows, warnings = app.budget_report(args.paths, _events(args), at, args.calendar)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        sys.stdout.write(report_format.render(rows, args.format))
+        return 0
     if args.command == "explain":
         print(explain_text(app.validate(args.paths)))
         return 0
@@ -86,6 +107,33 @@ def _run(args: argparse.Namespace) -> int:
     changed = len(drift.stale) + len(drift.missing) + len(drift.extra)
     print(f"wrote {args.out}: {changed} file{'s' if changed != 1 else ''} changed")
     return 0
+
+
+def _event_source_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, metavar="FILE",
+                        help="event counts: CSV or Parquet with columns timestamp, slo, total, "
+                        "bad (further columns are group labels)")
+    source.add_argument("--prometheus-url", metavar="URL",
+                        help="Prometheus (or Thanos/Mimir) holding the generated rules' series")
+    parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                        help="cache fetched events here, so a repeated run fetches only what "
+                        "is new")
+
+
+def _events(args: argparse.Namespace) -> app.EventSource:
+    if args.data is not None:
+        return app.file_events(args.data)
+    return app.prometheus_events(args.prometheus_url, cache_dir=args.state_dir)
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time; use ISO 8601, e.g. 2026-05-12T14:00:00Z") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def explain_text(services: list[Service]) -> str:

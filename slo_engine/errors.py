@@ -5,7 +5,10 @@ what went wrong, where, and how to fix it; the CLI prints it without a traceback
 
     SloEngineError
     ├── SpecError            an SLO file is wrong (carries every SpecIssue found)
-    └── RulesOutError        rules_out/ cannot be written or is stale
+    ├── RulesOutError        rules_out/ cannot be written or is stale
+    └── SourceError          Prometheus could not answer a query (names the URL and the query)
+        ├── SourceUnavailable    refused, timed out, 5xx, retries exhausted, not a Prometheus API
+        └── QueryError           Prometheus rejected the query (4xx: bad PromQL, limits, auth)
 """
 
 from __future__ import annotations
@@ -42,3 +45,22 @@ class SpecError(SloEngineError):
 
 class RulesOutError(SloEngineError):
     """Generated rules cannot be written, or the committed ones are stale."""
+
+
+class SourceError(SloEngineError):
+    """Prometheus could not answer; the message names the URL and the query, and says why."""
+
+    def __init__(self, message: str, *, url: str = "", query: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+        self.query = query
+
+
+class SourceUnavailable(SourceError):
+    """Prometheus cannot be reached or did not answer in time (refused, timeout, 5xx, retries
+    exhausted, or the URL does not serve the Prometheus HTTP API): retry later or fix the URL."""
+
+
+class QueryError(SourceError):
+    """Prometheus answered but rejected the query (HTTP 4xx): bad PromQL, a resolution or
+    sample limit, or missing credentials; retrying the same request will not help."""

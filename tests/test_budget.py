@@ -1,0 +1,192 @@
+"""Budget maths against hand-computed cases, and properties that must hold for any data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slo_engine import budget, ledger
+from slo_engine.loader import load_services
+from slo_engine.model import SLO
+from tests.support.paths import ROOT
+
+AT = datetime(2026, 5, 31, 0, 0, tzinfo=UTC)
+STEP = timedelta(minutes=5)
+
+
+def _reference() -> SLO:
+    return load_services([ROOT / "tests/golden/reference-30d/slo.yaml"])[0].slos[0]
+
+
+def _frame(slo: SLO, totals: list[float], bads: list[float], end: datetime = AT,
+           group: str = "") -> pd.DataFrame:
+    times = [end - STEP * (len(totals) - 1 - i) for i in range(len(totals))]
+    return ledger.normalise(pd.DataFrame({
+        "timestamp": times, "service": slo.service, "slo": slo.name, "group": group,
+        "total": totals, "bad": bads}))
+
+
+def _month(slo: SLO, incident_buckets: int, bad_per_bucket: float) -> pd.DataFrame:
+    buckets = 30 * 24 * 12
+    bads = [0.0] * (buckets - incident_buckets) + [bad_per_bucket] * incident_buckets
+    return _frame(slo, [1000.0] * buckets, bads)
+
+
+def test_an_hour_long_incident_hand_computed() -> None:
+    slo = _reference()
+    rows = _month(slo, 12, 100)  # the last hour: 10% errors
+    status = budget.status_of(slo, "", rows, AT)
+    assert status.total_events == 8_640_000
+    assert status.bad_events == 1200
+    assert status.error_budget_events == pytest.approx(8640)
+    assert status.error_budget_consumed == pytest.approx(1200 / 8640)
+    assert status.error_budget_remaining == pytest.approx(1 - 1200 / 8640)
+    assert status.sli == pytest.approx(1 - 1200 / 8_640_000)
+    assert status.burn_rates["5m"] == pytest.approx(100)
+    assert status.burn_rates["1h"] == pytest.approx(100)
+    assert status.burn_rates["6h"] == pytest.approx(1200 / 72_000 / 0.001)
+    assert status.burn_rates["3d"] == pytest.approx(1200 / 864_000 / 0.001)
+    assert status.time_to_exhaustion_s == pytest.approx((1 - 1200 / 8640) * 30 * 86400 / 100)
+    assert status.time_to_exhaustion_period_avg_s == pytest.approx(
+        (1 - 1200 / 8640) * 30 * 86400 / (1200 / 8640))
+    assert status.status == "burning"
+    assert status.firing == ("page 1h/5m", "page 6h/30m", "ticket 1d/2h", "ticket 3d/6h")
+    assert not status.partial
+
+
+def test_overspent_budget_goes_negative_and_is_exhausted() -> None:
+    slo = _reference()
+    status = budget.status_of(slo, "", _month(slo, 120, 1000), AT)  # 10h at 100% errors
+    assert status.error_budget_remaining == pytest.approx(1 - 120_000 / 8640)
+    assert status.error_budget_remaining is not None and status.error_budget_remaining < 0
+    assert status.status == "exhausted"
+    assert status.time_to_exhaustion_s == 0
+
+
+def test_zero_traffic_leaves_the_budget_untouched() -> None:
+    slo = _reference()
+    status = budget.status_of(slo, "", _frame(slo, [0.0] * 100, [0.0] * 100), AT)
+    assert status.status == "no_data"
+    assert status.error_budget_remaining is None
+    assert status.burn_rates["1h"] is None
+    assert status.firing == ()
+
+
+def test_a_quiet_hour_inside_a_window_changes_nothing() -> None:
+    slo = _reference()
+    totals = [1000.0] * 24 + [0.0] * 12 + [1000.0] * 36
+    bads = [5.0] * 24 + [0.0] * 12 + [5.0] * 36
+    status = budget.status_of(slo, "", _frame(slo, totals, bads), AT)
+    assert status.burn_rates["6h"] == pytest.approx(5)
+    assert status.burn_rates["5m"] == pytest.approx(5)
+
+
+def test_healthy_traffic_is_healthy_and_forecasts_nothing() -> None:
+    slo = _reference()
+    buckets = 30 * 24 * 12
+    status = budget.status_of(slo, "", _frame(slo, [1000.0] * buckets, [0.5] * buckets), AT)
+    assert status.status == "healthy"
+    assert status.error_budget_remaining == pytest.approx(0.5)
+    assert status.time_to_exhaustion_s is None
+    assert status.time_to_exhaustion_period_avg_s == pytest.approx(0.5 * 30 * 86400 / 0.5)
+
+
+def test_data_shorter_than_the_period_is_marked_partial() -> None:
+    slo = _reference()
+    status = budget.status_of(slo, "", _frame(slo, [1000.0] * 12, [0.0] * 12), AT)
+    assert status.partial
+
+
+def test_calendar_month_resets_at_the_boundary() -> None:
+    slo = _reference()
+    at = datetime(2026, 5, 10, 12, 0, tzinfo=UTC)
+    buckets = int((at - datetime(2026, 4, 20, tzinfo=UTC)) / STEP)
+    april = int((datetime(2026, 5, 1, tzinfo=UTC) - datetime(2026, 4, 20, tzinfo=UTC)) / STEP)
+    bads = [10.0] * april + [0.0] * (buckets - april)  # all errors in April
+    rows = _frame(slo, [1000.0] * buckets, bads, end=at)
+    month = budget.status_of(slo, "", rows, at, calendar="month")
+    assert month.period_start == datetime(2026, 5, 1, tzinfo=UTC)
+    assert month.bad_events == 0
+    assert month.error_budget_remaining == 1
+    rolling = budget.status_of(slo, "", rows, at)
+    assert rolling.bad_events == 10 * april
+    week = budget.status_of(slo, "", rows, at, calendar="week")
+    assert week.period_start == datetime(2026, 5, 4, tzinfo=UTC)  # a Monday
+
+
+def test_report_lists_every_group_and_slos_without_data(tmp_path: Path) -> None:
+    services = load_services([ROOT / "slo_definitions"])
+    csv = tmp_path / "events.csv"
+    lines = ["timestamp,slo,total,bad,region"]
+    for i in range(24):
+        t = (AT - STEP * i).isoformat()
+        lines += [f"{t},checkout-success,100,0,eu", f"{t},checkout-success,100,10,us"]
+    csv.write_text("\n".join(lines) + "\n")
+    rows = budget.report(services, ledger.read_event_file(csv), AT)
+    checkout = [r for r in rows if r.slo == "checkout-success"]
+    assert [r.labels for r in checkout] == [{"region": "eu"}, {"region": "us"}]
+    assert checkout[1].burn_rates["1h"] == pytest.approx(0.1 / 0.005)
+    others = [r for r in rows if r.slo != "checkout-success"]
+    assert {r.status for r in others} == {"no_data"}
+    document = checkout[1].as_json()
+    for key in ("slo", "service", "labels", "objective", "period", "sli",
+                "error_budget_remaining", "burn_rates", "time_to_exhaustion_s", "status",
+                "firing"):
+        assert key in document
+
+
+def test_event_file_errors_name_the_line(tmp_path: Path) -> None:
+    csv = tmp_path / "events.csv"
+    csv.write_text("timestamp,slo,total,bad\n2026-05-01T00:00:00Z,x,10,20\n")
+    with pytest.raises(ledger.LedgerError, match=r"line 2: bad .* exceeds total"):
+        ledger.read_event_file(csv)
+    csv.write_text("time,slo,total,bad\n")
+    with pytest.raises(ledger.LedgerError, match="missing column"):
+        ledger.read_event_file(csv)
+
+
+def test_over_time_and_daily_spend_are_tidy_frames() -> None:
+    slo = _reference()
+    rows = _month(slo, 12, 100)
+    frame = budget.over_time(slo, rows, step="6h")
+    assert {"timestamp", "group", "sli", "burn_rate_1h", "error_budget_remaining"} <= set(
+        frame.columns)
+    assert frame["error_budget_remaining"].iloc[-1] == pytest.approx(1 - 1200 / 8640)
+    daily = budget.budget_spent_per_day(slo, rows)
+    assert daily["bad"].sum() == 1200
+    assert daily["budget_spent"].iloc[-1] > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    totals=st.lists(st.integers(0, 1000), min_size=12, max_size=60),
+    extra=st.integers(1, 50), where=st.integers(0, 59),
+)
+def test_adding_bad_events_never_raises_the_remaining_budget(
+        totals: list[int], extra: int, where: int) -> None:
+    slo = _reference()
+    bads = [t // 100 for t in totals]
+    where %= len(totals)
+    before = budget.status_of(slo, "", _frame(slo, totals, bads), AT)  # type: ignore[arg-type]
+    more = list(bads)
+    more[where] = min(totals[where], more[where] + extra)
+    after = budget.status_of(slo, "", _frame(slo, totals, more), AT)  # type: ignore[arg-type]
+    if before.error_budget_remaining is not None:
+        assert after.error_budget_remaining is not None
+        assert after.error_budget_remaining <= before.error_budget_remaining
+
+
+@settings(max_examples=40, deadline=None)
+@given(ratio=st.floats(0, 1), total=st.integers(1, 10_000))
+def test_windows_agree_on_a_constant_error_ratio(ratio: float, total: int) -> None:
+    slo = _reference()
+    buckets = 3 * 24 * 12 + 1
+    rows = _frame(slo, [float(total)] * buckets, [total * ratio] * buckets)
+    status = budget.status_of(slo, "", rows, AT)
+    rates = {v for v in status.burn_rates.values() if v is not None}
+    assert max(rates) == pytest.approx(min(rates), rel=1e-9, abs=1e-12)
