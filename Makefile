@@ -20,10 +20,15 @@ prometheus:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends prometheus prometheus-alertmanager; }
 
+DEMO_EVENTS ?= $(or $(TMPDIR),/tmp)/slo-engine-demo-events.csv
+
 demo: setup
 	$(BIN)/slo-engine validate slo_definitions
 	$(BIN)/slo-engine compile slo_definitions --out rules_out
 	$(BIN)/slo-engine explain slo_definitions
+	$(BIN)/slo-engine sample-data slo_definitions --out $(DEMO_EVENTS)
+	$(BIN)/slo-engine report slo_definitions --data $(DEMO_EVENTS)
+	$(BIN)/slo-engine backtest slo_definitions --data $(DEMO_EVENTS) --since 7d
 
 test: setup prometheus
 	$(BIN)/slo-engine compile slo_definitions --out rules_out --check

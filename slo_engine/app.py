@@ -16,6 +16,8 @@ from slo_engine.rules_out import Drift, Format, check, rule_files, write
 if TYPE_CHECKING:  # pandas costs compile's start-up 0.3 s it does not need
     import pandas as pd
 
+    from slo_engine.backfill import BackfillResult, Progress
+    from slo_engine.backtest import BacktestResult
     from slo_engine.budget import BudgetStatus, Calendar
 
 EventSource: TypeAlias = Callable[[list[Service], datetime, datetime],
@@ -77,7 +79,7 @@ def file_events(path: Path) -> EventSource:
 
 
 def prometheus_events(url: str, headers: dict[str, str] | None = None,
-                      cache_dir: Path | None = None) -> EventSource:
+                      cache_dir: Path | None = None, step_seconds: int = 300) -> EventSource:
     """Events from the compiler's recorded series: a constant number of range queries for all
     SLOs, cached under `cache_dir` so a refresh fetches only what is new."""
     def fetch(services: list[Service], start: datetime, end: datetime) -> tuple[
@@ -85,9 +87,35 @@ def prometheus_events(url: str, headers: dict[str, str] | None = None,
         from slo_engine.source import PrometheusSource
 
         with PrometheusSource(url, headers, cache_dir=cache_dir) as source:
-            frame, stats = source.fetch_ledger(services, start, end)
+            frame, stats = source.fetch_ledger(services, start, end, step_seconds)
         notes = list(stats.warnings)
         if stats.fallback or stats.missing or stats.partial:
             notes.append(f"{url}: {stats.summary()}")
         return frame, notes
     return fetch
+
+
+def backtest_report(paths: Iterable[str | Path], events: EventSource, since: timedelta,
+                    until: datetime, policy: Path | None = None) -> tuple[
+                        list[BacktestResult], list[str]]:
+    """Replay the alert tiers (or those of a policy file) over history, every SLO."""
+    from slo_engine.backtest import backtest_slos, load_policy
+
+    services = validate(paths)
+    longest = max((t.long_seconds for s in services for slo in s.slos for t in slo.tiers),
+                  default=0.0)
+    alternative = load_policy(policy) if policy is not None else None
+    frame, warnings = events(services, until - since - timedelta(seconds=longest), until)
+    slos = [slo for service in services for slo in service.slos]
+    return backtest_slos(slos, frame, alternative, since=until - since, until=until), warnings
+
+
+def backfill_rules(paths: Iterable[str | Path], prometheus_url: str, start: datetime,
+                   end: datetime, out: Path, first_level: int = 1,
+                   progress: Progress | None = None) -> BackfillResult:
+    """TSDB blocks of the generated recording rules over history, one level at a time."""
+    from slo_engine.backfill import backfill
+
+    rule_sets = [compile_service(s) for s in validate(paths)]
+    return backfill(rule_sets, prometheus_url, start, end, out, progress=progress,
+                    first_level=first_level)

@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from slo_engine.compile import AlertingRule, RecordingRule, Rule, RuleSet
-from slo_engine.errors import SloEngineError
+from slo_engine.errors import BackfillError
 from slo_engine.rules_out import dump_yaml
 
 BACKFILL_GROUP = "slo-engine-backfill"
@@ -62,10 +62,6 @@ records are queryable."""
 
 RuleSource = RuleSet | Iterable[RuleSet] | Iterable[Rule] | str | Mapping[str, Any]
 TimeLike = datetime | float
-
-
-class BackfillError(SloEngineError):
-    """A backfill cannot run or promtool failed. The message names the command and its output."""
 
 
 # --- planning (pure) --------------------------------------------------------------------

@@ -43,8 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slo_engine.compile import number
 from slo_engine.conventions import API_VERSION, BASE_WINDOW
 from slo_engine.durations import format_duration, parse_duration
-from slo_engine.errors import SpecError, SpecIssue
-from slo_engine.ledger import DEFAULT_STEP_SECONDS, LedgerError
+from slo_engine.errors import LedgerError, SpecError, SpecIssue
+from slo_engine.ledger import DEFAULT_STEP_SECONDS
 from slo_engine.loader import PathKey, SpecDocument, format_path, parse_yaml
 from slo_engine.model import SLO, AlertTier, TierPolicy, burn_rate_threshold
 from slo_engine.spec import TierSpec
@@ -225,8 +225,9 @@ class BacktestResult:
         start           first bucket time it fires
         end             first bucket time it no longer fires; NaT while still firing at
                         the last evaluated bucket
-        onset           first bucket, within the long window before `start`, whose 5m burn
-                        rate exceeded the threshold: where the burn that fired it began
+        onset           first bucket of the run, ending at `start`, in which the short
+                        window's burn rate stayed above the threshold: where the burn that
+                        fired it began (at most one long window before `start`)
         delay           start − onset (detection time at bucket granularity)
         bad_events      bad events in the buckets it fires at
         budget_spent    bad_events / (error budget × total events in the SLO's period ending
@@ -589,13 +590,6 @@ def _runs(firing: Bools) -> tuple[Ints, Ints, Ints]:
     return rows.astype(np.int64), starts.astype(np.int64), ends.astype(np.int64)
 
 
-def _next_true(flags: Bools) -> Ints:
-    """For each position, the first position at or after it that is True (len if none)."""
-    width = flags.shape[1]
-    positions = np.where(flags, np.arange(width, dtype=np.int64), width)
-    return np.minimum.accumulate(positions[:, ::-1], axis=1)[:, ::-1]
-
-
 _Columns = dict[str, npt.NDArray[Any]]
 
 
@@ -608,15 +602,15 @@ def _evaluate(slo: SLO, grid: _Grid, chunk: _Chunk, evaluated: Ints,
     first_index, span = int(evaluated[0]) if len(evaluated) else 0, len(evaluated)
     any_firing = np.zeros((chunk.rows, span), dtype=bool)
     severities: dict[str, Bools] = {}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bucket_burn = chunk.bad / chunk.total / budget
-    bucket_burn[~chunk.present] = np.nan
     for tier in slo.tiers:
         threshold = float(number(tier.burn_rate))
         long_back = _window_buckets(tier.long_seconds, grid.step_ns, ratio=True)
         short_back = _window_buckets(tier.short_seconds, grid.step_ns, ratio=True)
         firing, long_burn = _burn(chunk, first_index, span, long_back, budget, threshold)
-        firing &= _burn(chunk, first_index, span, short_back, budget, threshold)[0]
+        lead = min(long_back, first_index)  # history before `since`, to find onsets there
+        short_over = _burn(chunk, first_index - lead, span + lead, short_back, budget,
+                           threshold)[0]
+        firing &= short_over[:, lead:]
         if slo.min_events:
             events_back = _window_buckets(tier.long_seconds, grid.step_ns, ratio=False)
             firing &= _enough_events(chunk, first_index, span, events_back, tier.long_seconds,
@@ -633,9 +627,12 @@ def _evaluate(slo: SLO, grid: _Grid, chunk: _Chunk, evaluated: Ints,
             chunk.cum_total[rows, np.maximum(stop - period_back, 0)]
         with np.errstate(divide="ignore", invalid="ignore"):
             spent = np.where(bad_events > 0, bad_events / (slo.error_budget * period_total), 0.0)
-        exceeded = np.nan_to_num(bucket_burn, nan=-np.inf) > threshold
-        onset = _next_true(exceeded)[rows, np.maximum(first - long_back, 0)]
-        onset = np.minimum(onset, first)
+        # The burn began where the short window last rose above the threshold: smoother than
+        # single buckets, which cross and recross a slow tier's threshold on noise alone.
+        positions = np.arange(span + lead, dtype=np.int64)
+        last_below = np.maximum.accumulate(np.where(short_over, -1, positions), axis=1)
+        onset = np.maximum(evaluated[0] - lead + last_below[rows, starts + lead] + 1,
+                           first - long_back)
         flat = np.append(long_burn.ravel(), 0.0)
         bounds = np.column_stack((rows * span + starts, rows * span + ends)).ravel()
         peak = np.maximum.reduceat(flat, bounds)[::2]

@@ -58,8 +58,8 @@ class BudgetStatus:
             "labels": self.labels,
             "objective": self.objective,
             "period": self.period,
-            "period_start": _iso(self.period_start),
-            "at": _iso(self.at),
+            "period_start": iso_utc(self.period_start),
+            "at": iso_utc(self.at),
             "total_events": _finite(self.total_events),
             "bad_events": _finite(self.bad_events),
             "sli": _finite(self.sli),
@@ -75,7 +75,7 @@ class BudgetStatus:
         }
 
 
-def _iso(moment: datetime) -> str:
+def iso_utc(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 

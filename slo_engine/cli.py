@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from slo_engine import app
-from slo_engine.durations import format_duration
+from slo_engine.durations import format_duration, parse_duration
 from slo_engine.errors import SloEngineError, SpecError
 from slo_engine.model import Service, detection_seconds
 from slo_engine.rules_out import FORMATS
@@ -38,6 +38,39 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--calendar", choices=("week", "month"), default=None,
                         help="calendar-aligned period that resets at the boundary, instead of "
                         "the spec's rolling period")
+
+    backtest = commands.add_parser("backtest", help="replay the alert tiers (or a policy file) "
+                                   "over history: every page and ticket, and the budget spent")
+    backtest.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
+    _event_source_arguments(backtest)
+    backtest.add_argument("--since", type=_duration, default=timedelta(days=30), metavar="DUR",
+                          help="how far back to replay, e.g. 30d (default)")
+    backtest.add_argument("--until", type=_moment, default=None, metavar="TIME",
+                          help="end of the replay (ISO 8601, UTC); default now")
+    backtest.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                          help="an alternative AlertPolicy file to compare with the SLOs' own")
+    backtest.add_argument("--format", choices=("table", "json"), default="table")
+
+    backfill = commands.add_parser("backfill", help="TSDB blocks of the generated recording "
+                                   "rules over history, so a new SLO has its budget on day one")
+    backfill.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
+    backfill.add_argument("--prometheus-url", required=True, metavar="URL",
+                          help="Prometheus holding the raw series (and earlier levels' blocks)")
+    backfill.add_argument("--since", type=_duration, default=timedelta(days=30), metavar="DUR")
+    backfill.add_argument("--until", type=_moment, default=None, metavar="TIME",
+                          help="default: 3 hours ago (promtool leaves the head block alone)")
+    backfill.add_argument("--out", type=Path, required=True, metavar="DIR")
+    backfill.add_argument("--level", type=int, default=1,
+                          help="the level to write (rules that read earlier levels' series "
+                          "need those blocks loaded first)")
+
+    sample = commands.add_parser("sample-data", help="write synthetic event counts for the SLOs "
+                                 "(diurnal traffic, an outage, a slow burn), to try report and "
+                                 "backtest without a server")
+    sample.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
+    sample.add_argument("--out", type=Path, required=True, metavar="FILE", help=".csv or .parquet")
+    sample.add_argument("--days", type=int, default=30)
+    sample.add_argument("--until", type=_moment, default=None, metavar="TIME")
 
     explain = commands.add_parser("explain", help="show each SLO's alert tiers: thresholds, "
                                   "detection time of a full outage, budget left when they fire")
@@ -83,6 +116,27 @@ def _run(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         sys.stdout.write(report_format.render(rows, args.format))
         return 0
+    if args.command == "backtest":
+        from slo_engine import report_format
+
+        until = args.until or datetime.now(UTC)
+        results, warnings = app.backtest_report(args.paths, _events(args, step_seconds=60),
+                                                args.since, until, args.policy)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        render = report_format.backtest_json if args.format == "json" else \
+            report_format.backtest_table
+        sys.stdout.write(render(results))
+        return 0
+    if args.command == "backfill":
+        return _backfill(args)
+    if args.command == "sample-data":
+        from slo_engine.demo import write_demo_events
+
+        written = write_demo_events(app.validate(args.paths), args.out,
+                                    args.until or datetime.now(UTC), args.days)
+        print(f"wrote {written:,} rows of events to {args.out}")
+        return 0
     if args.command == "explain":
         print(explain_text(app.validate(args.paths)))
         return 0
@@ -121,10 +175,36 @@ def _event_source_arguments(parser: argparse.ArgumentParser) -> None:
                         "is new")
 
 
-def _events(args: argparse.Namespace) -> app.EventSource:
+def _events(args: argparse.Namespace, step_seconds: int = 300) -> app.EventSource:
+    """Backtests read 1m buckets, so their windows sum the same samples the rules do."""
     if args.data is not None:
         return app.file_events(args.data)
-    return app.prometheus_events(args.prometheus_url, cache_dir=args.state_dir)
+    return app.prometheus_events(args.prometheus_url, cache_dir=args.state_dir,
+                                 step_seconds=step_seconds)
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    until = args.until or datetime.now(UTC) - timedelta(hours=3)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("backfill", total=None)
+
+        def progress(level: int, levels: int, message: str) -> None:
+            bar.update(task, total=levels, completed=level - 1,
+                       description=f"level {level}/{levels}: {message}")
+
+        result = app.backfill_rules(args.paths, args.prometheus_url, until - args.since, until,
+                                    args.out, args.level, progress)
+    print(result.next_steps or f"wrote {args.out}")
+    return 0
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _moment(text: str) -> datetime:

@@ -6,6 +6,7 @@ Deterministic (seeded): diurnal traffic, a quiet hour, a fast-burning outage, a 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -45,3 +46,12 @@ def demo_events(services: list[Service], end: datetime, days: int = 30,
                                         "slo": slo.name, "group": group_key(labels),
                                         "total": total, "bad": bad}))
     return normalise(pd.concat(frames, ignore_index=True), source="demo")
+
+
+def write_demo_events(services: list[Service], path: Path, end: datetime, days: int = 30) -> int:
+    frame = demo_events(services, end, days)
+    if path.suffix in (".parquet", ".pq"):
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    return len(frame)

@@ -6,6 +6,8 @@ what went wrong, where, and how to fix it; the CLI prints it without a traceback
     SloEngineError
     ├── SpecError            an SLO file is wrong (carries every SpecIssue found)
     ├── RulesOutError        rules_out/ cannot be written or is stale
+    ├── LedgerError          an event file or frame is not a ledger (names file and line)
+    ├── BackfillError        promtool could not backfill (names the command and its output)
     └── SourceError          Prometheus could not answer a query (names the URL and the query)
         ├── SourceUnavailable    refused, timed out, 5xx, retries exhausted, not a Prometheus API
         └── QueryError           Prometheus rejected the query (4xx: bad PromQL, limits, auth)
@@ -45,6 +47,14 @@ class SpecError(SloEngineError):
 
 class RulesOutError(SloEngineError):
     """Generated rules cannot be written, or the committed ones are stale."""
+
+
+class LedgerError(SloEngineError):
+    """An event file or frame cannot be read as a ledger."""
+
+
+class BackfillError(SloEngineError):
+    """A backfill cannot run or promtool failed. The message names the command and its output."""
 
 
 class SourceError(SloEngineError):

@@ -18,15 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from slo_engine.errors import SloEngineError
+from slo_engine.errors import LedgerError
 
 COLUMNS = ("timestamp", "service", "slo", "group", "total", "bad")
 KEY = ("service", "slo", "group")
 DEFAULT_STEP_SECONDS = 300
-
-
-class LedgerError(SloEngineError):
-    """An event file or frame cannot be read as a ledger."""
 
 
 def group_key(labels: Mapping[str, str]) -> str:
@@ -83,8 +79,9 @@ def normalise(frame: pd.DataFrame, *, source: str = "frame") -> pd.DataFrame:
         row = int(over.to_numpy().nonzero()[0][0]) + 2
         raise LedgerError(f"{source}: line {row}: bad ({frame['bad'].iloc[row - 2]}) exceeds "
                           f"total ({frame['total'].iloc[row - 2]})")
-    frame["slo"] = frame["slo"].astype(str)
-    frame["service"] = frame["service"].astype(str)
+    # An ungrouped SLO's "" group (and a missing service) come back from CSV as NaN.
+    for column in ("slo", "service", "group"):
+        frame[column] = frame[column].fillna("").astype(str)
     frame = frame[list(COLUMNS)]
     return frame.sort_values([*KEY, "timestamp"], kind="stable").reset_index(drop=True)
 

@@ -6,11 +6,14 @@ import csv
 import io
 import json
 from collections.abc import Sequence
+from typing import Any
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from slo_engine.budget import BudgetStatus, describe_seconds
+from slo_engine.backtest import BacktestResult
+from slo_engine.budget import BudgetStatus, describe_seconds, iso_utc
 
 FORMATS = ("table", "json", "csv")
 _STATUS_STYLE = {"healthy": "green", "burning": "yellow", "exhausted": "bold red",
@@ -77,3 +80,56 @@ def render(rows: Sequence[BudgetStatus], fmt: str) -> str:
     if fmt == "csv":
         return as_csv(rows)
     return table(rows) + "\n"
+
+
+def _when(value: Any) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
+
+
+def _span(value: Any) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    return describe_seconds(pd.Timedelta(value).total_seconds())
+
+
+def backtest_table(results: Sequence[BacktestResult], width: int = 160) -> str:
+    """Every page and ticket a policy would have sent, then what each SLO's budget did."""
+    alerts = Table(title="Alerts the policy would have sent")
+    for name in ("SLO", "tier", "start", "end", "delay", "peak burn", "budget spent"):
+        alerts.add_column(name)
+    summary = Table(title="Summary")
+    for name in ("SLO", "pages", "tickets", "budget spent", "spent while nothing fired"):
+        summary.add_column(name)
+    for result in results:
+        for row in result.alerts.itertuples(index=False):
+            group = str(row.group)
+            name = f"{result.service}/{result.slo}" + (f" {{{group}}}" if group else "")
+            alerts.add_row(name, f"{row.severity} {row.long_window}/{row.short_window}",
+                           _when(row.start), _when(row.end), _span(row.delay),
+                           f"{row.peak_burn_rate:.1f}x", f"{row.budget_spent:.1%}")
+        summary.add_row(f"{result.service}/{result.slo}", str(result.pages), str(result.tickets),
+                        f"{result.budget_spent:.1%}", f"{result.unalerted_budget_spent:.1%}")
+    console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
+    console.print(alerts)
+    console.print(summary)
+    return str(console.file.getvalue()).rstrip() + "\n"  # type: ignore[attr-defined]
+
+
+def backtest_json(results: Sequence[BacktestResult]) -> str:
+    documents = []
+    for result in results:
+        alerts = result.alerts.copy()
+        for column in ("start", "end", "onset"):
+            alerts[column] = [None if pd.isna(v) else iso_utc(pd.Timestamp(v).to_pydatetime())
+                              for v in alerts[column]]
+        alerts["delay"] = [None if pd.isna(v) else pd.Timedelta(v).total_seconds()
+                           for v in alerts["delay"]]
+        documents.append({
+            "service": result.service, "slo": result.slo, "pages": result.pages,
+            "tickets": result.tickets, "budget_spent": result.budget_spent,
+            "unalerted_budget_spent": result.unalerted_budget_spent,
+            "alerts": alerts.rename(columns={"delay": "delay_s"}).to_dict(orient="records"),
+        })
+    return json.dumps(documents, indent=2, default=str) + "\n"

@@ -34,8 +34,7 @@ from slo_engine.backtest import (
     load_policy,
 )
 from slo_engine.compile import number
-from slo_engine.errors import SpecError
-from slo_engine.ledger import LedgerError
+from slo_engine.errors import LedgerError, SpecError
 from slo_engine.loader import load_services
 from slo_engine.model import SLO, TierPolicy, detection_seconds, to_model
 from slo_engine.rule_tests import NotDerivable, Replay, input_series, scenarios

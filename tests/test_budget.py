@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slo_engine import budget, ledger
+from slo_engine.errors import LedgerError
 from slo_engine.loader import load_services
 from slo_engine.model import SLO
 from tests.support.paths import ROOT
@@ -143,10 +144,10 @@ def test_report_lists_every_group_and_slos_without_data(tmp_path: Path) -> None:
 def test_event_file_errors_name_the_line(tmp_path: Path) -> None:
     csv = tmp_path / "events.csv"
     csv.write_text("timestamp,slo,total,bad\n2026-05-01T00:00:00Z,x,10,20\n")
-    with pytest.raises(ledger.LedgerError, match=r"line 2: bad .* exceeds total"):
+    with pytest.raises(LedgerError, match=r"line 2: bad .* exceeds total"):
         ledger.read_event_file(csv)
     csv.write_text("time,slo,total,bad\n")
-    with pytest.raises(ledger.LedgerError, match="missing column"):
+    with pytest.raises(LedgerError, match="missing column"):
         ledger.read_event_file(csv)
 
 
