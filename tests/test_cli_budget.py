@@ -79,3 +79,17 @@ def test_a_bad_event_file_is_a_clear_error(tmp_path: Path,
     err = capsys.readouterr().err
     assert "line 2: column bad must be a number" in err
     assert "Traceback" not in err
+
+
+def test_parquet_and_csv_give_the_same_report(events: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    parquet = tmp_path / "events.parquet"
+    assert main(["sample-data", str(ROOT / "slo_definitions"), "--out", str(parquet),
+                 "--until", UNTIL]) == 0
+    capsys.readouterr()
+    outputs = []
+    for path in (events, parquet):
+        assert main(["report", str(ROOT / "slo_definitions"), "--data", str(path), "--at", UNTIL,
+                     "--format", "json"]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1]
