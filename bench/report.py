@@ -1,7 +1,9 @@
 """The bench's markdown: the machine it ran on, the figures, and ratios between schemes.
 
 Published into README.md between markers, so re-running replaces the previous results and
-nothing else; without a README the results go to bench/RESULTS.md.
+nothing else; without a README the results go to bench/RESULTS.md. Each part (compile,
+eval, refresh) starts with a `<!-- bench:part NAME -->` line: a run of some parts only
+(`python -m bench --only refresh`) replaces those parts and keeps the others.
 """
 
 from __future__ import annotations
@@ -10,15 +12,24 @@ import datetime as dt
 import math
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.compile_time import TARGET_SECONDS, CompileResult
 from bench.evaluation import EvalResult, SchemeResult
+from bench.refresh import TARGET_QUERIES, TARGET_WARM_SECONDS, RefreshResult
 
 START = "<!-- bench:start -->"
 END = "<!-- bench:end -->"
+PARTS = ("compile", "eval", "refresh")
+_PART = re.compile(r"^<!-- bench:part (\w+) -->\n", re.MULTILINE)
+
+
+def part_marker(name: str) -> str:
+    return f"<!-- bench:part {name} -->"
 
 
 def machine(prometheus: str | None) -> str:
@@ -87,11 +98,11 @@ def compile_section(result: CompileResult) -> list[str]:
 def eval_section(result: EvalResult) -> list[str]:
     ours, naive, c = result.ours, result.naive, result.config
 
-    def period(g: str) -> bool:
-        return g.endswith(":period")
+    def slow(g: str) -> bool:  # conventions.slow_group_name: the period and day-long tiers
+        return g.endswith(":slow")
 
     def other(g: str) -> bool:
-        return not g.endswith(":period")
+        return not slow(g)
 
     def sli(g: str) -> bool:
         return "-sli-recordings-" in g
@@ -124,8 +135,9 @@ def eval_section(result: EvalResult) -> list[str]:
                lambda s: s.per_cycle(), lambda s: s.per_cycle()),
         timing("… per-evaluation groups: slo-engine alert groups / naive SLI groups (ms)",
                lambda s: s.per_cycle(other), lambda s: s.per_cycle(sli)),
-        row("… slo-engine period groups (ms)", _ms(ours.per_cycle(period)), "—"),
-        timing("evaluation time per minute, groups every 1m, slo-engine period groups "
+        row("… slo-engine slow groups: period budget and day-long tiers (ms)",
+            _ms(ours.per_cycle(slow)), "—"),
+        timing("evaluation time per minute, groups every 1m, slo-engine slow groups "
                "every 5m (ms)", lambda s: s.per_minute(), lambda s: s.per_minute()),
         row("samples read per minute, one SLO (query stats)",
             f"{ours.samples_per_minute():,.0f}", f"{naive.samples_per_minute():,.0f}",
@@ -142,7 +154,8 @@ def eval_section(result: EvalResult) -> list[str]:
         f"between trough and peak) with a quiet half hour (no requests) and two incidents per "
         f"SLO, one at the trough. The period windows read {c.days} days of history here; with "
         f"30 days both schemes' period reads grow about {30 / c.days:.0f}×, and slo-engine "
-        f"evaluates its period group every 5 minutes instead of every evaluation. "
+        f"evaluates its slow group (the period and the day-long tiers) every 5 minutes "
+        f"instead of every evaluation. "
         f"Setup (data generation and raw backfill) took {result.setup_seconds:.0f} s; the "
         f"history backfill {sum(ours.backfill_seconds):.1f} s (slo-engine, "
         f"{len(ours.backfill_seconds)} levels) and {sum(naive.backfill_seconds):.1f} s "
@@ -151,31 +164,162 @@ def eval_section(result: EvalResult) -> list[str]:
     ]
 
 
+def _mb(count: float) -> str:
+    return f"{count / 1e6:,.2f}" if count < 1e8 else f"{count / 1e6:,.0f}"
+
+
+def _wide_ratio(a: float, b: float) -> str:
+    """a ÷ b over several orders of magnitude: 0.0002, 0.18, 5.19, 274."""
+    if not b or not (math.isfinite(a) and math.isfinite(b)):
+        return "—"
+    value = a / b
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
+
+
+def refresh_section(result: RefreshResult) -> list[str]:
+    c, cold, warm, loop = result.config, result.cold, result.warm, result.loop
+
+    def row(label: str, a: str, b: str, naive: str, ra: str = "", rb: str = "") -> str:
+        return f"| {label} | {a} | {b} | {naive} | {ra} | {rb} |"
+
+    def ratios(a: float, b: float, naive: float) -> tuple[str, str]:
+        return _wide_ratio(a, naive), _wide_ratio(b, naive)
+
+    sampled = (f"{loop.slos_run:,} of {loop.slos_all:,} SLOs (random sample, the rest "
+               f"extrapolated linearly: {loop.seconds_run:.0f} s, {loop.queries_run:,} "
+               "queries measured)" if loop.extrapolated else f"all {loop.slos_all:,} SLOs")
+    queries_ok = max(cold.queries, warm.queries) <= TARGET_QUERIES
+    warm_ok = warm.seconds < TARGET_WARM_SECONDS
+    per_query = loop.seconds_run / loop.queries_run if loop.queries_run else math.nan
+    lines = [
+        f"**Budget refresh** of {c.slos:,} SLOs ({c.services} services × "
+        f"{c.slos_per_service}) over {c.days} days: one `PrometheusSource.fetch_ledger` of "
+        f"every SLO ({c.step_seconds // 60}-minute buckets) and `budget.report`, against a "
+        "per-SLO loop as slo-generator runs it: two instant queries (`sum_over_time` of the "
+        f"bad and of the total recorded rate) per SLO and window ({', '.join(loop.windows)}), "
+        f"one after another through a keep-alive `requests.Session`, run over {sampled}. "
+        f"Prometheus holds {c.days + c.lead_days} days of `slo:total_events:rate5m` and "
+        f"`slo:bad_events:rate5m` for every SLO, one sample every {c.sample_seconds // 60} "
+        f"minutes ({result.series:,} series, {result.samples / 1e6:.1f} M samples, "
+        f"{result.blocks} blocks). Cold: an empty cache; warm: a new source on that cache "
+        f"{c.step_seconds // 60} minutes later, as the next run of a periodic refresh.",
+        "",
+        "| | slo-engine cold | slo-engine warm | per-SLO loop | cold ÷ loop | warm ÷ loop |",
+        "|---|---:|---:|---:|---:|---:|",
+        row("wall time (s)", f"{cold.seconds:.2f}", f"{warm.seconds:.2f}",
+            f"{loop.seconds:.2f}", *ratios(cold.seconds, warm.seconds, loop.seconds)),
+        row("… `fetch_ledger` / `budget.report` (s)",
+            f"{cold.fetch_seconds:.2f} / {cold.report_seconds:.2f}",
+            f"{warm.fetch_seconds:.2f} / {warm.report_seconds:.2f}", "—"),
+        row("HTTP queries", f"{cold.queries:,}", f"{warm.queries:,}", f"{loop.queries:,.0f}",
+            *ratios(cold.queries, warm.queries, loop.queries)),
+        row("MB received", _mb(cold.bytes), _mb(warm.bytes), _mb(loop.bytes),
+            *ratios(cold.bytes, warm.bytes, loop.bytes)),
+        row("points received", f"{cold.points:,}", f"{warm.points:,}", f"{loop.points:,.0f}",
+            *ratios(cold.points, warm.points, loop.points)),
+        row("ledger rows (from the cache)", f"{cold.rows:,} ({cold.cached_rows:,})",
+            f"{warm.rows:,} ({warm.cached_rows:,})", "—"),
+        "",
+        f"Targets: at most {TARGET_QUERIES} queries for all SLOs, "
+        f"{'met' if queries_ok else '**missed**'} ({cold.queries} cold, {warm.queries} "
+        f"warm, where the loop needs {loop.queries:,.0f}); a warm refresh under "
+        f"{TARGET_WARM_SECONDS:g} s, {'met' if warm_ok else '**missed**'} "
+        f"({warm.seconds:.2f} s).",
+    ]
+    if result.warm_breakdown:
+        parts = ", ".join(f"{p.name} {p.seconds:.2f} s"
+                          + (f" ({p.calls} calls)" if p.calls > 1 else "")
+                          for p in result.warm_breakdown)
+        lines += ["", f"Where a warm refresh's time goes (cProfile of one more, cumulative, "
+                      f"nested calls counted in both): {parts}."]
+    lines += [
+        "",
+        f"The period's bad and total events in slo-engine's report match the loop's "
+        f"{c.days}d sums within {result.max_period_difference:.1e} (relative, "
+        f"{len(loop.sums):,} SLOs). The report computes every window of each SLO from the "
+        f"one ledger ({len(cold.statuses[0].burn_rates) if cold.statuses else 0} windows and "
+        f"the period), the loop only its {len(loop.windows)}. Prometheus runs on this "
+        f"machine, so each of the loop's queries costs only {per_query * 1000:.1f} ms: a "
+        f"10 ms round trip to a remote Prometheus would add about "
+        f"{loop.queries * 0.010:,.0f} s to the loop and {0.010 * warm.queries:.2f} s to a "
+        f"warm refresh. Setup: {result.openmetrics_bytes / 1e9:.1f} GB of OpenMetrics "
+        f"generated in {result.generate_seconds:.0f} s, backfilled in "
+        f"{result.backfill_seconds:.0f} s; {result.compactions} TSDB compactions during the "
+        f"measurements; the bench process peaked at {result.peak_rss_bytes / 1e9:.1f} GB "
+        "resident by the end of the cold refresh.",
+        "",
+    ]
+    return lines
+
+
 def markdown(machine_line: str, compile_result: CompileResult | None,
-             eval_result: EvalResult | None, seconds: float) -> str:
-    lines = [f"`make bench` (`python -m bench`, {seconds:.0f} s): {machine_line}.", ""]
-    if compile_result is not None:
-        lines += compile_section(compile_result)
-    if eval_result is not None:
-        lines += eval_section(eval_result)
+             eval_result: EvalResult | None, seconds: float,
+             refresh_result: RefreshResult | None = None,
+             only: tuple[str, ...] = ()) -> str:
+    """The bench section: a heading line, then each part that ran after its marker. With
+    `only`, the heading says which parts ran and goes inside each of them, so that
+    `publish` can keep the heading and the other parts of the last full run."""
+    heading = (f"`python -m bench --only {' --only '.join(only)}`, {seconds:.0f} s: "
+               f"{machine_line}." if only else
+               f"`make bench` (`python -m bench`, {seconds:.0f} s): {machine_line}.")
+    lines = [] if only else [heading, ""]
+    sections: tuple[tuple[str, Any, Callable[[Any], list[str]]], ...] = (
+        ("compile", compile_result, compile_section),
+        ("eval", eval_result, eval_section),
+        ("refresh", refresh_result, refresh_section))
+    for name, result, section in sections:
+        if result is not None:
+            lines += [part_marker(name)]
+            if only:  # a part kept by later runs carries its own provenance
+                lines += [f"*{heading}*", ""]
+            lines += section(result)
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _split_parts(block: str) -> tuple[str, dict[str, str]]:
+    """A bench section's text → what precedes the first part marker, and each part's text
+    (marker line included)."""
+    found = list(_PART.finditer(block))
+    if not found:
+        return block, {}
+    head = block[:found[0].start()]
+    parts = {}
+    for index, match in enumerate(found):
+        end = found[index + 1].start() if index + 1 < len(found) else len(block)
+        parts[match.group(1)] = block[match.start():end]
+    return head, parts
+
+
+def merge(current: str, new: str) -> str:
+    """The bench section after a run: `new` whole if it has a heading (a full run), else
+    `current` with the parts of `new` put in place (appended when missing)."""
+    new_head, new_parts = _split_parts(new)
+    if new_head.strip() or not new_parts:
+        return new
+    head, parts = _split_parts(current)
+    for name, text in new_parts.items():
+        parts[name] = text
+    ordered = sorted(parts, key=lambda n: PARTS.index(n) if n in PARTS else len(PARTS))
+    body = "".join(parts[n].rstrip("\n") + "\n\n" for n in ordered).rstrip("\n") + "\n"
+    return (head.rstrip("\n") + "\n\n" if head.strip() else "") + body
+
+
 def publish(text: str, root: Path) -> Path:
-    """Replace the README's bench section (markers appended if missing); without a README,
-    write bench/RESULTS.md."""
-    block = f"{START}\n{text}{END}\n"
+    """Replace the README's bench section (markers appended if missing), or only the parts
+    this run made (see `merge`); without a README, write bench/RESULTS.md."""
     readme = root / "README.md"
-    if not readme.exists():
-        target = root / "bench" / "RESULTS.md"
-        target.write_text(f"# Benchmark results\n\n{block}", encoding="utf-8")
-        return target
-    current = readme.read_text(encoding="utf-8")
+    target = readme if readme.exists() else root / "bench" / "RESULTS.md"
+    current = target.read_text(encoding="utf-8") if target.exists() else ""
     if START in current and END in current:
         head, rest = current.split(START, 1)
-        tail = rest.split(END, 1)[1].removeprefix("\n")
-        updated = head + block + tail
+        old, tail = rest.split(END, 1)
+        block = f"{START}\n{merge(old.strip(chr(10)) + chr(10), text)}{END}\n"
+        updated = head + block + tail.removeprefix("\n")
+    elif readme.exists():
+        updated = current.rstrip("\n") + "\n\n" + f"{START}\n{text}{END}\n"
     else:
-        updated = current.rstrip("\n") + "\n\n" + block
-    readme.write_text(updated, encoding="utf-8")
-    return readme
+        updated = f"# Benchmark results\n\n{START}\n{text}{END}\n"
+    target.write_text(updated, encoding="utf-8")
+    return target

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import compile_time, evaluation, report
+from bench import compile_time, evaluation, refresh, report
 
 ROOT = Path(__file__).resolve().parent.parent
 HINT = ("install Debian's prometheus and promtool: apt-get update && apt-get install -y "
@@ -20,7 +20,14 @@ HINT = ("install Debian's prometheus and promtool: apt-get update && apt-get ins
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--skip-compile", action="store_true", help="no compile-time bench")
-    parser.add_argument("--skip-eval", action="store_true", help="no Prometheus bench")
+    parser.add_argument("--skip-eval", action="store_true", help="no rule-evaluation bench")
+    parser.add_argument("--skip-refresh", action="store_true", help="no budget-refresh bench")
+    parser.add_argument("--only", action="append", choices=report.PARTS, default=[],
+                        help="run only this part (repeatable); the README keeps the others")
+    parser.add_argument("--loop-seconds", type=float,
+                        default=refresh.RefreshConfig.loop_seconds,
+                        help="time budget of the per-SLO loop before it is extrapolated "
+                             "(default %(default)s)")
     parser.add_argument("--interval", type=int, default=evaluation.EvalConfig.interval,
                         help="seconds between sampled evaluations (default %(default)s)")
     parser.add_argument("--cycles", type=int, default=evaluation.EvalConfig.cycles,
@@ -35,26 +42,37 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     began = time.monotonic()
+    only = tuple(p for p in report.PARTS if p in args.only)
+    run_compile = "compile" in only if only else not args.skip_compile
+    run_eval = "eval" in only if only else not args.skip_eval
+    run_refresh = "refresh" in only if only else not args.skip_refresh
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    if not args.skip_eval and not (prometheus and promtool):
+    if (run_eval or run_refresh) and not (prometheus and promtool):
         print(f"python -m bench: prometheus/promtool not found; {HINT}", file=sys.stderr)
         return 2
     machine = report.machine(prometheus)
-    compiled = evaluated = None
+    compiled = evaluated = refreshed = None
     with tempfile.TemporaryDirectory(prefix="slo-bench-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        if not args.skip_compile:
+        if run_compile:
             print("compile: 1,000 SLOs, best of 3 ...", flush=True)
             compiled = compile_time.run(workdir / "compile")
             print(f"  best {compiled.best:.2f} s", flush=True)
-        if not args.skip_eval:
+        if run_eval:
             assert prometheus and promtool
             print("rule evaluation in Prometheus ...", flush=True)
             config = evaluation.EvalConfig(interval=args.interval, cycles=args.cycles)
             evaluated = evaluation.run(workdir / "eval", prometheus, promtool, config,
                                        log=lambda line: print(line, flush=True))
-    text = report.markdown(machine, compiled, evaluated, time.monotonic() - began)
+        if run_refresh:
+            assert prometheus and promtool
+            print("budget refresh of 1,000 SLOs over 30 days in Prometheus ...", flush=True)
+            refreshed = refresh.run(workdir / "refresh", prometheus, promtool,
+                                    refresh.RefreshConfig(loop_seconds=args.loop_seconds),
+                                    log=lambda line: print(line, flush=True))
+    text = report.markdown(machine, compiled, evaluated, time.monotonic() - began, refreshed,
+                           only)
     print()
     print(text)
     if not args.no_write:
