@@ -204,7 +204,9 @@ def refresh_section(result: RefreshResult) -> list[str]:
         f"`slo:bad_events:rate5m` for every SLO, one sample every {c.sample_seconds // 60} "
         f"minutes ({result.series:,} series, {result.samples / 1e6:.1f} M samples, "
         f"{result.blocks} blocks). Cold: an empty cache; warm: a new source on that cache "
-        f"{c.step_seconds // 60} minutes later, as the next run of a periodic refresh.",
+        f"{c.step_seconds // 60} minutes later, as the next run of a periodic refresh (the "
+        "median of three, each one step after the last; the cache is written behind the "
+        "refresh, and each write finishes before the next refresh starts).",
         "",
         "| | slo-engine cold | slo-engine warm | per-SLO loop | cold ÷ loop | warm ÷ loop |",
         "|---|---:|---:|---:|---:|---:|",

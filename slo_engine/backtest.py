@@ -329,7 +329,8 @@ def backtest_slos(slos: Iterable[SLO], ledger: pd.DataFrame,
     if missing:
         raise LedgerError(f"ledger: missing column(s) {', '.join(missing)}; a ledger of many "
                           "SLOs names each row's service and slo")
-    parts = {key: rows for key, rows in ledger.groupby(["service", "slo"], sort=False)}
+    parts = {key: rows for key, rows in ledger.groupby(["service", "slo"], sort=False,
+                                                                  observed=True)}
     empty = ledger.iloc[:0]
     results = []
     for slo in slos:

@@ -109,12 +109,18 @@ def _utc(moment: datetime) -> datetime:
 
 
 class _Sums:
-    """Cumulative sums of one group's buckets: any window's totals in O(log n)."""
+    """Cumulative sums of one group's buckets (in time order): any window in O(log n)."""
 
-    def __init__(self, rows: pd.DataFrame) -> None:
-        self.times = rows["timestamp"].to_numpy(dtype="datetime64[ns]")
-        self.total = np.concatenate(([0.0], np.cumsum(rows["total"].to_numpy(dtype=float))))
-        self.bad = np.concatenate(([0.0], np.cumsum(rows["bad"].to_numpy(dtype=float))))
+    def __init__(self, times: np.ndarray[Any, Any], total: np.ndarray[Any, Any],
+                 bad: np.ndarray[Any, Any]) -> None:
+        self.times = times
+        self.total = np.concatenate(([0.0], np.cumsum(total)))
+        self.bad = np.concatenate(([0.0], np.cumsum(bad)))
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> _Sums:
+        return cls(_times(rows["timestamp"]), rows["total"].to_numpy(dtype=float),
+                   rows["bad"].to_numpy(dtype=float))
 
     def between(self, start: datetime, end: datetime) -> tuple[float, float]:
         """Bad and total events in buckets ending in (start, end]."""
@@ -124,6 +130,13 @@ class _Sums:
 
     def first(self) -> np.datetime64 | None:
         return self.times[0] if len(self.times) else None
+
+
+def _times(stamps: pd.Series) -> np.ndarray[Any, Any]:
+    """UTC instants as datetime64[ns], straight from the epoch integers (no tz copies)."""
+    times: np.ndarray[Any, Any] = pd.DatetimeIndex(stamps).as_unit("ns").asi8.view(
+        "datetime64[ns]")
+    return times
 
 
 def _ns(moment: datetime) -> np.datetime64:
@@ -136,9 +149,12 @@ def burn_rate(slo: SLO, bad: float, total: float) -> float | None:
 
 def status_of(slo: SLO, group: str, rows: pd.DataFrame, at: datetime,
               calendar: Calendar | None = None) -> BudgetStatus:
-    """The budget of one group of one SLO at `at`, from its ledger rows."""
-    at = _utc(at)
-    sums = _Sums(rows)
+    """The budget of one group of one SLO at `at`, from its ledger rows (in time order)."""
+    return _status(slo, group, _Sums.of(rows), _utc(at), calendar)
+
+
+def _status(slo: SLO, group: str, sums: _Sums, at: datetime,
+            calendar: Calendar | None) -> BudgetStatus:
     start, full_end = period_bounds(slo, at, calendar)
     period_seconds = (full_end - start).total_seconds()
     bad, total = sums.between(start, at)
@@ -201,24 +217,53 @@ def _exhaustion(remaining: float | None, burn: float | None, period_seconds: flo
 
 def report(services: list[Service], ledger: pd.DataFrame, at: datetime,
            calendar: Calendar | None = None) -> list[BudgetStatus]:
-    """Every SLO and every group of it that has data, in spec order; no data is a row too."""
-    by_key = {key: rows for key, rows in ledger.groupby(list(KEY), sort=False)}
+    """Every SLO and every group of it that has data, in spec order; no data is a row too.
+
+    Rows are ordered by key once (a stable argsort of integer codes keeps each key's time
+    order) and every group reads slices of the same arrays: no frame per group, so 1,000
+    SLOs over 30 days of 5m buckets take a fraction of a second.
+    """
+    at = _utc(at)
+    by_key = _key_slices(ledger)
     by_slo: dict[tuple[str, str], list[str]] = {}
-    for service, slo, group in by_key:
-        by_slo.setdefault((str(service), str(slo)), []).append(str(group))
+    for service_name, slo_name, group_name in by_key:
+        by_slo.setdefault((service_name, slo_name), []).append(group_name)
+    empty = _Sums(np.array([], dtype="datetime64[ns]"), np.array([]), np.array([]))
     rows: list[BudgetStatus] = []
     for service in services:
         for slo in service.slos:
             groups = by_slo.get((slo.service, slo.name)) or by_slo.get(("", slo.name)) or []
             if not groups:
-                rows.append(status_of(slo, "", ledger.iloc[0:0], at, calendar))
+                rows.append(_status(slo, "", empty, at, calendar))
                 continue
             for group in sorted(groups):
                 key = (slo.service, slo.name, group)
                 if key not in by_key:
                     key = ("", slo.name, group)
-                rows.append(status_of(slo, group, by_key[key], at, calendar))
+                rows.append(_status(slo, group, by_key[key], at, calendar))
     return rows
+
+
+def _key_slices(ledger: pd.DataFrame) -> dict[tuple[str, str, str], _Sums]:
+    if ledger.empty:
+        return {}
+    codes = [pd.Categorical(ledger[column]) for column in KEY]
+    key = np.zeros(len(ledger), dtype=np.int64)
+    for categorical in codes:
+        key = key * (len(categorical.categories) + 1) + categorical.codes
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    times = _times(ledger["timestamp"])[order]
+    total = ledger["total"].to_numpy(dtype=float)[order]
+    bad = ledger["bad"].to_numpy(dtype=float)[order]
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(key)) + 1))
+    ends = np.append(starts[1:], len(key))
+    slices: dict[tuple[str, str, str], _Sums] = {}
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        row = int(order[start])
+        name = (str(codes[0][row]), str(codes[1][row]), str(codes[2][row]))
+        slices[name] = _Sums(times[start:end], total[start:end], bad[start:end])
+    return slices
 
 
 def slo_rows(slo: SLO, ledger: pd.DataFrame) -> pd.DataFrame:
@@ -234,8 +279,8 @@ def over_time(slo: SLO, ledger: pd.DataFrame, *, step: str = "1h",
     burn_rate_<w> for each window, error_budget_remaining (rolling period)."""
     windows = windows or (*slo.windows,)
     frames: list[pd.DataFrame] = []
-    for group, rows in slo_rows(slo, ledger).groupby("group", sort=True):
-        sums = _Sums(rows)
+    for group, rows in slo_rows(slo, ledger).groupby("group", sort=True, observed=True):
+        sums = _Sums.of(rows)
         times = pd.date_range(rows["timestamp"].min().ceil(step), rows["timestamp"].max(),
                               freq=step, tz="UTC")
         data: dict[str, Any] = {"timestamp": times, "service": slo.service, "slo": slo.name,
@@ -278,7 +323,8 @@ def budget_spent_per_day(slo: SLO, ledger: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["date", "service", "slo", "group", "total", "bad",
                                      "budget_spent"])
     days = rows.assign(date=rows["timestamp"].dt.floor("D"))
-    daily = days.groupby(["group", "date"], as_index=False)[["total", "bad"]].sum()
+    daily = days.groupby(["group", "date"], as_index=False, observed=True)[
+        ["total", "bad"]].sum()
     periods_per_day = slo.period_seconds / 86400
     allowed = slo.error_budget * daily["total"] * periods_per_day
     daily["budget_spent"] = np.where(allowed > 0, daily["bad"] / allowed.where(allowed > 0, 1),

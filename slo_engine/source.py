@@ -17,7 +17,7 @@ but measured −0.76 % off on 5,900 bad events over 8 days, where the mean is wi
 
 SLOs with no recorded history in the range (rules not deployed yet, or deployed after the
 range starts) are read from their SLI's raw series instead, one query per SLO and series;
-`FetchStats.fallback` names them. With a `cache_dir`, what was fetched is kept as parquet per
+`FetchStats.fallback` names them. With a `cache_dir`, what was fetched is kept (Arrow IPC) per
 (URL, tenant, step), and a refresh asks only for what is new (from one bucket before the
 newest cached one, which may have been incomplete).
 
@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +68,7 @@ RETRY_BACKOFF = 0.5  # seconds; sleeps 0, 1, 2 … between attempts
 QUERY_IN_MESSAGE = 500  # characters of a query quoted in an error message
 MAX_MATCHER_CHARS = 16_000  # longer slo/service regexes are left out (rows are filtered anyway)
 REFETCH_SECONDS = 300  # a refresh asks again for this much (≥ a bucket) of the newest cache
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 CACHE_ATTR = "slo_engine_cache"
 TENANT_HEADER = "x-scope-orgid"  # Mimir/Cortex tenant: part of the cache key
 
@@ -132,6 +134,16 @@ class _Span(NamedTuple):
 class _Cache:
     frame: pd.DataFrame
     coverage: dict[str, _Span]  # by SLO id
+
+
+_log = logging.getLogger(__name__)
+_CACHE_WRITES: list[threading.Thread] = []
+
+
+def wait_for_cache_writes() -> None:
+    """Block until every cache write this process started is on disk."""
+    while _CACHE_WRITES:
+        _CACHE_WRITES.pop().join()
 
 
 class PrometheusSource:
@@ -220,7 +232,9 @@ class PrometheusSource:
                      step_seconds: int = ledger.DEFAULT_STEP_SECONDS,
                      ) -> tuple[pd.DataFrame, FetchStats]:
         """Bad and total events of every SLO of `services` per bucket of `step_seconds`, for
-        the buckets ending in (start, end], as a normalised ledger frame, and what it cost.
+        the buckets ending in (start, end], as a ledger frame, and what it cost. Each key's
+        rows are in time order; keys may interleave after a cached refresh (every consumer
+        groups by key itself; `ledger.by_key` orders them).
 
         Raises SourceUnavailable or QueryError when the recorded series cannot be read; a
         failing fallback query of one SLO only makes the result partial (see its warnings).
@@ -239,7 +253,7 @@ class PrometheusSource:
             if server:
                 stats.partial = True
                 stats.warnings.extend(f"Prometheus at {self.url} warned: {w}" for w in server)
-        present = set(frame[["service", "slo"]].drop_duplicates().itertuples(index=False))
+        present = _pairs(frame)
         stats.missing = sorted(i for i, s in slos.items() if (s.service, s.name) not in present)
         stats.fallback = sorted(set(stats.fallback))
         return frame, stats
@@ -268,8 +282,7 @@ class PrometheusSource:
                     stats.warnings.append(f"{slo_id(slo)}: {error}")
                     failed.add(slo_id(slo))
         merged = _merge(cache.frame, fresh, plan, reset, first, slos)
-        pairs = pd.MultiIndex.from_arrays([merged["service"], merged["slo"]])
-        wanted = pairs.isin([(s.service, s.name) for s in slos.values()])
+        wanted = _pair_mask(merged, [(s.service, s.name) for s in slos.values()])
         result = merged[wanted & (merged["timestamp"] <= _ts(last)).to_numpy()]
         stats.cached_rows = max(0, len(result) - sum(len(f) for f in fresh))
         if self.cache_dir is not None:
@@ -278,12 +291,12 @@ class PrometheusSource:
             coverage = _new_coverage(cache.coverage, slos, reset, first, newest)
             for sid in failed:  # fetched in full next time rather than left with a hole
                 coverage.pop(sid, None)
-            keep = pairs.isin([tuple(sid.split("/", 1)) for sid in coverage])
+            keep = _pair_mask(merged, [(sid.split("/", 1)[0], sid.split("/", 1)[1])
+                                       for sid in coverage])
             self._save_cache(step, merged[keep], coverage, stats)
         if result.empty:
             return ledger.empty()
-        result = result.assign(group=result["group"].astype(str))  # as parquet gives it back
-        return ledger.normalise(result, source=f"Prometheus at {self.url}")
+        return result.reset_index(drop=True)
 
     def _recorded(self, group: Sequence[SLO], lo: int, hi: int, step: int,
                   stats: FetchStats) -> pd.DataFrame:
@@ -402,18 +415,22 @@ class PrometheusSource:
     # --- cache ------------------------------------------------------------------------
 
     def cache_path(self, step_seconds: int = ledger.DEFAULT_STEP_SECONDS) -> Path | None:
-        """The parquet file caching this source's ledger at that step (None: no cache)."""
+        """The Arrow IPC file caching this source's ledger at that step (None: no cache).
+
+        Arrow rather than Parquet: a periodic refresh rewrites the whole cache, and for
+        1,000 SLOs over 30 days Arrow writes in a fifth of Parquet's time."""
         if self.cache_dir is None:
             return None
         key = hashlib.sha256(f"{self.url}\n{self._tenant}".encode()).hexdigest()[:16]
-        return self.cache_dir / f"ledger-{key}-{_step(step_seconds)}s.parquet"
+        return self.cache_dir / f"ledger-{key}-{_step(step_seconds)}s.arrow"
 
     def _load_cache(self, step: int, stats: FetchStats) -> _Cache:
+        wait_for_cache_writes()
         path = self.cache_path(step)
         if path is None or not path.exists():
             return _Cache(ledger.empty(), {})
         try:
-            frame = pd.read_parquet(path)
+            frame = pd.read_feather(path)
             meta = frame.attrs.get(CACHE_ATTR)
             if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION \
                     or meta.get("url") != self.url or meta.get("step") != step:
@@ -421,7 +438,8 @@ class PrometheusSource:
             coverage = {str(k): _Span(int(v[0]), int(v[1]), str(v[2]))
                         for k, v in meta["coverage"].items()}
             frame.attrs = {}
-            frame = ledger.normalise(frame, source=str(path)) if len(frame) else ledger.empty()
+            # Written normalised; a full normalise would sort millions of rows again.
+            frame = ledger.concat([frame]) if len(frame) else ledger.empty()
         except Exception as error:  # a cache is only an optimisation: any fault → refetch
             stats.warnings.append(f"cache {path} unreadable ({_short(str(error))}); "
                                   "fetched the whole range again")
@@ -430,19 +448,33 @@ class PrometheusSource:
 
     def _save_cache(self, step: int, frame: pd.DataFrame,
                     coverage: Mapping[str, _Span], stats: FetchStats) -> None:
+        """Write the cache behind the caller's back: the refresh does not wait for a file of
+        millions of rows. The thread is not a daemon, so a process finishes the write before
+        it exits; the next load in this process waits for it."""
         path = self.cache_path(step)
         assert path is not None
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            frame = frame.reset_index(drop=True)
-            frame.attrs = {CACHE_ATTR: {"version": CACHE_VERSION, "url": self.url, "step": step,
-                                        "coverage": {k: list(v) for k, v in coverage.items()}}}
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
-        except (OSError, ValueError, TypeError, ImportError) as error:
+        except OSError as error:
             stats.warnings.append(f"cache {path} not written: {_short(str(error))}")
-            tmp.unlink(missing_ok=True)
+            return
+        frame = frame.reset_index(drop=True)
+        frame.attrs = {CACHE_ATTR: {"version": CACHE_VERSION, "url": self.url, "step": step,
+                                    "coverage": {k: list(v) for k, v in coverage.items()}}}
+
+        def write() -> None:
+            try:
+                frame.to_feather(tmp, compression="uncompressed")
+                os.replace(tmp, path)
+            except (OSError, ValueError, TypeError, ImportError) as error:
+                _log.warning("cache %s not written: %s", path, _short(str(error)))
+                tmp.unlink(missing_ok=True)
+
+        wait_for_cache_writes()
+        thread = threading.Thread(target=write, name="slo-engine-cache-write")
+        _CACHE_WRITES.append(thread)
+        thread.start()
 
 
 # --- queries ---------------------------------------------------------------------------
@@ -544,8 +576,8 @@ def _events(series: Iterable[Keyed], step: int, *, good_based: bool) -> pd.DataF
     def column(part: int) -> pd.Series:
         """Strings per row through categories: converting one string per row is slow."""
         categories, of_key = np.unique([key[part] for key in keys], return_inverse=True)
-        strings = pd.Categorical.from_codes(of_key[row_key], pd.Index(categories, dtype=str))
-        return pd.Series(strings).astype(str)
+        return pd.Series(pd.Categorical.from_codes(of_key[row_key],
+                                                   pd.Index(categories, dtype=str)))
 
     return pd.DataFrame({
         "timestamp": pd.to_datetime(row_ts, unit="s", utc=True),
@@ -571,7 +603,7 @@ def _needs_fallback(group: Sequence[SLO], recorded: pd.DataFrame, lo: int, hi: i
     buckets their raw series must fill."""
     earliest: dict[tuple[str, str], int] = {}
     if len(recorded):
-        firsts = recorded.groupby(["service", "slo"])["timestamp"].min()
+        firsts = recorded.groupby(["service", "slo"], observed=True)["timestamp"].min()
         earliest = {(str(k[0]), str(k[1])): int(t.timestamp())  # type: ignore[index]
                     for k, t in firsts.items()}
     for slo in group:
@@ -611,21 +643,28 @@ def _merge(cached: pd.DataFrame, fresh: Sequence[pd.DataFrame],
            slos: Mapping[str, SLO]) -> pd.DataFrame:
     """Cached rows from `first` on, less the SLOs and ranges fetched again, plus the fresh."""
     old = cached[cached["timestamp"] >= _ts(first)]
-    pairs = pd.MultiIndex.from_arrays([old["service"], old["slo"]])
 
     def of(ids: Iterable[str]) -> npt.NDArray[np.bool_]:
-        return np.asarray(pairs.isin([(slos[i].service, slos[i].name) for i in ids]))
+        return _pair_mask(old, [(slos[i].service, slos[i].name) for i in ids])
 
     drop = of(reset) if len(old) else np.zeros(0, dtype=bool)
     for (lo, hi), ids in plan.items():
         if len(old):
             inside = ((old["timestamp"] >= _ts(lo)) & (old["timestamp"] <= _ts(hi))).to_numpy()
             drop |= inside & of(ids)
-    parts = [old[~drop], *(f for f in fresh if len(f))]
-    if len(parts) == 1:
-        return parts[0]
-    merged = pd.concat(parts, ignore_index=True)
-    return merged.drop_duplicates(subset=[*ledger.KEY, "timestamp"], keep="last")
+    new = ledger.concat(list(fresh))
+    if sum(1 for f in fresh if len(f)) > 1:  # raw history before recorded: order, dedupe
+        new = ledger.normalise(new, source="Prometheus").drop_duplicates(
+            subset=[*ledger.KEY, "timestamp"], keep="last").reset_index(drop=True)
+    kept = old[~drop]
+    if not len(new):
+        return kept.reset_index(drop=True)
+    if len(kept) and new["timestamp"].min() <= kept["timestamp"].max():
+        # Not a suffix of every key's history (a range fetched before the cached one):
+        # order it in full.
+        return ledger.normalise(ledger.concat([kept, new]), source="cache")
+    # The usual refresh: only newer buckets, so every key stays in time order.
+    return ledger.concat([kept, new])
 
 
 def _new_coverage(old: Mapping[str, _Span], slos: Mapping[str, SLO], reset: set[str],
@@ -729,3 +768,29 @@ def _connection_reason(error: BaseException) -> str:
     if "reset" in lowered or "aborted" in lowered or "disconnected" in lowered:
         return "the connection closed before an answer"
     return _short(text, 200)
+
+
+def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    """The (service, slo) pairs a ledger holds, from category codes (hashing a million
+    rows of strings would take most of a warm refresh)."""
+    if frame.empty:
+        return set()
+    service, slo = pd.Categorical(frame["service"]), pd.Categorical(frame["slo"])
+    width = len(slo.categories) + 1
+    codes = pd.unique(service.codes.astype(np.int64) * width + slo.codes)
+    return {(str(service.categories[c // width]), str(slo.categories[c % width]))
+            for c in codes.tolist()}
+
+
+def _pair_mask(frame: pd.DataFrame, pairs: Iterable[tuple[str, str]]) -> npt.NDArray[np.bool_]:
+    """Rows whose (service, slo) is one of `pairs`, compared as category codes."""
+    if frame.empty:
+        return np.zeros(0, dtype=bool)
+    service, slo = pd.Categorical(frame["service"]), pd.Categorical(frame["slo"])
+    width = len(slo.categories) + 1
+    services = {str(name): code for code, name in enumerate(service.categories)}
+    slos = {str(name): code for code, name in enumerate(slo.categories)}
+    table = np.zeros((len(service.categories) + 1) * width, dtype=bool)
+    table[[services[a] * width + slos[b] for a, b in pairs if a in services and b in slos]] = True
+    mask: npt.NDArray[np.bool_] = table[service.codes.astype(np.int64) * width + slo.codes]
+    return mask
