@@ -93,3 +93,13 @@ def test_parquet_and_csv_give_the_same_report(events: Path, tmp_path: Path,
                      "--format", "json"]) == 0
         outputs.append(json.loads(capsys.readouterr().out))
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.prometheus
+def test_backfill_against_a_dead_prometheus_names_the_command(
+        promtool: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backfill", str(ROOT / "slo_definitions/api.yaml"), "--prometheus-url",
+                 "http://127.0.0.1:9", "--since", "1d", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "promtool tsdb create-blocks-from rules" in err and "127.0.0.1:9" in err
+    assert "Traceback" not in err
