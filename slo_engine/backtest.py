@@ -47,6 +47,7 @@ from slo_engine.errors import LedgerError, SpecError, SpecIssue
 from slo_engine.ledger import DEFAULT_STEP_SECONDS
 from slo_engine.loader import PathKey, SpecDocument, format_path, parse_yaml
 from slo_engine.model import SLO, AlertTier, TierPolicy, burn_rate_threshold
+from slo_engine.promql import divide
 from slo_engine.spec import TierSpec
 
 Floats = npt.NDArray[np.float64]
@@ -484,12 +485,6 @@ def _window_buckets(window_seconds: float, step_ns: int, *, ratio: bool) -> int:
     return int(round(window_seconds * _NS) // step_ns)
 
 
-def _divide(a: float, b: float) -> float:
-    """Division as PromQL does it: 0/0 is NaN, x/0 is ±Inf."""
-    if b == 0:
-        return float("nan") if a == 0 or a != a else float("inf")
-    return a / b
-
 
 def _columns(values: npt.NDArray[Any], first: int, width: int) -> npt.NDArray[Any]:
     """values[:, max(first + i, 0)] for i in range(width), sliced (gathering is 5x slower)."""
@@ -546,7 +541,7 @@ def _burn(chunk: _Chunk, first: int, width: int, back: int, budget: float,
         start = max(t - back, 0)
         bad_sum = float(np.cumsum(chunk.bad[row, start:t + 1])[-1])
         total_sum = float(np.cumsum(chunk.total[row, start:t + 1])[-1])
-        exact = _divide(bad_sum, total_sum) / budget
+        exact = divide(bad_sum, total_sum) / budget
         burn[row, column] = exact
         fires[row, column] = exact > threshold
     return fires, burn

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from slo_engine.durations import format_duration, parse_duration
-from slo_engine.ledger import KEY, group_labels
+from slo_engine.durations import parse_duration
+from slo_engine.ledger import group_labels, key_codes
 from slo_engine.model import SLO, Service
 
 Calendar = Literal["week", "month"]
@@ -247,10 +247,7 @@ def report(services: list[Service], ledger: pd.DataFrame, at: datetime,
 def _key_slices(ledger: pd.DataFrame) -> dict[tuple[str, str, str], _Sums]:
     if ledger.empty:
         return {}
-    codes = [pd.Categorical(ledger[column]) for column in KEY]
-    key = np.zeros(len(ledger), dtype=np.int64)
-    for categorical in codes:
-        key = key * (len(categorical.categories) + 1) + categorical.codes
+    key, codes = key_codes(ledger)
     order = np.argsort(key, kind="stable")
     key = key[order]
     times = _times(ledger["timestamp"])[order]
@@ -332,11 +329,3 @@ def budget_spent_per_day(slo: SLO, ledger: pd.DataFrame) -> pd.DataFrame:
     daily.insert(1, "service", slo.service)
     daily.insert(2, "slo", slo.name)
     return daily[["date", "service", "slo", "group", "total", "bad", "budget_spent"]]
-
-
-def describe_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    return format_duration(round(seconds / 60) * 60)

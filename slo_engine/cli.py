@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from slo_engine import app
-from slo_engine.durations import format_duration, parse_duration
+from slo_engine.durations import describe_seconds, parse_duration
 from slo_engine.errors import SloEngineError, SpecError
 from slo_engine.model import Service, detection_seconds
 from slo_engine.rules_out import FORMATS
@@ -229,8 +229,8 @@ def explain_text(services: list[Service]) -> str:
                          f"{'full outage fires in':>21} {'budget gone in':>15}")
             for tier in slo.tiers:
                 detect = detection_seconds(slo, tier)
-                detect_text = "never" if detect is None else _short_duration(detect)
-                gone = _short_duration(slo.period_seconds / tier.burn_rate)
+                detect_text = "never" if detect is None else describe_seconds(detect)
+                gone = describe_seconds(slo.period_seconds / tier.burn_rate)
                 lines.append(
                     f"  {tier.severity:<8} {tier.long_window + '/' + tier.short_window:<9} "
                     f"{tier.burn_rate:>6.4g}x {tier.budget_fraction:>12.0%} "
@@ -242,9 +242,3 @@ def explain_text(services: list[Service]) -> str:
                  "from a clean window;\nadd up to 3m for the 5m rate to ramp up, plus scrape "
                  "and evaluation intervals.")
     return "\n".join(lines)
-
-
-def _short_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    return format_duration(round(seconds / 60) * 60)

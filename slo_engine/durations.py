@@ -38,3 +38,12 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+def describe_seconds(seconds: float | None) -> str:
+    """A span as a person reads it: seconds under a minute, else rounded to the minute."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    return format_duration(round(seconds / 60) * 60)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,16 +73,23 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+def key_codes(frame: pd.DataFrame, columns: tuple[str, ...] = KEY) -> tuple[
+        np.ndarray[Any, np.dtype[np.int64]], list[pd.Categorical]]:
+    """One integer per row for its `columns` (in their sorted category order), and the
+    categoricals to decode it: filters, grouping and ordering on codes, not strings."""
+    categoricals = [pd.Categorical(frame[column]) for column in columns]
+    key = np.zeros(len(frame), dtype=np.int64)
+    for categorical in categoricals:
+        key = key * (len(categorical.categories) + 1) + categorical.codes
+    return key, categoricals
+
+
 def by_key(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows grouped by key in normalise's order, when each key's rows are already in time
     order: a stable argsort of integer codes, far cheaper than sorting by value."""
     if len(frame) < 2:
         return frame.reset_index(drop=True)
-    key = np.zeros(len(frame), dtype=np.int64)
-    for column in KEY:
-        categorical = pd.Categorical(frame[column])
-        key = key * (len(categorical.categories) + 1) + categorical.codes
-    return frame.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
+    return frame.iloc[np.argsort(key_codes(frame)[0], kind="stable")].reset_index(drop=True)
 
 
 def normalise(frame: pd.DataFrame, *, source: str = "frame") -> pd.DataFrame:

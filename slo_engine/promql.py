@@ -6,6 +6,7 @@ time with the column of the mistake instead of as a rule-loading failure in Prom
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -280,3 +281,10 @@ def _original_offset(original: str, rendered_offset: int) -> int:
         count += 1
         index = prefix.find(WINDOW_PLACEHOLDER, index + 1)
     return rendered_offset + count * delta
+
+
+def divide(a: float, b: float) -> float:
+    """Division as PromQL does it: 0/0 is NaN, x/0 is ±Inf (Python would raise)."""
+    if b == 0:
+        return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
+    return a / b

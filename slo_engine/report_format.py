@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from slo_engine.backtest import BacktestResult
-from slo_engine.budget import BudgetStatus, describe_seconds, iso_utc
+from slo_engine.budget import BudgetStatus, iso_utc
+from slo_engine.durations import describe_seconds
 
 FORMATS = ("table", "json", "csv")
 _STATUS_STYLE = {"healthy": "green", "burning": "yellow", "exhausted": "bold red",

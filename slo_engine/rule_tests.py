@@ -24,7 +24,7 @@ from slo_engine import conventions as names
 from slo_engine.compile import VALUE_TEMPLATE, burn_alert, data_absent_alert, le_matcher, number
 from slo_engine.durations import format_duration
 from slo_engine.model import SLO, AlertTier, LatencySLI, QuerySLI, Service
-from slo_engine.promql import Matcher, Selector, SelectorSyntaxError, parse_selector
+from slo_engine.promql import Matcher, Selector, SelectorSyntaxError, divide, parse_selector
 from slo_engine.rules_out import TESTS_DIR, header, rules_file_name
 
 EVENTS_PER_MINUTE = 100_000
@@ -268,11 +268,6 @@ def _rates5m(counter: Counts) -> np.ndarray[Any, np.dtype[np.float64]]:
     return rates
 
 
-def _divide(a: float, b: float) -> float:
-    if b == 0:
-        return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
-    return a / b
-
 
 @dataclass(frozen=True)
 class Replay:
@@ -297,12 +292,12 @@ class Replay:
     def error_ratio(self, window_seconds: float, t: int) -> float:
         """As Prometheus computes it: sum_over_time adds the samples in time order."""
         if int(window_seconds // 60) == 5:
-            return _divide(float(self.bad_rate[t]), float(self.total_rate[t])) if t else math.nan
+            return divide(float(self.bad_rate[t]), float(self.total_rate[t])) if t else math.nan
         span = self._span(window_seconds, t)
         if span.start >= span.stop:
             return math.nan
         # np.cumsum adds sequentially, as Go's loop does (np.sum would add pairwise).
-        return _divide(float(np.cumsum(self.bad_rate[span])[-1]),
+        return divide(float(np.cumsum(self.bad_rate[span])[-1]),
                        float(np.cumsum(self.total_rate[span])[-1]))
 
     def events(self, window_seconds: float, t: int) -> float:
