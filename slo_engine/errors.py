@@ -4,7 +4,11 @@ Every error a user can cause is a subclass of SloEngineError, with a message tha
 what went wrong, where, and how to fix it; the CLI prints it without a traceback.
 
     SloEngineError
-    ├── SpecError            an SLO file is wrong (carries every SpecIssue found)
+    ├── SpecError            a YAML file is wrong: SLO file, policy, engine config (every issue)
+    ├── ConfigError          the engine config cannot work (unknown owner, missing secret)
+    ├── ChangeError          a change event is invalid (names the file and line, or the field)
+    ├── StateError           the state database cannot be opened or written
+    ├── NotifyError          Slack refused the set-up (bad token, unknown channel): not retried
     ├── RulesOutError        rules_out/ cannot be written or is stale
     ├── LedgerError          an event file or frame is not a ledger (names file and line)
     ├── BackfillError        promtool could not backfill (names the command and its output)
@@ -38,11 +42,28 @@ class SpecIssue:
 
 
 class SpecError(SloEngineError):
-    """One or more SLO files are invalid; `issues` lists every mistake, not just the first."""
+    """One or more YAML files are invalid; `issues` lists every mistake, not just the first."""
 
     def __init__(self, issues: list[SpecIssue]) -> None:
         self.issues = sorted(issues)
         super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class ConfigError(SloEngineError):
+    """The engine configuration is well-formed but cannot work as written."""
+
+
+class ChangeError(SloEngineError):
+    """A change event cannot be accepted; the message names where and which field."""
+
+
+class StateError(SloEngineError):
+    """The state database cannot be opened, migrated or written."""
+
+
+class NotifyError(SloEngineError):
+    """Slack rejected the set-up itself (invalid_auth, channel_not_found, ...): retrying will not
+    help, the token or the routing must be fixed. Outages are retried, never raised."""
 
 
 class RulesOutError(SloEngineError):

@@ -98,6 +98,7 @@ class SLO:
     runbook_url: str | None
     dashboard_url: str | None
     source_file: str
+    depends_on: tuple[str, ...] = ()
 
     @property
     def error_budget(self) -> float:
@@ -126,6 +127,7 @@ class Service:
     owner: str
     source_file: str
     slos: tuple[SLO, ...]
+    depends_on: tuple[str, ...] = ()
 
 
 def burn_rate_threshold(budget_percent: float, period_seconds: float, long_seconds: float) -> float:
@@ -154,6 +156,7 @@ def to_model(spec: ServiceSpec, source_file: str) -> Service:
         owner=spec.owner,
         source_file=source_file,
         slos=tuple(_slo(spec, slo, source_file) for slo in spec.slos),
+        depends_on=tuple(spec.depends_on),
     )
 
 
@@ -191,6 +194,7 @@ def _slo(service: ServiceSpec, spec: SLOSpec, source_file: str) -> SLO:
         runbook_url=service.runbook_url,
         dashboard_url=service.dashboard_url,
         source_file=source_file,
+        depends_on=tuple(service.depends_on),
     )
 
 

@@ -197,6 +197,9 @@ class ServiceSpec(_SpecModel):
         default_factory=dict, description="Copied onto every generated series and alert.",
         json_schema_extra=_ONLY_LABEL_NAMES,
     )
+    depends_on: list[Name] = Field(
+        default_factory=list,
+        description="Services this one depends on: their changes are shown in its pages too.")
     slos: list[SLOSpec] = Field(min_length=1)
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False,

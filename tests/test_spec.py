@@ -48,7 +48,7 @@ WHOLE_MINUTES = "windows are whole minutes of at least 5m (the engine's base rat
 TICKET_3D_TOO_LONG = ("shorter than the ticket tier 3d/6h's long window; set 'alerting.tiers' "
                       "with windows no longer than the period, or turn these alerts off with "
                       "'ticket: false' under 'alerting'")
-SERVICE_FIELDS = "apiVersion, dashboard_url, labels, owner, runbook_url, service, slos"
+SERVICE_FIELDS = "apiVersion, dashboard_url, depends_on, labels, owner, runbook_url, service, slos"
 
 BAD_FILES = [
     # --- YAML itself

@@ -1,0 +1,121 @@
+"""Change events: what landed on a service (deploys, config, flags, migrations, infrastructure).
+
+A page is only actionable with the changes that preceded the burn, so changes are kept as
+typed, de-duplicated events: one per (service, kind, version, time), whatever path brought
+them (CLI, JSON-lines file, HTTP, build-info metric, release gates).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from slo_engine.errors import ChangeError
+
+ChangeKind = Literal["deploy", "config", "feature_flag", "migration", "infrastructure"]
+CHANGE_KINDS: tuple[ChangeKind, ...] = ("deploy", "config", "feature_flag", "migration",
+                                        "infrastructure")
+SUSPECT_KINDS: tuple[ChangeKind, ...] = ("deploy", "config", "feature_flag")
+DEFAULT_ROLLBACK_TEMPLATE = "deploy {previous_version}"
+
+
+class Change(BaseModel):
+    """One change event, as in DESIGN.md; `time` is always UTC."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    time: AwareDatetime
+    service: str = Field(min_length=1, max_length=200)
+    kind: ChangeKind
+    version: str | None = Field(None, max_length=500)
+    previous_version: str | None = Field(None, max_length=500)
+    commit: str | None = Field(None, max_length=200)
+    author: str | None = Field(None, max_length=200)
+    url: str | None = Field(None, max_length=2000)
+    rollback_command: str | None = Field(None, max_length=2000)
+    description: str | None = Field(None, max_length=2000)
+    source: str = Field("api", max_length=100,
+                        description="What recorded it: cli, file, http, build_info, gate, canary.")
+
+    @field_validator("time")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        """What makes two reports the same change (a retried CD step must not add a second)."""
+        return (self.service, self.kind, self.version or "", self.time.isoformat())
+
+    def rollback(self, template: str = DEFAULT_ROLLBACK_TEMPLATE) -> str | None:
+        """The command that undoes this change: the given one, else one built from the
+        previous version; None when neither is known."""
+        if self.rollback_command:
+            return self.rollback_command
+        if self.previous_version and "{previous_version}" in template:
+            return template.format(previous_version=self.previous_version,
+                                   service=self.service, version=self.version or "")
+        return None
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def parse_change(data: Any, where: str = "change") -> Change:
+    """A change from decoded JSON, or ChangeError naming `where` and each bad field."""
+    try:
+        return Change.model_validate(data)
+    except ValidationError as error:
+        raise ChangeError(f"{where}: {describe_errors(error)}") from None
+
+
+def describe_errors(error: ValidationError) -> str:
+    """Pydantic's errors on a change as one line a CD pipeline log can show."""
+    parts = []
+    for item in error.errors(include_url=False):
+        field = ".".join(str(p) for p in item["loc"]) or "change"
+        message = str(item["msg"])
+        if item["type"] == "extra_forbidden":
+            message = f"unknown field; expected one of: {', '.join(Change.model_fields)}"
+        elif item["type"] == "literal_error" and field == "kind":
+            message = f"got {item.get('input')!r}; expected one of: {', '.join(CHANGE_KINDS)}"
+        elif item["type"] == "timezone_aware":
+            message = "needs a timezone, e.g. 2026-05-12T14:03:00Z"
+        parts.append(f"{field}: {message}")
+    return "; ".join(parts)
+
+
+def read_change_lines(path: Path) -> list[Change]:
+    """Every change of a JSON-lines file; one bad line fails the import, naming file:line, so
+    nothing is half-imported."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ChangeError(f"{path}: cannot read the file: {error}") from None
+    changes: list[Change] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(f"{path}:{number}:{error.colno}: not JSON: {error.msg}")
+            continue
+        try:
+            changes.append(parse_change({"source": "file", **data} if isinstance(data, dict)
+                                        else data, f"{path}:{number}"))
+        except ChangeError as error:
+            problems.append(str(error))
+    if problems:
+        raise ChangeError("\n".join(problems))
+    return changes
+
+
+def newest_first(changes: Iterable[Change]) -> list[Change]:
+    return sorted(changes, key=lambda c: (c.time, c.identity), reverse=True)

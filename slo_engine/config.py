@@ -1,0 +1,177 @@
+"""The engine configuration (`slo-engine.yaml`): where Prometheus, Slack and the state are.
+
+Secrets arrive by `${ENV}` interpolation (`${NAME:-default}` for a default) and are kept as
+SecretStr, so no repr, log line or error message can show them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from slo_engine.changes import DEFAULT_ROLLBACK_TEMPLATE
+from slo_engine.durations import parse_duration
+from slo_engine.errors import ConfigError, SpecError, SpecIssue
+from slo_engine.loader import PathKey, SpecDocument, model_issues, read_yaml_file
+
+CONFIG_KIND = "EngineConfig"
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+class PrometheusConfig(_Section):
+    url: str = Field(description="Base URL of the Prometheus HTTP API (or Mimir/Thanos query).")
+    headers: dict[str, SecretStr] = Field(default_factory=dict,
+                                          description="e.g. X-Scope-OrgID for a Mimir tenant.")
+    timeout: str = "30s"
+    step: str = "5m"
+
+    _timeout = field_validator("timeout", "step")(_duration)
+
+    def header_values(self) -> dict[str, str]:
+        return {name: value.get_secret_value() for name, value in self.headers.items()}
+
+
+class OwnerChannels(_Section):
+    page: str = Field(description="Channel for pages (fast burns).")
+    ticket: str | None = Field(None, description="Channel for tickets; default: the page one.")
+
+
+class SlackConfig(_Section):
+    token: SecretStr | None = Field(None, description="Bot token, e.g. ${SLACK_BOT_TOKEN}.")
+    base_url: str = "https://slack.com/api/"
+    owners: dict[str, OwnerChannels] = Field(default_factory=dict)
+    fallback_channel: str | None = Field(
+        None, description="Where pages of an owner without a route go; without it, an "
+                          "unrouted owner is a config error.")
+    retries: int = Field(3, ge=0, le=20)
+    dry_run: bool = Field(False, description="Render messages in the terminal; send nothing.")
+
+
+class BuildInfoSource(_Section):
+    metric: str = "app_build_info"
+    service_label: str = "service"
+    version_label: str = "version"
+
+
+class ChangesConfig(_Section):
+    lookback: str = Field("6h", description="How far before a burn's onset changes are shown.")
+    suspect_window: str = Field("2h", description="How close before the onset a change must be "
+                                                  "to be named the suspect.")
+    rollback_template: str = DEFAULT_ROLLBACK_TEMPLATE
+    files: list[Path] = Field(default_factory=list, description="JSON-lines files to import.")
+    build_info: list[BuildInfoSource] = Field(default_factory=list)
+
+    _windows = field_validator("lookback", "suspect_window")(_duration)
+
+
+class StateConfig(_Section):
+    path: Path = Path(".slo-engine/state.db")
+
+
+class ScheduleConfig(_Section):
+    evaluate: str = "1m"
+    budget_refresh: str = "5m"
+    digest_cron: str = Field("0 9 * * *", description="Daily digest, crontab fields, UTC.")
+    no_data_after: str = Field("10m", description="Prometheus silent this long: a notice.")
+
+    _intervals = field_validator("evaluate", "budget_refresh", "no_data_after")(_duration)
+
+
+class HttpConfig(_Section):
+    listen: str = "127.0.0.1:8080"
+    tokens: list[SecretStr] = Field(default_factory=list,
+                                    description="Bearer tokens accepted for writes.")
+    max_body_bytes: int = Field(65_536, ge=1024, le=10_485_760)
+
+
+class EngineConfig(_Section):
+    """The whole `slo-engine.yaml`."""
+
+    api_version: Literal["slo-engine/v1"] = Field(alias="apiVersion")
+    kind: Literal["EngineConfig"]
+    slo_files: list[Path] = Field(default_factory=lambda: [Path("slo_definitions")])
+    paging: Literal["engine", "alertmanager"] = Field(
+        "engine", description="engine: evaluate tiers itself; alertmanager: enrich webhooks.")
+    prometheus: PrometheusConfig
+    slack: SlackConfig = SlackConfig()
+    changes: ChangesConfig = ChangesConfig()
+    state: StateConfig = StateConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    http: HttpConfig = HttpConfig()
+
+    def channel_for(self, owner: str, severity: str) -> str:
+        """The Slack channel of an owner's pages or tickets; ConfigError when unrouted."""
+        route = self.slack.owners.get(owner)
+        if route is None:
+            if self.slack.fallback_channel:
+                return self.slack.fallback_channel
+            raise ConfigError(f"no Slack channel for owner {owner!r}: add it under "
+                              "slack.owners in the engine config, or set "
+                              "slack.fallback_channel")
+        return route.ticket if severity == "ticket" and route.ticket else route.page
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> EngineConfig:
+    """Read, interpolate and check the engine config; SpecError locates every mistake."""
+    document = read_yaml_file(path, "'apiVersion: slo-engine/v1' and 'kind: EngineConfig'")
+    issues: list[SpecIssue] = []
+    document.data = _interpolate(document.data, (), document,
+                                 os.environ if environ is None else environ, issues)
+    if issues:
+        raise SpecError(issues)
+    try:
+        config = EngineConfig.model_validate(document.data)
+    except ValidationError as error:
+        raise SpecError(model_issues(error, document, EngineConfig)) from None
+    base = Path(path).parent
+    return config.model_copy(update={
+        "slo_files": [base / p for p in config.slo_files],
+        "state": StateConfig(path=base / config.state.path),
+        "changes": config.changes.model_copy(
+            update={"files": [base / p for p in config.changes.files]}),
+    })
+
+
+def routing_issues(config: EngineConfig, owners: set[str]) -> list[str]:
+    """Owners of loaded SLOs that no channel would receive: `config check` lists them."""
+    if config.slack.fallback_channel:
+        return []
+    return [f"owner {owner!r} has no Slack channel: add slack.owners.{owner}.page, or set "
+            "slack.fallback_channel" for owner in sorted(owners - set(config.slack.owners))]
+
+
+def _interpolate(value: Any, path: PathKey, document: SpecDocument, environ: Mapping[str, str],
+                 issues: list[SpecIssue]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, k), document, environ, issues)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, i), document, environ, issues)
+                for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        issues.append(document.issue(path, f"environment variable {name} is not set; export "
+                                     f"it or write ${{{name}:-default}}"))
+        return ""
+    return _VARIABLE.sub(substitute, value)
