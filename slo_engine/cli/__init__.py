@@ -1,0 +1,41 @@
+"""The `slo-engine` command: thin shells over `app`; user errors print without a traceback.
+
+Each module of this package registers the subcommands of one part of the product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from slo_engine.cli import budget, specs
+from slo_engine.errors import SloEngineError, SpecError
+
+COMMAND_GROUPS = (specs, budget)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slo-engine",
+        description="SLOs as code: Prometheus rules, error budgets, Slack pages, release gates.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+        return code
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        count = len(error.issues)
+        print(f"{count} error{'s' if count != 1 else ''} found", file=sys.stderr)
+        return 1
+    except SloEngineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
