@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime, timedelta
-from typing import TypeAlias
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from slo_engine.durations import parse_duration
+
+if TYPE_CHECKING:
+    from slo_engine.config import EngineConfig
+    from slo_engine.state import StateDB
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -29,3 +34,30 @@ def moment(text: str) -> datetime:
 
 def slo_paths(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
+
+
+DEFAULT_STATE = Path(".slo-engine/state.db")
+
+
+def state_arguments(parser: argparse.ArgumentParser) -> None:
+    """Commands that read or record changes and incidents find the state database here."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, default=None, metavar="FILE",
+                       help="engine config (slo-engine.yaml); its state.path is used")
+    where.add_argument("--state", type=Path, default=None, metavar="FILE",
+                       help=f"state database (SQLite); default {DEFAULT_STATE}")
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig | None:
+    from slo_engine.config import load_config
+
+    return load_config(args.config) if getattr(args, "config", None) is not None else None
+
+
+def open_state(args: argparse.Namespace) -> StateDB:
+    from slo_engine.state import StateDB
+
+    config = engine_config(args)
+    if config is not None:
+        return StateDB(config.state.path)
+    return StateDB(getattr(args, "state", None) or DEFAULT_STATE)

@@ -89,6 +89,9 @@ class PrometheusServer:
     evaluation_interval: str = "1m"
     out_of_order_window: str | None = None
     port: int = 0
+    scrape_interval: str = "15s"
+    scrape_targets: Mapping[str, Sequence[str]] = field(default_factory=dict)  # job -> targets
+    alertmanagers: Sequence[str] = ()  # host:port of Alertmanagers to send alerts to
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -109,11 +112,15 @@ class PrometheusServer:
 
     def write_config(self) -> None:
         config: dict[str, Any] = {
-            "global": {"scrape_interval": "15s",
+            "global": {"scrape_interval": self.scrape_interval,
                        "evaluation_interval": self.evaluation_interval},
             "rule_files": [str(p.resolve()) for p in self.rule_files],
-            "scrape_configs": [],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}
+                               for job, targets in self.scrape_targets.items()],
         }
+        if self.alertmanagers:
+            config["alerting"] = {"alertmanagers": [
+                {"static_configs": [{"targets": list(self.alertmanagers)}]}]}
         if self.out_of_order_window:
             # Lets live rule results land in the head although backfilled raw blocks reach
             # past "now" (the bench needs raw data at evaluation time).
