@@ -22,6 +22,7 @@ CHANGE_KINDS: tuple[ChangeKind, ...] = ("deploy", "config", "feature_flag", "mig
                                         "infrastructure")
 SUSPECT_KINDS: tuple[ChangeKind, ...] = ("deploy", "config", "feature_flag")
 DEFAULT_ROLLBACK_TEMPLATE = "deploy {previous_version}"
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # names end up in Slack messages and terminals
 
 
 class Change(BaseModel):
@@ -30,10 +31,10 @@ class Change(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     time: AwareDatetime
-    service: str = Field(min_length=1, max_length=200)
+    service: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
     kind: ChangeKind
-    version: str | None = Field(None, max_length=500)
-    previous_version: str | None = Field(None, max_length=500)
+    version: str | None = Field(None, max_length=500, pattern=_PRINTABLE)
+    previous_version: str | None = Field(None, max_length=500, pattern=_PRINTABLE)
     commit: str | None = Field(None, max_length=200)
     author: str | None = Field(None, max_length=200)
     url: str | None = Field(None, max_length=2000)
@@ -79,10 +80,11 @@ def describe_errors(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False):
         field = ".".join(str(p) for p in item["loc"]) or "change"
+        name = str(item["loc"][-1]) if item["loc"] else ""
         message = str(item["msg"])
         if item["type"] == "extra_forbidden":
             message = f"unknown field; expected one of: {', '.join(Change.model_fields)}"
-        elif item["type"] == "literal_error" and field == "kind":
+        elif item["type"] == "literal_error" and name == "kind":
             message = f"got {item.get('input')!r}; expected one of: {', '.join(CHANGE_KINDS)}"
         elif item["type"] == "timezone_aware":
             message = "needs a timezone, e.g. 2026-05-12T14:03:00Z"

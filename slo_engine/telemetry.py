@@ -1,0 +1,67 @@
+"""The engine's own metrics: an alerting engine nobody watches fails silently.
+
+A registry of its own (not prometheus_client's global one), so two engines in one process —
+tests, notebooks — never share or clash over counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.evaluation_seconds = Histogram(
+            "slo_engine_evaluation_seconds", "Duration of one evaluation of every SLO's tiers.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=self.registry)
+        self.budget_refresh_seconds = Histogram(
+            "slo_engine_budget_refresh_seconds", "Duration of one error-budget refresh.",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=self.registry)
+        self.query_errors = Counter(
+            "slo_engine_query_errors_total",
+            "Prometheus queries that failed, by kind (unavailable: retry later; rejected: fix "
+            "the query or credentials).", ["kind"], registry=self.registry)
+        self.notifications = Counter(
+            "slo_engine_notifications_total",
+            "Slack deliveries by outcome (sent, failed).", ["outcome"], registry=self.registry)
+        self.outbox_depth = Gauge(
+            "slo_engine_outbox_depth", "Slack messages waiting in the outbox.",
+            registry=self.registry)
+        self.error_budget_remaining = Gauge(
+            "slo_engine_error_budget_remaining_ratio",
+            "Error budget left at the last refresh (1 = untouched, negative = overspent).",
+            ["service", "slo", "group"], registry=self.registry)
+        self.last_evaluation = Gauge(
+            "slo_engine_last_evaluation_timestamp_seconds",
+            "Unix time of the last evaluation that completed.", registry=self.registry)
+        self.webhook_alerts = Counter(
+            "slo_engine_webhook_alerts_total",
+            "Alerts received from Alertmanager, by outcome (accepted, skipped).", ["outcome"],
+            registry=self.registry)
+        self.changes_recorded = Counter(
+            "slo_engine_changes_recorded_total", "Change events recorded, by source.",
+            ["source"], registry=self.registry)
+        for outcome in ("sent", "failed"):
+            self.notifications.labels(outcome)
+        for outcome in ("accepted", "skipped"):
+            self.webhook_alerts.labels(outcome)
+        for kind in ("unavailable", "rejected"):
+            self.query_errors.labels(kind)
+
+    def set_budgets(self, budgets: dict[tuple[str, str, str], float | None]) -> None:
+        """Replace every budget gauge, so removed SLOs stop being exported."""
+        self.error_budget_remaining.clear()
+        for (service, slo, group), remaining in budgets.items():
+            if remaining is not None:
+                self.error_budget_remaining.labels(service, slo, group).set(remaining)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

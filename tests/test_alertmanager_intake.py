@@ -1,0 +1,81 @@
+"""Alertmanager webhook payloads (version 4) mapped back to the SLOs they came from."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from slo_engine.alertmanager import MAX_ALERTS, WebhookPayload, burn_alerts
+from slo_engine.loader import load_services
+from slo_engine.model import Service
+from tests.support.paths import ROOT
+
+
+@pytest.fixture(scope="module")
+def services() -> list[Service]:
+    return load_services([ROOT / "slo_definitions"])
+
+
+def _alert(status: str = "firing", **labels: str) -> dict[str, Any]:
+    return {"status": status,
+            "labels": {"alertname": "SLOErrorBudgetBurn", "service": "checkout",
+                       "slo": "checkout-success", "severity": "page", "long_window": "1h",
+                       "short_window": "5m", **labels},
+            "annotations": {}, "startsAt": "2026-05-30T23:00:00.123+02:00",
+            "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-05-31T01:00:00Z",
+            "generatorURL": "", "fingerprint": "f"}
+
+
+def _payload(*alerts: dict[str, Any]) -> WebhookPayload:
+    return WebhookPayload.model_validate({
+        "version": "4", "status": "firing", "receiver": "slo-engine", "groupKey": "{}",
+        "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093", "alerts": list(alerts)})
+
+
+def test_a_firing_burn_alert_keeps_its_tier_group_and_start(services: list[Service]) -> None:
+    [alert], skipped = burn_alerts(_payload(_alert(region="us", instance="ignored")), services)
+    assert skipped == []
+    assert alert.firing and alert.source == "alertmanager"
+    assert alert.group == (("region", "us"),)  # group_by labels only, not every label
+    assert alert.tier == "1h/5m" and alert.severity == "page"
+    assert alert.at == datetime(2026, 5, 30, 21, 0, 0, 123000, tzinfo=UTC)
+
+
+def test_a_resolved_alert_ends_at_its_ends_at(services: list[Service]) -> None:
+    [alert], _ = burn_alerts(_payload(_alert("resolved", region="us")), services)
+    assert not alert.firing
+    assert alert.at == datetime(2026, 5, 31, 1, tzinfo=UTC)
+
+
+def test_other_alerts_and_unknown_slos_are_skipped_with_a_reason(
+        services: list[Service]) -> None:
+    accepted, skipped = burn_alerts(_payload(
+        _alert(alertname="SLODataAbsent"),
+        _alert(slo="gone-slo"),
+        _alert(severity="critical"),
+        _alert(service="search", slo="search-latency", severity="ticket", long_window="1d",
+               short_window="2h"),
+    ), services)
+    assert [a.incident_key for a in accepted] == ["search/search-latency//ticket"]
+    assert len(skipped) == 3
+    assert "SLODataAbsent" in skipped[0] and "not a SLOErrorBudgetBurn alert" in skipped[0]
+    assert "unknown SLO checkout/gone-slo" in skipped[1] and "same SLO files" in skipped[1]
+    assert "severity 'critical'" in skipped[2]
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"version": "3"}, "version"),
+    ({"status": "pending"}, "status"),
+    ({"alerts": [{"status": "firing"}]}, "labels"),
+    ({"alerts": [_alert()] * (MAX_ALERTS + 1)}, "alerts"),
+])
+def test_malformed_payloads_are_rejected_naming_the_field(change: dict[str, Any],
+                                                          field: str) -> None:
+    base = _payload(_alert()).model_dump(by_alias=True, mode="json")
+    with pytest.raises(ValidationError) as raised:
+        WebhookPayload.model_validate({**base, **change})
+    assert any(field in map(str, e["loc"]) for e in raised.value.errors())
