@@ -75,12 +75,12 @@ def compile_service(service: Service) -> RuleSet:
 def compile_slo(slo: SLO) -> tuple[RuleGroup, RuleGroup]:
     fast = [t for t in slo.tiers if t.long_seconds < names.SLOW_TIER_SECONDS]
     slow = [t for t in slo.tiers if t.long_seconds >= names.SLOW_TIER_SECONDS]
-    fast_windows = _windows(fast) | {names.BASE_WINDOW}
+    fast_windows, slow_windows = recorded_windows(slo)
     rules: list[Rule] = [*_event_rates(slo), *_window_ratios(slo, fast_windows)]
     rules.extend(burn_alert(slo, tier) for tier in fast)
     if slo.data_absent:
         rules.append(data_absent_alert(slo))
-    slow_rules: list[Rule] = [*_window_ratios(slo, _windows(slow) - fast_windows)]
+    slow_rules: list[Rule] = [*_window_ratios(slo, slow_windows)]
     slow_rules.extend(burn_alert(slo, tier) for tier in slow)
     slow_rules.extend(_period_rules(slo))
     return (RuleGroup(names.alert_group_name(slo.service, slo.name), tuple(rules)),
@@ -90,6 +90,16 @@ def compile_slo(slo: SLO) -> tuple[RuleGroup, RuleGroup]:
 
 def _windows(tiers: list[AlertTier]) -> set[str]:
     return {w for t in tiers for w in (t.long_window, t.short_window)}
+
+
+def recorded_windows(slo: SLO) -> tuple[set[str], set[str]]:
+    """The error-ratio windows recorded by the SLO's group evaluated every interval, and
+    those recorded by its slow group (every SLOW_GROUP_INTERVAL): a reader of the latter
+    must look back a whole slow interval to find the last sample."""
+    fast = _windows([t for t in slo.tiers if t.long_seconds < names.SLOW_TIER_SECONDS])
+    fast.add(names.BASE_WINDOW)
+    slow = _windows([t for t in slo.tiers if t.long_seconds >= names.SLOW_TIER_SECONDS])
+    return fast, slow - fast
 
 
 def recorded(metric: str, slo: SLO) -> str:

@@ -240,7 +240,8 @@ _change_like = st.fixed_dictionaries(
     optional={"version": st.text(max_size=12), "rollback_command": st.text(max_size=12)})
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=_json | _change_like | st.lists(_change_like, max_size=3))
 def test_no_body_makes_the_api_fail(client: httpx.Client, engine: Engine, body: Any) -> None:
     for path in ("/api/v1/changes", "/api/v1/alertmanager"):
