@@ -51,7 +51,9 @@ class Change(BaseModel):
     @property
     def identity(self) -> tuple[str, str, str, str]:
         """What makes two reports the same change (a retried CD step must not add a second)."""
-        return (self.service, self.kind, self.version or "", self.time.isoformat())
+        # In UTC even on a copy (model_copy skips the validator that converts it).
+        return (self.service, self.kind, self.version or "",
+                self.time.astimezone(UTC).isoformat())
 
     def rollback(self, template: str = DEFAULT_ROLLBACK_TEMPLATE) -> str | None:
         """The command that undoes this change: the given one, else one built from the

@@ -124,14 +124,16 @@ class StateDB:
         return added
 
     def changes(self, services: Iterable[str] | None = None, since: datetime | None = None,
-                until: datetime | None = None, limit: int | None = None) -> list[Change]:
-        """Changes newest first, optionally of some services within [since, until]."""
+                until: datetime | None = None, limit: int | None = None,
+                kinds: Iterable[str] | None = None) -> list[Change]:
+        """Changes newest first, optionally of some services (and kinds) within [since, until]."""
         sql = "SELECT body FROM changes WHERE 1=1"
         parameters: list[object] = []
-        if services is not None:
-            names = sorted(set(services))
-            sql += f" AND service IN ({', '.join('?' for _ in names)})"
-            parameters.extend(names)
+        for column, values in (("service", services), ("kind", kinds)):
+            if values is not None:
+                names = sorted(set(values))
+                sql += f" AND {column} IN ({', '.join('?' for _ in names)})"
+                parameters.extend(names)
         if since is not None:
             sql += " AND time_ns >= ?"
             parameters.append(_ns(since))

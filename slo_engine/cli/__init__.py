@@ -9,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from slo_engine.cli import budget, specs
+from slo_engine.cli import budget, changes, specs
 from slo_engine.errors import SloEngineError, SpecError
 
-COMMAND_GROUPS = (specs, budget)
+COMMAND_GROUPS = (specs, budget, changes)
 
 
 def _parser() -> argparse.ArgumentParser:
