@@ -9,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from slo_engine.cli import budget, changes, specs
+from slo_engine.cli import budget, changes, notify, specs
 from slo_engine.errors import SloEngineError, SpecError
 
-COMMAND_GROUPS = (specs, budget, changes)
+COMMAND_GROUPS = (specs, budget, changes, notify)
 
 
 def _parser() -> argparse.ArgumentParser:
