@@ -1,15 +1,15 @@
-"""Use cases shared by the CLI and (later) the HTTP service: each reads like the pipeline."""
+"""Use cases shared by the CLI and the service: each reads like the pipeline."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from slo_engine.compile import compile_service
 from slo_engine.loader import load_services
-from slo_engine.model import Service
+from slo_engine.model import SLO, Service
 from slo_engine.rule_tests import rule_test_files
 from slo_engine.rules_out import Drift, Format, check, rule_files, write
 
@@ -19,6 +19,9 @@ if TYPE_CHECKING:  # pandas costs compile's start-up 0.2 s it does not need
     from slo_engine.backfill import BackfillResult, Progress
     from slo_engine.backtest import BacktestResult
     from slo_engine.budget import BudgetStatus, Calendar
+    from slo_engine.changes import Change
+    from slo_engine.config import ChangesConfig
+    from slo_engine.page import PageContext
 
 EventSource: TypeAlias = Callable[[list[Service], datetime, datetime],
                                   "tuple[pd.DataFrame, list[str]]"]
@@ -119,3 +122,41 @@ def backfill_rules(paths: Iterable[str | Path], prometheus_url: str, start: date
     rule_sets = [compile_service(s) for s in validate(paths)]
     return backfill(rule_sets, prometheus_url, start, end, out, progress=progress,
                     first_level=first_level)
+
+
+def incident_page(slos: Iterable[SLO], ledger: pd.DataFrame, incident: Mapping[str, Any],
+                  changes: Iterable[Change], settings: ChangesConfig) -> PageContext:
+    """The page the engine would have sent when a past incident (a row of
+    `attribution.attribute_incidents`) first fired: its budget then, and the changes before
+    its onset. The demo shows it; a post-incident review can too."""
+    import pandas as pd
+
+    from slo_engine import budget
+    from slo_engine.correlation import correlate, services_of
+    from slo_engine.durations import parse_duration
+    from slo_engine.incident import BurnAlert, Severity
+    from slo_engine.ledger import group_labels
+    from slo_engine.page import PageContext
+
+    slo = next(s for s in slos if (s.service, s.name) == (incident["service"], incident["slo"]))
+    severity: Severity = "page" if incident["severity"] == "page" else "ticket"
+    fired = [t.split(" ", 1)[1] for t in str(incident["tiers"]).split(", ")
+             if t.startswith(severity)]
+    long_window, short_window = (fired[0] if fired else "/").split("/")
+    at: datetime = pd.Timestamp(incident["start"]).to_pydatetime()
+    owner = Service(slo.service, slo.owner, slo.source_file, (slo,), slo.depends_on)
+    status = next((s for s in budget.report([owner], ledger, at)
+                   if s.group == incident["group"]), None)
+    rates = status.burn_rates if status is not None else {}
+    alert = BurnAlert(
+        service=slo.service, slo=slo.name,
+        group=BurnAlert.group_of(group_labels(str(incident["group"])), slo.group_by),
+        severity=severity, long_window=long_window, short_window=short_window, firing=True,
+        at=at, burn_rate_long=rates.get(long_window), burn_rate_short=rates.get(short_window))
+    onset = incident["onset"]
+    correlation = correlate(
+        changes, None if pd.isna(onset) else pd.Timestamp(onset).to_pydatetime(), fired_at=at,
+        lookback_s=parse_duration(settings.lookback),
+        suspect_window_s=parse_duration(settings.suspect_window),
+        rollback_template=settings.rollback_template, services=services_of(slo))
+    return PageContext(alert, slo, status, correlation)

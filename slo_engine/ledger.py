@@ -135,7 +135,7 @@ def normalise(frame: pd.DataFrame, *, source: str = "frame") -> pd.DataFrame:
     for column in KEY:
         values = frame[column]
         if not isinstance(values.dtype, pd.CategoricalDtype):
-            values = values.fillna("").astype(str)
+            values = values.astype(object).fillna("").astype(str)
         frame[column] = _categories(values).array
     frame = frame[list(COLUMNS)]
     return frame.sort_values([*KEY, "timestamp"], kind="stable").reset_index(drop=True)

@@ -208,3 +208,24 @@ def test_incidents_command(slo: SLO, ledger: pd.DataFrame, tmp_path: Path,
 
     assert main([*command[:-2], "--changes", str(tmp_path / "missing.jsonl")]) == 1
     assert "missing.jsonl: cannot read the file" in capsys.readouterr().err
+
+
+def test_the_page_of_a_past_incident_names_its_suspect_and_rollback(
+        ledger: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "checkout.yaml").write_text(SPEC, encoding="utf-8")
+    ledger.to_csv(tmp_path / "events.csv", index=False)
+    (tmp_path / "changes.jsonl").write_text(
+        "".join(json.dumps(c.as_json()) + "\n" for c in CHANGES), encoding="utf-8")
+    command = ["incidents", str(tmp_path / "checkout.yaml"), "--data",
+               str(tmp_path / "events.csv"), "--since", "3d", "--until",
+               (D0 + timedelta(days=10)).isoformat(), "--changes",
+               str(tmp_path / "changes.jsonl"), "--state", str(tmp_path / "state.db")]
+    assert main([*command, "--page", "worst"]) == 0
+    page = capsys.readouterr().out
+    assert "PAGE: checkout / checkout-success" in page and "dry run" in page
+    assert "Suspect: deploy `web:42` of checkout" in page  # burn A spent the most
+    assert "deploy web:41" in page  # derived from previous_version
+    assert main([*command, "--page", "2"]) == 0
+    assert "config `limits-3` of payments" in capsys.readouterr().out
+    assert main([*command, "--page", "9"]) == 1
+    assert "a number from 1 to 3" in capsys.readouterr().err

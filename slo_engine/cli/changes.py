@@ -22,13 +22,14 @@ from slo_engine.cli.arguments import (
     state_arguments,
 )
 from slo_engine.cli.budget import event_source_arguments, events
-from slo_engine.errors import ChangeError
+from slo_engine.errors import ChangeError, LedgerError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from slo_engine.changes import Change
     from slo_engine.config import BuildInfoSource, EngineConfig
+    from slo_engine.page import PageContext
     from slo_engine.state import StateDB
 
 _FIELDS = ("service", "kind", "version", "previous_version", "rollback_command", "url",
@@ -102,6 +103,10 @@ def register(commands: Commands) -> None:
                            "database's are used too when it exists or is named")
     state_arguments(incidents)
     incidents.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    incidents.add_argument("--page", default=None, metavar="worst|N",
+                           help="also show, in the terminal, the Slack page the engine would "
+                           "have sent when incident N (as numbered in the table) or the one "
+                           "that spent the most budget first fired")
     incidents.set_defaults(handler=_incidents)
 
 
@@ -273,6 +278,11 @@ def _incidents(args: argparse.Namespace) -> int:
         backtest_incidents(results), changes.values(), slos, frame, lookback_s=lookback,
         suspect_window_s=parse_duration(settings.suspect_window),
         rollback_template=settings.rollback_template)
+    if args.page is not None:
+        page = app.incident_page(slos, frame, _chosen(incidents, args.page), changes.values(),
+                                 settings)
+        _show_page(page)
+        return 0
     if args.format == "json":
         sys.stdout.write(json.dumps(_records(incidents), indent=2) + "\n")
     elif args.format == "csv":
@@ -280,6 +290,29 @@ def _incidents(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(_incident_table(incidents))
     return 0
+
+
+def _chosen(incidents: pd.DataFrame, which: str) -> dict[str, Any]:
+    if incidents.empty:
+        raise LedgerError("incidents --page: no incident in the replayed history; widen "
+                          "--since or check the events")
+    if which == "worst":
+        index = int(incidents["budget_spent"].fillna(-1.0).to_numpy().argmax())
+    elif which.isdigit() and 1 <= int(which) <= len(incidents):
+        index = int(which) - 1
+    else:
+        raise LedgerError(f"incidents --page: got {which!r}; give 'worst' or a number from 1 "
+                          f"to {len(incidents)} (the table's # column)")
+    row: dict[str, Any] = incidents.iloc[index].to_dict()
+    return row
+
+
+def _show_page(context: PageContext) -> None:
+    from slo_engine.notifier import DryRunDelivery
+    from slo_engine.page import render_page
+
+    channel = f"#{context.slo.owner} (dry run: nothing is sent)"
+    DryRunDelivery().post(channel, render_page(context))
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -309,10 +342,10 @@ def _incident_table(incidents: pd.DataFrame) -> str:
     from slo_engine.durations import describe_seconds
 
     view = Table(title="Incidents: budget spent and the change before each")
-    for name in ("SLO", "severity", "onset", "fired", "lasted", "budget spent",
+    for name in ("#", "SLO", "severity", "onset", "fired", "lasted", "budget spent",
                  "change before", "rollback"):
         view.add_column(name)
-    for row in _records(incidents):
+    for number, row in enumerate(_records(incidents), start=1):
         name = f"{row['service']}/{row['slo']}" + (f" {{{row['group']}}}" if row["group"] else "")
         lasted = "firing" if row["duration_s"] is None else describe_seconds(row["duration_s"])
         change = "-"
@@ -324,7 +357,8 @@ def _incident_table(incidents: pd.DataFrame) -> str:
             if row["suspect"]:
                 change = f"SUSPECT {change}"
         spent = row["budget_spent"]
-        view.add_row(name, row["severity"] or "-", row["onset"], row["start"], lasted,
+        view.add_row(str(number), name, row["severity"] or "-", row["onset"], row["start"],
+                     lasted,
                      "-" if spent is None else f"{spent:.1%}", change,
                      row["rollback_command"] or "-")
     return _printed(view)
