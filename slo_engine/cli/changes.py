@@ -303,8 +303,7 @@ def _chosen(incidents: pd.DataFrame, which: str) -> dict[str, Any]:
     else:
         raise LedgerError(f"incidents --page: got {which!r}; give 'worst' or a number from 1 "
                           f"to {len(incidents)} (the table's # column)")
-    row: dict[str, Any] = incidents.iloc[index].to_dict()
-    return row
+    return {str(name): value for name, value in incidents.iloc[index].items()}
 
 
 def _show_page(context: PageContext) -> None:
