@@ -12,6 +12,7 @@ what went wrong, where, and how to fix it; the CLI prints it without a traceback
     ├── RulesOutError        rules_out/ cannot be written or is stale
     ├── LedgerError          an event file or frame is not a ledger (names file and line)
     ├── BackfillError        promtool could not backfill (names the command and its output)
+    ├── ReleaseError         a release gate or canary cannot run as asked (unknown service)
     └── SourceError          Prometheus could not answer a query (names the URL and the query)
         ├── SourceUnavailable    refused, timed out, 5xx, retries exhausted, not a Prometheus API
         └── QueryError           Prometheus rejected the query (4xx: bad PromQL, limits, auth)
@@ -76,6 +77,11 @@ class LedgerError(SloEngineError):
 
 class BackfillError(SloEngineError):
     """A backfill cannot run or promtool failed. The message names the command and its output."""
+
+
+class ReleaseError(SloEngineError):
+    """`gate` or `canary` cannot run as asked: an unknown service or SLO, a selector that is
+    not label matchers, an SLI whose traffic cannot be split into canary and baseline."""
 
 
 class SourceError(SloEngineError):
