@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup prometheus demo test lint golden rules bench clean
+.PHONY: setup prometheus demo demo-prometheus test lint golden rules bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,15 +20,39 @@ prometheus:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends prometheus prometheus-alertmanager; }
 
-DEMO_EVENTS ?= $(or $(TMPDIR),/tmp)/slo-engine-demo-events.csv
+# The demo's month of events for the example SLOs ends at DEMO_UNTIL (fixed, so the output
+# is the same on every run); everything it writes goes to DEMO_OUT.
+DEMO_OUT ?= demo_out
+DEMO_UNTIL ?= 2026-05-31T12:00:00Z
 
+# No server needed: validate and compile the SLOs, generate 30 days of events and changes
+# (two deploy-caused incidents, a slow burn), print the report and write the charts, the
+# backtest (from day 4: the first 3 days only fill the 3d alert window), the incidents with
+# the change before each, and the Slack page the worst of them would have sent (dry run).
 demo: setup
 	$(BIN)/slo-engine validate slo_definitions
-	$(BIN)/slo-engine compile slo_definitions --out rules_out
+	$(BIN)/slo-engine compile slo_definitions --out $(DEMO_OUT)/rules
 	$(BIN)/slo-engine explain slo_definitions
-	$(BIN)/slo-engine sample-data slo_definitions --out $(DEMO_EVENTS)
-	$(BIN)/slo-engine report slo_definitions --data $(DEMO_EVENTS)
-	$(BIN)/slo-engine backtest slo_definitions --data $(DEMO_EVENTS) --since 7d
+	$(BIN)/slo-engine sample-data slo_definitions --until $(DEMO_UNTIL) \
+	  --out $(DEMO_OUT)/events.csv --changes $(DEMO_OUT)/changes.jsonl
+	$(BIN)/slo-engine report slo_definitions --data $(DEMO_OUT)/events.csv --at $(DEMO_UNTIL) \
+	  --chart $(DEMO_OUT)/charts --changes $(DEMO_OUT)/changes.jsonl
+	$(BIN)/slo-engine backtest slo_definitions --data $(DEMO_OUT)/events.csv \
+	  --until $(DEMO_UNTIL) --since 27d
+	$(BIN)/slo-engine incidents slo_definitions --data $(DEMO_OUT)/events.csv \
+	  --until $(DEMO_UNTIL) --since 27d --changes $(DEMO_OUT)/changes.jsonl \
+	  --state $(DEMO_OUT)/state.db
+	$(BIN)/slo-engine incidents slo_definitions --data $(DEMO_OUT)/events.csv \
+	  --until $(DEMO_UNTIL) --since 27d --changes $(DEMO_OUT)/changes.jsonl \
+	  --state $(DEMO_OUT)/state.db --page worst
+
+# The same against a real Prometheus (Debian's, installed if missing) holding the month as
+# the recorded series the generated rules write: started on a free port, stopped by PID.
+demo-prometheus: setup prometheus
+	$(BIN)/slo-engine validate slo_definitions
+	$(BIN)/slo-engine compile slo_definitions --out $(DEMO_OUT)/rules
+	$(PY) -m slo_engine.demo_prometheus slo_definitions --until $(DEMO_UNTIL) \
+	  --out $(DEMO_OUT)/prometheus
 
 test: setup prometheus
 	$(BIN)/slo-engine compile slo_definitions --out rules_out --check

@@ -57,7 +57,7 @@ def test_backtest_lists_pages_and_tickets(events: Path, capsys: pytest.CaptureFi
                  "--until", UNTIL, "--since", "7d", "--format", "json"]) == 0
     results = {r["slo"]: r for r in json.loads(capsys.readouterr().out)}
     assert results["api-latency"]["pages"] == 1  # the sample data's fast burn
-    assert results["login-success"]["tickets"] == 1  # and its slow burn
+    assert results["search-latency"]["tickets"] == 1  # and its slow burn
     first = results["api-latency"]["alerts"][0]
     assert first["severity"] == "page" and first["delay_s"] > 0
     policy = tmp_path / "quiet.yaml"

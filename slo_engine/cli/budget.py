@@ -6,9 +6,16 @@ import argparse
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slo_engine import app
 from slo_engine.cli.arguments import Commands, duration, moment, slo_paths
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from slo_engine.changes import Change
+    from slo_engine.model import Service
 
 
 def register(commands: Commands) -> None:
@@ -22,6 +29,11 @@ def register(commands: Commands) -> None:
     report.add_argument("--calendar", choices=("week", "month"), default=None,
                         help="calendar-aligned period that resets at the boundary, instead of "
                         "the spec's rolling period")
+    report.add_argument("--chart", type=Path, default=None, metavar="DIR",
+                        help="also write PNG charts here: each SLO's budget burn-down and SLI, "
+                        "and a burn-rate heatmap across SLOs")
+    report.add_argument("--changes", type=Path, default=None, metavar="FILE",
+                        help="change events (JSON lines) to mark on the burn-down charts")
     report.set_defaults(handler=_report)
 
     backtest = commands.add_parser("backtest", help="replay the alert tiers (or a policy file) "
@@ -58,6 +70,9 @@ def register(commands: Commands) -> None:
     sample.add_argument("--out", type=Path, required=True, metavar="FILE", help=".csv or .parquet")
     sample.add_argument("--days", type=int, default=30)
     sample.add_argument("--until", type=moment, default=None, metavar="TIME")
+    sample.add_argument("--changes", type=Path, default=None, metavar="FILE",
+                        help="also write the sample's change events (deploys, rollbacks, "
+                        "config, flags, migrations) here as JSON lines")
     sample.set_defaults(handler=_sample_data)
 
 
@@ -85,11 +100,35 @@ def _report(args: argparse.Namespace) -> int:
     from slo_engine import report_format
 
     at = args.at or datetime.now(UTC)
-    rows, warnings = app.budget_report(args.paths, events(args), at, args.calendar)
+    changes = _read_changes(args.changes)
+    source = events(args)
+    fetched: list[pd.DataFrame] = []
+
+    def keep(services: list[Service], start: datetime, end: datetime) -> tuple[
+            pd.DataFrame, list[str]]:
+        frame, warnings = source(services, start, end)
+        fetched.append(frame)
+        return frame, warnings
+
+    rows, warnings = app.budget_report(args.paths, keep, at, args.calendar)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(report_format.render(rows, args.format))
+    if args.chart is not None:
+        from slo_engine.charts import write_charts
+
+        written = write_charts(args.chart, app.validate(args.paths), fetched[0], changes)
+        print(f"wrote {len(written)} charts to {args.chart}", file=sys.stderr)
     return 0
+
+
+def _read_changes(path: Path | None) -> list[Change]:
+    """Read before anything is fetched, so a bad line fails fast."""
+    if path is None:
+        return []
+    from slo_engine.changes import read_change_lines
+
+    return read_change_lines(path)
 
 
 def _backtest(args: argparse.Namespace) -> int:
@@ -107,11 +146,14 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _sample_data(args: argparse.Namespace) -> int:
-    from slo_engine.demo import write_demo_events
+    from slo_engine.demo import demo_data, write_changes, write_events
 
-    written = write_demo_events(app.validate(args.paths), args.out,
-                                args.until or datetime.now(UTC), args.days)
+    data = demo_data(app.validate(args.paths), args.until or datetime.now(UTC), args.days)
+    written = write_events(data.ledger, args.out)
     print(f"wrote {written:,} rows of events to {args.out}")
+    if args.changes is not None:
+        count = write_changes(data.changes, args.changes)
+        print(f"wrote {count} change events to {args.changes}")
     return 0
 
 
