@@ -21,10 +21,11 @@ from typing import Any
 from bench.compile_time import TARGET_SECONDS, CompileResult
 from bench.evaluation import EvalResult, SchemeResult
 from bench.refresh import TARGET_QUERIES, TARGET_WARM_SECONDS, RefreshResult
+from bench.service import TARGET_CYCLE_SECONDS, TARGET_RSS_GROWTH, ServiceResult, cycle_stats
 
 START = "<!-- bench:start -->"
 END = "<!-- bench:end -->"
-PARTS = ("compile", "eval", "refresh")
+PARTS = ("compile", "eval", "refresh", "service")
 _PART = re.compile(r"^<!-- bench:part (\w+) -->\n", re.MULTILINE)
 
 
@@ -256,10 +257,58 @@ def refresh_section(result: RefreshResult) -> list[str]:
     return lines
 
 
+def service_section(result: ServiceResult) -> list[str]:
+    c = result.config
+    median, p95, worst = cycle_stats(result.steady)
+    naive = cycle_stats(result.naive_cycle_seconds)
+    fast_ok = worst < TARGET_CYCLE_SECONDS
+    flat_ok = result.rss_growth <= TARGET_RSS_GROWTH
+    rss = result.rss_bytes[c.warmup:]
+
+    def row(label: str, a: str, b: str, r: str = "") -> str:
+        return f"| {label} | {a} | {b} | {r} |"
+
+    return [
+        f"**Service evaluation loop**: {c.slos} SLOs ({c.services} services × "
+        f"{c.slos_per_service}, the default four tiers), `Engine.evaluate` once per minute of "
+        f"data for {c.cycles} minutes, run back to back against a real Prometheus holding the "
+        f"recorded error ratios of every window ({result.samples:,} samples, one a minute); "
+        f"{c.incidents} SLOs have an incident, so tiers start or stop firing "
+        f"{result.transitions} times and the notifier makes {result.pages} Slack calls "
+        "(rendered and delivered to a discarded terminal). A cycle is the queries, the firing "
+        "tiers, the transitions, the pages with their budget and correlation queries, and the "
+        "state database writes. "
+        "The naive loop (one instant query per SLO and window) ran "
+        f"{len(result.naive_cycle_seconds)} cycles on the same data at the same instants"
+        + (", and found the same firing tiers." if result.same_firing
+           else ", and found **different** firing tiers."),
+        "",
+        "| | slo-engine | naive per-SLO loop | slo-engine ÷ naive |",
+        "|---|---:|---:|---:|",
+        row("instant queries per cycle", f"{result.queries_per_cycle:,}",
+            f"{result.naive_queries_per_cycle:,}",
+            _wide_ratio(result.queries_per_cycle, result.naive_queries_per_cycle)),
+        row("cycle time, median (s)", f"{median:.3f}", f"{naive[0]:.2f}",
+            _wide_ratio(median, naive[0])),
+        row(f"cycle time, p95 / max after {c.warmup} warm-up cycles (s)",
+            f"{p95:.3f} / {worst:.3f}", f"{naive[1]:.2f} / {naive[2]:.2f}"),
+        row("resident memory after warm-up, first → max → last (MB)",
+            f"{rss[0] / 1e6:.0f} → {max(rss) / 1e6:.0f} → {rss[-1] / 1e6:.0f}", "—"),
+        "",
+        f"Targets: every cycle under {TARGET_CYCLE_SECONDS:g} s, "
+        f"{'met' if fast_ok else '**missed**'} (slowest {worst:.2f} s; cycles with pages are "
+        "the slow ones); resident memory flat within "
+        f"{TARGET_RSS_GROWTH:.0%} after warm-up, {'met' if flat_ok else '**missed**'} "
+        f"({result.rss_growth:+.1%}). Setup (data and backfill) took "
+        f"{result.setup_seconds:.0f} s.",
+        "",
+    ]
+
+
 def markdown(machine_line: str, compile_result: CompileResult | None,
              eval_result: EvalResult | None, seconds: float,
              refresh_result: RefreshResult | None = None,
-             only: tuple[str, ...] = ()) -> str:
+             only: tuple[str, ...] = (), service_result: ServiceResult | None = None) -> str:
     """The bench section: a heading line, then each part that ran after its marker. With
     `only`, the heading says which parts ran and goes inside each of them, so that
     `publish` can keep the heading and the other parts of the last full run."""
@@ -270,7 +319,8 @@ def markdown(machine_line: str, compile_result: CompileResult | None,
     sections: tuple[tuple[str, Any, Callable[[Any], list[str]]], ...] = (
         ("compile", compile_result, compile_section),
         ("eval", eval_result, eval_section),
-        ("refresh", refresh_result, refresh_section))
+        ("refresh", refresh_result, refresh_section),
+        ("service", service_result, service_section))
     for name, result, section in sections:
         if result is not None:
             lines += [part_marker(name)]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import compile_time, evaluation, refresh, report
+from bench import compile_time, evaluation, refresh, report, service
 
 ROOT = Path(__file__).resolve().parent.parent
 HINT = ("install Debian's prometheus and promtool: apt-get update && apt-get install -y "
@@ -22,6 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-compile", action="store_true", help="no compile-time bench")
     parser.add_argument("--skip-eval", action="store_true", help="no rule-evaluation bench")
     parser.add_argument("--skip-refresh", action="store_true", help="no budget-refresh bench")
+    parser.add_argument("--skip-service", action="store_true",
+                        help="no service evaluation-loop bench")
+    parser.add_argument("--service-cycles", type=int, default=service.ServiceConfig.cycles,
+                        help="evaluations of the service loop, one per minute of data "
+                             "(default %(default)s)")
     parser.add_argument("--only", action="append", choices=report.PARTS, default=[],
                         help="run only this part (repeatable); the README keeps the others")
     parser.add_argument("--loop-seconds", type=float,
@@ -46,12 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_compile = "compile" in only if only else not args.skip_compile
     run_eval = "eval" in only if only else not args.skip_eval
     run_refresh = "refresh" in only if only else not args.skip_refresh
+    run_service = "service" in only if only else not args.skip_service
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    if (run_eval or run_refresh) and not (prometheus and promtool):
+    if (run_eval or run_refresh or run_service) and not (prometheus and promtool):
         print(f"python -m bench: prometheus/promtool not found; {HINT}", file=sys.stderr)
         return 2
     machine = report.machine(prometheus)
-    compiled = evaluated = refreshed = None
+    compiled = evaluated = refreshed = served = None
     with tempfile.TemporaryDirectory(prefix="slo-bench-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -71,8 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             refreshed = refresh.run(workdir / "refresh", prometheus, promtool,
                                     refresh.RefreshConfig(loop_seconds=args.loop_seconds),
                                     log=lambda line: print(line, flush=True))
+        if run_service:
+            assert prometheus and promtool
+            print("service evaluation loop over 500 SLOs ...", flush=True)
+            served = service.run(workdir / "service", prometheus, promtool,
+                                 service.ServiceConfig(cycles=args.service_cycles),
+                                 log=lambda line: print(line, flush=True))
     text = report.markdown(machine, compiled, evaluated, time.monotonic() - began, refreshed,
-                           only)
+                           only, served)
     print()
     print(text)
     if not args.no_write:

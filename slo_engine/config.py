@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,14 +130,16 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
     """Read, interpolate and check the engine config; SpecError locates every mistake."""
     document = read_yaml_file(path, "'apiVersion: slo-engine/v1' and 'kind: EngineConfig'")
     issues: list[SpecIssue] = []
-    document.data = _interpolate(document.data, (), document,
-                                 os.environ if environ is None else environ, issues)
+    environ = os.environ if environ is None else environ
+    hidden = _environment_values(document.data, environ)
+    document.data = _interpolate(document.data, (), document, environ, issues)
     if issues:
         raise SpecError(issues)
     try:
         config = EngineConfig.model_validate(document.data)
     except ValidationError as error:
-        raise SpecError(model_issues(error, document, EngineConfig)) from None
+        raise SpecError(_redacted(model_issues(error, document, EngineConfig),
+                                  hidden | _secret_values(document.data))) from None
     base = Path(path).parent
     return config.model_copy(update={
         "slo_files": [base / p for p in config.slo_files],
@@ -152,6 +155,45 @@ def routing_issues(config: EngineConfig, owners: set[str]) -> list[str]:
         return []
     return [f"owner {owner!r} has no Slack channel: add slack.owners.{owner}.page, or set "
             "slack.fallback_channel" for owner in sorted(owners - set(config.slack.owners))]
+
+
+def _secret_values(data: Any) -> set[str]:
+    """The strings given where secrets go (tokens, headers), whatever their shape, so an
+    error about a mistyped secret never prints it."""
+    if not isinstance(data, dict):
+        return set()
+    found: list[Any] = []
+    for section, key in (("slack", "token"), ("http", "tokens"), ("prometheus", "headers")):
+        part = data.get(section)
+        if isinstance(part, dict) and key in part:
+            found.append(part[key])
+    return {value for value in _strings(found) if value}
+
+
+def _environment_values(data: Any, environ: Mapping[str, str]) -> set[str]:
+    """The values of the environment variables a config reads: secrets arrive that way,
+    so no error shows them, whichever field they landed in."""
+    names = {name for text in _strings([data]) for name, _ in _VARIABLE.findall(text)}
+    return {environ[name] for name in names if environ.get(name)}
+
+
+def _strings(values: list[Any]) -> Iterator[str]:
+    while values:
+        value = values.pop()
+        if isinstance(value, dict):
+            values.extend(value.values())
+        elif isinstance(value, list):
+            values.extend(value)
+        elif isinstance(value, str):
+            yield value
+
+
+def _redacted(issues: list[SpecIssue], secrets: set[str]) -> list[SpecIssue]:
+    def scrub(text: str) -> str:
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+    return [replace(issue, message=scrub(issue.message)) for issue in issues]
 
 
 def _interpolate(value: Any, path: PathKey, document: SpecDocument, environ: Mapping[str, str],

@@ -9,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from slo_engine.cli import budget, changes, notify, release, specs
+from slo_engine.cli import budget, changes, notify, release, service, specs
 from slo_engine.errors import SloEngineError, SpecError
 
-COMMAND_GROUPS = (specs, budget, changes, release, notify)
+COMMAND_GROUPS = (specs, budget, changes, release, notify, service)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,148 @@
+"""The engine's budget jobs against a real Prometheus and the Slack stand-in: a refresh sends
+the budget-policy notice of an SLO below half its budget once (not again at the next
+refresh, nor after a restart), exports the budgets, and the daily digest goes to each
+owner channel once a day."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slo_engine.config import load_config
+from slo_engine.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
+from slo_engine.engine import Engine
+from tests.support.binaries import require
+from tests.support.prometheus import PrometheusServer, backfill_openmetrics
+from tests.support.slack_standin import TOKEN, SlackStandIn
+
+pytestmark = pytest.mark.prometheus
+
+RPS = 10.0
+# SLO → (owner, share of its one-day budget spent over the day)
+SPENT = {"checkout": ("shop", 0.6), "search": ("discovery", 0.1)}
+
+
+def _specs(directory: Path) -> None:
+    directory.mkdir()
+    for service, (owner, _) in SPENT.items():
+        (directory / f"{service}.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "slo-engine/v1", "service": service, "owner": owner,
+            "slos": [{"name": "availability", "objective": 99.9, "period": "1d",
+                      "sli": {"ratio": {"bad": f'http_requests_total{{job="{service}", '
+                                               'code="500"}',
+                                        "total": f'http_requests_total{{job="{service}"}}'}},
+                      "alerting": {"ticket": False}}]}), encoding="utf-8")
+
+
+def _openmetrics(path: Path, first: int, last: int) -> None:
+    """The recorded event rates the ledger reads, one sample a minute: a constant error
+    ratio that spends SPENT of the budget over a day."""
+    stamps = range(first, last + 1, 60)
+    lines = []
+    for metric in (TOTAL_EVENTS_RATE, BAD_EVENTS_RATE):
+        lines.append(f"# TYPE {metric} gauge")
+        for service, (_, spent) in SPENT.items():
+            rate = RPS if metric == TOTAL_EVENTS_RATE else RPS * 0.001 * spent
+            lines += [f'{metric}{{service="{service}",slo="availability"}} {rate} {t}'
+                      for t in stamps]
+    path.write_text("\n".join(lines) + "\n# EOF\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, datetime]]:
+    binary, promtool = require("prometheus"), require("promtool")
+    workdir = tmp_path_factory.mktemp("engine-budgets")
+    at = (int(time.time()) - 3 * 3600) // 300 * 300  # clear of the head block
+    data = workdir / "recorded.om"
+    _openmetrics(data, at - 26 * 3600, at + 1800)
+    server = PrometheusServer(binary, workdir / "prometheus")
+    backfill_openmetrics(promtool, data, server.data_dir)
+    server.start()
+    try:
+        yield server.url, datetime.fromtimestamp(at, UTC)
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def slack() -> Iterator[SlackStandIn]:
+    with SlackStandIn() as standin:
+        yield standin
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _engine(tmp_path: Path, url: str, slack: SlackStandIn, clock: Clock) -> Engine:
+    if not (tmp_path / "slos").exists():
+        _specs(tmp_path / "slos")
+    config = tmp_path / "slo-engine.yaml"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "slo-engine/v1", "kind": "EngineConfig", "slo_files": ["slos"],
+        "prometheus": {"url": url},
+        "slack": {"token": TOKEN, "base_url": slack.url, "retries": 0, "owners": {
+            "shop": {"page": "#checkout-oncall", "ticket": "#checkout-tickets"},
+            "discovery": {"page": "#payments-oncall", "ticket": "#slo-notices"}}},
+        "state": {"path": "state.db"}}), encoding="utf-8")
+    return Engine.from_config(load_config(config, {}), clock=clock)
+
+
+def _texts(slack: SlackStandIn, channel: str) -> list[str]:
+    return [r.params["text"] for r in slack.posts() if r.answer["channel"] == channel]
+
+
+def test_a_budget_below_half_is_announced_once(tmp_path: Path, slack: SlackStandIn,
+                                               prometheus: tuple[str, datetime]) -> None:
+    url, at = prometheus
+    clock = Clock(at)
+    engine = _engine(tmp_path, url, slack, clock)
+    try:
+        statuses = {s.service: s for s in engine.refresh_budgets()}
+        assert statuses["checkout"].error_budget_remaining == pytest.approx(0.4, abs=0.01)
+        assert statuses["search"].error_budget_remaining == pytest.approx(0.9, abs=0.01)
+        [notice] = _texts(slack, "C0TICKET")
+        assert notice.startswith("checkout / availability: error budget below 50% (40.")
+        assert _texts(slack, "C0NOTICE") == []  # search has 90% left
+        remaining = engine.telemetry.registry.get_sample_value(
+            "slo_engine_error_budget_remaining_ratio",
+            {"service": "checkout", "slo": "availability", "group": ""})
+        assert remaining == pytest.approx(0.4, abs=0.01)
+        clock.now = at + timedelta(minutes=5)
+        engine.refresh_budgets()
+        assert len(_texts(slack, "C0TICKET")) == 1
+    finally:
+        engine.close()
+    restarted = _engine(tmp_path, url, slack, Clock(at + timedelta(minutes=10)))
+    try:
+        restarted.refresh_budgets()
+        assert len(_texts(slack, "C0TICKET")) == 1  # the state database remembers it
+    finally:
+        restarted.close()
+
+
+def test_the_digest_goes_to_each_owner_channel_once_a_day(
+        tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime]) -> None:
+    url, at = prometheus
+    clock = Clock(at)
+    engine = _engine(tmp_path, url, slack, clock)
+    try:
+        assert engine.send_digest() == 2
+        [shop] = [t for t in _texts(slack, "C0TICKET") if t.startswith("SLO digest")]
+        [discovery] = [t for t in _texts(slack, "C0NOTICE") if t.startswith("SLO digest")]
+        assert shop.startswith(f"SLO digest {at:%Y-%m-%d} for shop: 1 SLO, 1 burning.")
+        assert discovery.startswith(f"SLO digest {at:%Y-%m-%d} for discovery: 1 SLO, 1 healthy.")
+        clock.now = at.replace(hour=23, minute=59)  # later the same day
+        assert engine.send_digest() == 0  # the same day's digest is not sent twice
+        assert len([r for r in slack.posts() if r.params["text"].startswith("SLO digest")]) == 2
+    finally:
+        engine.close()
