@@ -7,19 +7,13 @@ sees the webhook shortly after Prometheus fires.
 
 from __future__ import annotations
 
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.support.prometheus import _STARTED, STOP_TIMEOUT, PrometheusError, free_port
-
-READY_TIMEOUT = 30.0
+from tests.support.processes import ServerError, ServerProcess, free_port
 
 
 @dataclass
@@ -33,7 +27,7 @@ class AlertmanagerServer:
     group_interval: str = "1s"
     repeat_interval: str = "4h"
     port: int = 0
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    server: ServerProcess | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
@@ -63,75 +57,23 @@ class AlertmanagerServer:
         }
 
     def start(self) -> None:
-        if self.process is not None:
-            raise PrometheusError("Alertmanager is already running")
+        if self.server is not None and self.server.running:
+            raise ServerError("Alertmanager is already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_file = self.workdir / "alertmanager.yml"
         config_file.write_text(yaml.safe_dump(self.config(), sort_keys=False), encoding="utf-8")
+        self.server = ServerProcess("Alertmanager", self.log_file)
         for _attempt in range(3):
             self.port = self.port or free_port()
-            if self._start_once(config_file):
+            args = [self.binary, f"--config.file={config_file}",
+                    f"--storage.path={self.workdir / 'data'}",
+                    f"--web.listen-address={self.address}", f"--web.external-url={self.url}/",
+                    "--cluster.listen-address=", "--log.level=warn"]
+            if self.server.launch(args, self.url):
                 return
             self.port = 0
-        raise PrometheusError(f"Alertmanager could not bind a port:\n{self._log_tail()}")
-
-    def _start_once(self, config_file: Path) -> bool:
-        args = [self.binary, f"--config.file={config_file}",
-                f"--storage.path={self.workdir / 'data'}",
-                f"--web.listen-address={self.address}",
-                f"--web.external-url={self.url}/",
-                "--cluster.listen-address=", "--log.level=warn"]
-        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        with self.log_file.open("ab") as log:
-            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
-        self.process = process
-        _STARTED[process.pid] = process
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                self._forget()
-                text = self.log_file.read_bytes()[offset:].decode(errors="replace")
-                if "address already in use" in text:
-                    return False
-                raise PrometheusError(f"Alertmanager exited with {process.returncode}:\n"
-                                      f"{text[-3000:]}")
-            if self._ready():
-                return True
-            time.sleep(0.05)
-        self.stop()
-        raise PrometheusError(f"Alertmanager not ready after {READY_TIMEOUT:.0f} s:\n"
-                              f"{self._log_tail()}")
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+        raise ServerError(f"Alertmanager could not bind a port:\n{self.server.log_tail()}")
 
     def stop(self) -> None:
-        """TERM by PID, KILL if it has not exited within STOP_TIMEOUT."""
-        process = self.process
-        if process is None:
-            return
-        try:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(STOP_TIMEOUT)
-        finally:
-            self._forget()
-
-    def _forget(self) -> None:
-        if self.process is not None:
-            _STARTED.pop(self.process.pid, None)
-        self.process = None
-
-    def _log_tail(self, chars: int = 3000) -> str:
-        if not self.log_file.exists():
-            return ""
-        return self.log_file.read_bytes()[-chars:].decode(errors="replace")
+        if self.server is not None:
+            self.server.stop()

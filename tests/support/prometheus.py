@@ -1,8 +1,7 @@
 """A real Prometheus for tests and the bench: start, backfill, query, stop.
 
-Everything listens on 127.0.0.1 and lives under a directory the caller owns; every process
-started here is stopped by PID (TERM, then KILL) when its context ends, and an atexit hook
-catches the ones an interrupted run would otherwise leave behind.
+Everything listens on 127.0.0.1 and lives under a directory the caller owns; the process is
+stopped by PID when its context ends (tests/support/processes.py).
 
 Backfilled history is how rules are tested over days in seconds. `promtool tsdb
 create-blocks-from rules` evaluates each group against the live server, so rules that read
@@ -13,12 +12,10 @@ pytest here: the bench uses this module too.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,9 +31,8 @@ import yaml
 
 from slo_engine import backfill
 from slo_engine.backfill import level_rules_text, plan_levels, record_levels
+from tests.support.processes import ServerError, ServerProcess, free_port
 
-READY_TIMEOUT = 30.0  # seconds; Prometheus is ready in ~0.13 s here
-STOP_TIMEOUT = 10.0  # seconds between TERM and KILL; it exits in < 1 s
 QUERY_TIMEOUT = 120.0
 RETENTION = "3650d"  # backfilled data is subject to retention: keep all of it
 BACKFILL_EVAL_INTERVAL = "60s"
@@ -48,18 +44,7 @@ MAX_BLOCK_DURATION = "24h"  # hidden promtool flag in 2.42: 10 blocks a week ins
 BACKFILL_GROUP = backfill.BACKFILL_GROUP
 BACKFILL_FILE = "rules.yml"
 
-_STARTED: dict[int, subprocess.Popen[bytes]] = {}
-
-
-class PrometheusError(RuntimeError):
-    """Prometheus or promtool failed; the message carries its own output."""
-
-
-def free_port() -> int:
-    """A port free right now on 127.0.0.1 (callers retry if Prometheus loses the race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+PrometheusError = ServerError  # Prometheus or promtool failed; the message has their output
 
 
 @dataclass(frozen=True)
@@ -92,7 +77,7 @@ class PrometheusServer:
     scrape_interval: str = "15s"
     scrape_targets: Mapping[str, Sequence[str]] = field(default_factory=dict)  # job -> targets
     alertmanagers: Sequence[str] = ()  # host:port of Alertmanagers to send alerts to
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    server: ServerProcess | None = field(default=None, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -130,20 +115,21 @@ class PrometheusServer:
 
     def start(self) -> None:
         """Start and wait for /-/ready; retry on another port if this one was taken."""
-        if self.process is not None:
+        if self.server is not None and self.server.running:
             raise PrometheusError("Prometheus is already running")
         self.write_config()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.server = ServerProcess("Prometheus", self.log_file)
         for _attempt in range(3):
             if not self.port:
                 self.port = free_port()
-            if self._start_once():
+            if self.server.launch(self._args(), self.url):
                 return
             self.port = 0
         raise PrometheusError(f"Prometheus could not bind a port:\n{self.log_tail()}")
 
-    def _start_once(self) -> bool:
-        args = [
+    def _args(self) -> list[str]:
+        return [
             self.binary,
             f"--config.file={self.config_file}",
             f"--storage.tsdb.path={self.data_dir}",
@@ -152,55 +138,10 @@ class PrometheusServer:
             f"--web.external-url=http://127.0.0.1:{self.port}/",
             "--log.level=warn",
         ]
-        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        with self.log_file.open("ab") as log:
-            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
-        self.process = process
-        _STARTED[process.pid] = process
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                self._forget()
-                log_text = self.log_file.read_bytes()[offset:].decode(errors="replace")
-                if "address already in use" in log_text:
-                    return False
-                raise PrometheusError(f"Prometheus exited with {process.returncode}:\n"
-                                      f"{log_text[-3000:]}")
-            if self._ready():
-                return True
-            time.sleep(0.05)
-        self.stop()
-        raise PrometheusError(f"Prometheus not ready after {READY_TIMEOUT:.0f} s:\n"
-                              f"{self.log_tail()}")
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
 
     def stop(self) -> None:
-        """TERM by PID, KILL if it has not exited within STOP_TIMEOUT."""
-        process = self.process
-        if process is None:
-            return
-        try:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(STOP_TIMEOUT)
-        finally:
-            self._forget()
-
-    def _forget(self) -> None:
-        if self.process is not None:
-            _STARTED.pop(self.process.pid, None)
-        self.process = None
+        if self.server is not None:
+            self.server.stop()
 
     def restart(self) -> None:
         """Restart on the same port: loads blocks moved into the data dir (0.13 s, deterministic,
@@ -209,9 +150,7 @@ class PrometheusServer:
         self.start()
 
     def log_tail(self, chars: int = 3000) -> str:
-        if not self.log_file.exists():
-            return ""
-        return self.log_file.read_bytes()[-chars:].decode(errors="replace")
+        return ServerProcess("Prometheus", self.log_file).log_tail(chars)
 
     # --- HTTP API ---------------------------------------------------------------------
 
@@ -288,19 +227,6 @@ def running_prometheus(binary: str, workdir: Path, *, rule_files: Iterable[Path]
         yield server
     finally:
         server.stop()
-
-
-@atexit.register
-def _stop_all() -> None:
-    """Last resort for an interrupted run: stop what this process started, newest first."""
-    for pid in sorted(_STARTED, reverse=True):
-        process = _STARTED.pop(pid)
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 # --- promtool backfill ----------------------------------------------------------------
