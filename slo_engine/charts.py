@@ -10,15 +10,18 @@ step) and the backtest's alert intervals:
   alert tiers care about.
 
 Figures are built without pyplot: no global state, no GUI backend, and a notebook's inline
-backend is left alone; PNGs are rendered by Agg. matplotlib is imported on first use, so
-commands that draw nothing never pay for it.
+backend is left alone; PNGs are rendered by Agg, to files or (`png_bytes`, for the daily
+digest's Slack upload) to memory. matplotlib is imported on first use, so commands that
+draw nothing never pay for it.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from slo_engine.backtest import BacktestResult, backtest_slos
-from slo_engine.budget import over_time
+from slo_engine.budget import over_time, slo_rows
 from slo_engine.changes import Change
 from slo_engine.model import SLO, Service
 
@@ -48,6 +51,7 @@ KIND_COLOURS = {"deploy": "#1f77b4", "config": "#9467bd", "feature_flag": "#2ca0
                 "migration": "#8c564b", "infrastructure": "#7f7f7f"}
 KIND_LABELS = {"feature_flag": "flag", "infrastructure": "infra"}
 GROUP_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2")
+PERIOD_POINTS = 300  # a period's burn-down: smooth at SIZE_PX, quick to compute for 30d
 
 AlertsBySLO = Mapping[tuple[str, str], pd.DataFrame]
 
@@ -233,6 +237,37 @@ def burn_down(slo: SLO, history: pd.DataFrame, changes: Iterable[Change] = (),
     return figure
 
 
+def period_burn_down(slo: SLO, ledger: pd.DataFrame, start: datetime,
+                     changes: Iterable[Change] = (), ledger_step_seconds: float = 60.0,
+                     ) -> Figure | None:
+    """The burn-down of the SLO's current period (which began at `start`): the budget spent
+    since then, so the line ends at the budget the digest reports; incidents of its own tiers
+    shaded, its service's changes marked. The digest attaches it. None when the ledger holds
+    no events of the SLO since `start`.
+
+    Its alerts are backtested from the ledger's rows before `start` too, up to the longest
+    alert window, so that incidents early in the period are shaded when those rows exist."""
+    rows = slo_rows(slo, ledger)
+    period = rows[rows["timestamp"] > pd.Timestamp(start)]
+    if period.empty:
+        return None
+    one = Service(slo.service, slo.owner, slo.source_file, (slo,))
+    frame = history([one], period, period_step(slo, ledger_step_seconds))
+    if frame.empty:
+        return None
+    longest = timedelta(seconds=max((t.long_seconds for t in slo.tiers), default=0.0))
+    warm = rows[rows["timestamp"] > pd.Timestamp(start - longest)]
+    alerts = alerts_by_slo(backtests([one], warm)).get((slo.service, slo.name))
+    return burn_down(slo, frame, changes, alerts)
+
+
+def period_step(slo: SLO, ledger_step_seconds: float, points: int = PERIOD_POINTS) -> str:
+    """The step drawing one period in about `points` points: a whole number of ledger steps,
+    so every point falls on a bucket's end."""
+    buckets = max(1, math.ceil(slo.period_seconds / points / ledger_step_seconds))
+    return f"{int(buckets * ledger_step_seconds)}s"
+
+
 def sli_chart(slo: SLO, history: pd.DataFrame) -> Figure:
     """The SLI over the rolling period and over the last hour, against the objective."""
     figure = _figure()
@@ -337,3 +372,10 @@ def save(figure: Figure, path: Path) -> Path:
     """A PNG of exactly the figure's size (no tight bounding box), for stable layouts."""
     figure.savefig(path, format="png", dpi=DPI)
     return path
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The PNG `save` writes, in memory: a Slack upload needs the bytes, not a file."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()

@@ -87,6 +87,8 @@ class ScheduleConfig(_Section):
     evaluate: str = "1m"
     budget_refresh: str = "5m"
     digest_cron: str = Field("0 9 * * *", description="Daily digest, crontab fields, UTC.")
+    digest_chart: bool = Field(True, description="Attach to each digest the burn-down of its "
+                                                 "SLO with the least error budget left.")
     no_data_after: str = Field("10m", description="Prometheus silent this long: a notice.")
 
     _intervals = field_validator("evaluate", "budget_refresh", "no_data_after")(_duration)

@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from slo_engine import app, budget, notices
+from slo_engine import app, budget, charts, notices
 from slo_engine.alertmanager import WebhookPayload, burn_alerts
 from slo_engine.budget import BudgetStatus
 from slo_engine.build_info import build_info_changes
@@ -57,6 +57,9 @@ from slo_engine.page import PageContext, SlackMessage
 from slo_engine.source import PrometheusSource
 from slo_engine.state import StateDB
 from slo_engine.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -232,17 +235,34 @@ class Engine:
         return statuses
 
     def send_digest(self) -> int:
-        """The daily digest to every owner channel; returns how many were queued (a digest
-        already sent today under the same key is not sent again)."""
+        """The daily digest to every owner channel, each with the burn-down of its SLO with
+        the least budget left (schedule.digest_chart); returns how many were queued (a
+        digest already sent today under the same key is not sent again, nor drawn)."""
         at = self._clock()
         statuses = self._statuses or self.refresh_budgets()
         routable = {k: slo for k, slo in self._slos().items()
                     if self._channel(slo.owner, "ticket") is not None}
-        messages = notices.digest_messages(
-            [s for s in statuses if (s.service, s.slo) in routable], routable,
-            lambda owner: self.config.channel_for(owner, "ticket"), at)
-        sent = sum(self._send_notice(channel, message, f"digest/{channel}/{at:%Y-%m-%d}")
-                   for channel, message in messages.items())
+        shown = [s for s in statuses if (s.service, s.slo) in routable]
+
+        def channel_of(owner: str) -> str:
+            return self.config.channel_for(owner, "ticket")
+
+        messages = {channel: message for channel, message
+                    in notices.digest_messages(shown, routable, channel_of, at).items()
+                    if not self.notifier.has_notice(_digest_key(channel, at))}
+        drawn: dict[str, _Chart] = {}
+        if messages and self.config.schedule.digest_chart:
+            least = notices.least_budget(shown, routable, channel_of)
+            for channel in sorted(messages.keys() - least.keys()):
+                log.warning("the digest to %s goes without a chart: none of its SLOs has a "
+                            "budget figure (no events in their periods)", channel)
+            drawn = self._digest_charts({c: s for c, s in least.items() if c in messages}, at)
+        sent = 0
+        for channel, message in messages.items():
+            chart = drawn.get(channel)
+            sent += self._send_notice(channel, message, _digest_key(channel, at),
+                                      (chart.filename, chart.png) if chart else None,
+                                      chart.title if chart else None)
         self.deliver()
         return sent
 
@@ -379,13 +399,65 @@ class Engine:
 
     def _report(self, services: list[Service], at: datetime, *,
                 cache: bool) -> list[BudgetStatus]:
-        step = int(parse_duration(self.config.prometheus.step))
         start, end = app.report_window(services, at)
+        return budget.report(services, self._ledger(services, start, end, cache=cache), at)
+
+    def _ledger(self, services: list[Service], start: datetime, end: datetime, *,
+                cache: bool) -> pd.DataFrame:
         source = self._source() if not cache else self._cached_source()
-        frame, stats = source.fetch_ledger(services, start, end, step)
+        frame, stats = source.fetch_ledger(services, start, end,
+                                           int(parse_duration(self.config.prometheus.step)))
         for warning in stats.warnings:
-            log.warning("budget refresh: %s", warning)
-        return budget.report(services, frame, at)
+            log.warning("ledger: %s", warning)
+        return frame
+
+    # --- the digest's charts --------------------------------------------------------------
+
+    def _digest_charts(self, least: Mapping[str, BudgetStatus],
+                       at: datetime) -> dict[str, _Chart]:
+        """Each channel's burn-down, as PNG bytes. A chart is an extra: whatever keeps one
+        from being drawn is logged and its digest goes without it."""
+        slos = self._slos()
+        chosen = {channel: slos[(s.service, s.slo)] for channel, s in least.items()
+                  if (s.service, s.slo) in slos}
+        if not chosen:
+            return {}
+        # The refresh's window over the cached ledger: the cache then keeps every SLO's span.
+        start, end = app.report_window(self._services, at)
+        one_each = [Service(slo.service, slo.owner, slo.source_file, (slo,))
+                    for slo in dict.fromkeys(chosen.values())]
+        try:
+            with self._refreshing:
+                frame = self._ledger(one_each, start, end, cache=True)
+        except SourceError as error:
+            self._count_query_error(error)
+            log.warning("digests go without their burn-down charts: %s", error)
+            return {}
+        drawn: dict[str, _Chart] = {}
+        for channel, slo in chosen.items():
+            chart = self._burn_down(slo, least[channel], frame, at)
+            if chart is not None:
+                drawn[channel] = chart
+            else:
+                log.warning("the digest to %s goes without its chart: %s/%s has no events "
+                            "in its current period", channel, slo.service, slo.name)
+        return drawn
+
+    def _burn_down(self, slo: SLO, status: BudgetStatus, frame: pd.DataFrame,
+                   at: datetime) -> _Chart | None:
+        start = budget.period_bounds(slo, at)[0]
+        changes = self.state.changes([slo.service], since=start, until=at)
+        try:
+            figure = charts.period_burn_down(slo, frame, start, changes,
+                                             parse_duration(self.config.prometheus.step))
+            if figure is None:
+                return None
+            return _Chart(charts.chart_name("burn-down", slo), charts.png_bytes(figure),
+                          notices.digest_chart_title(status))
+        except Exception:  # a chart that cannot be drawn must not cost the team its digest
+            log.exception("the digest's burn-down of %s/%s could not be drawn", slo.service,
+                          slo.name)
+            return None
 
     # --- the firing set -------------------------------------------------------------------
 
@@ -419,9 +491,11 @@ class Engine:
                     [(s.service, s.slo, s.group, t, s.at.isoformat()) for t in notice.crossed])
             log.info("budget notice: %s", notice.message.text)
 
-    def _send_notice(self, channel: str, message: SlackMessage, key: str) -> bool:
+    def _send_notice(self, channel: str, message: SlackMessage, key: str,
+                     attachment: tuple[str, bytes] | None = None,
+                     title: str | None = None) -> bool:
         try:
-            return self.notifier.send_notice(channel, message, key)
+            return self.notifier.send_notice(channel, message, key, attachment, title=title)
         except SloEngineError as error:
             log.error("notice %s to %s: %s", key, channel, error)
             return False
@@ -523,6 +597,14 @@ class Engine:
                 for slo in service.slos}
 
 
+class _Chart(NamedTuple):
+    """A chart as a notice carries it."""
+
+    filename: str
+    png: bytes
+    title: str
+
+
 class _CountingDelivery:
     """Slack deliveries as the engine's metrics count them, whichever path sent them."""
 
@@ -554,6 +636,11 @@ class _CountingDelivery:
             self._telemetry.notifications.labels("failed").inc()
             raise
         self._telemetry.notifications.labels("sent").inc()
+
+
+def _digest_key(channel: str, at: datetime) -> str:
+    """One digest per channel and UTC day."""
+    return f"digest/{channel}/{at:%Y-%m-%d}"
 
 
 def _delta(text: str) -> timedelta:

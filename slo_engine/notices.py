@@ -5,7 +5,8 @@
   reliability first, freeze releases). Each threshold is announced once per period, so a
   budget hovering around 25% does not notify at every refresh.
 - The daily digest per owner channel: every SLO's budget in one table, and the worst
-  burners first, so slow burns are seen before they page.
+  burners first, so slow burns are seen before they page; its chart shows the SLO with the
+  least budget left, the one closest to a freeze.
 - Prometheus outages: the engine cannot page while it cannot read, which is worth one
   notice per outage (not a page: nothing is known to be broken), and one when it ends.
 """
@@ -134,6 +135,33 @@ def digest_messages(statuses: Iterable[BudgetStatus], slos: Mapping[tuple[str, s
         if slo is not None:
             by_channel.setdefault(channel_of(slo.owner), []).append((status, slo))
     return {channel: _digest(rows, at, worst) for channel, rows in sorted(by_channel.items())}
+
+
+def least_budget(statuses: Iterable[BudgetStatus], slos: Mapping[tuple[str, str], SLO],
+                 channel_of: Callable[[str], str]) -> dict[str, BudgetStatus]:
+    """Per digest channel, the SLO group with the least error budget left (ties: by name):
+    the burn-down its digest attaches. Groups without a budget figure are passed over."""
+    least: dict[str, BudgetStatus] = {}
+    for status in statuses:
+        slo = slos.get((status.service, status.slo))
+        if slo is None or status.error_budget_remaining is None \
+                or status.status == "no_data":
+            continue
+        channel = channel_of(slo.owner)
+        best = least.get(channel)
+        if best is None or _least_key(status) < _least_key(best):
+            least[channel] = status
+    return least
+
+
+def _least_key(status: BudgetStatus) -> tuple[float, str]:
+    return _sort_remaining(status), _name(status)
+
+
+def digest_chart_title(status: BudgetStatus) -> str:
+    """The title of the digest's chart: whose burn-down, and why this one."""
+    return (f"Burn-down of {_name(status)}: {_percent(status.error_budget_remaining)} of its "
+            "error budget left, the least in this digest")
 
 
 def _digest(rows: list[tuple[BudgetStatus, SLO]], at: datetime, worst: int) -> SlackMessage:

@@ -338,9 +338,11 @@ class Notifier:
         self._raise_refusals(self.flush())
 
     def send_notice(self, channel: str, message: SlackMessage, key: str,
-                    attachment: tuple[str, bytes] | None = None) -> bool:
+                    attachment: tuple[str, bytes] | None = None, *,
+                    title: str | None = None) -> bool:
         """Post a notice (budget policy, digest) once per `key`, with an optional file
-        (filename, bytes) after it. False when that key was already sent or queued."""
+        (filename, bytes) after it, titled `title` (default: the message's first line).
+        False when that key was already sent or queued."""
         now = _now()
         with self._state.transaction() as connection:
             if _row(connection, "SELECT id FROM notify_outbox WHERE notice_key = ?", (key,)):
@@ -348,13 +350,19 @@ class Notifier:
             post_id = _enqueue(connection, "post", channel, _body(message), now, notice_key=key)
             if attachment is not None:
                 filename, content = attachment
-                title = message.text.partition("\n")[0][:250] or filename
+                title = (title or message.text.partition("\n")[0])[:250] or filename
                 connection.execute(
                     "INSERT INTO notify_outbox (kind, channel, parent_id, body, filename, "
                     "content, created_at) VALUES ('upload', ?, ?, ?, ?, ?, ?)",
                     (channel, post_id, title, filename, content, now))
         self._raise_refusals(self.flush())
         return True
+
+    def has_notice(self, key: str) -> bool:
+        """Whether a notice under `key` was already sent or queued: work only a new notice
+        needs (drawing its chart) can be skipped."""
+        return bool(self._state.query("SELECT 1 FROM notify_outbox WHERE notice_key = ?",
+                                      (key,)))
 
     def flush(self) -> DeliveryReport:
         """Deliver queued calls in order, stopping at the first outage (so nothing overtakes

@@ -8,6 +8,7 @@ writes them and keeps stdout for the report.
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 from matplotlib.dates import date2num
 from matplotlib.image import imread
+from PIL import Image
 
 from slo_engine import charts
 from slo_engine.changes import Change
@@ -188,3 +190,46 @@ def test_report_chart_with_a_bad_changes_file_is_a_clear_error(
 def test_the_readme_chart_is_a_burn_down_of_the_documented_size() -> None:
     pixels = imread(ROOT / "docs" / "burn-down.png")
     assert pixels.shape[:2] == (charts.SIZE_PX[1], charts.SIZE_PX[0])
+
+
+def test_the_period_burn_down_draws_the_budget_spent_since_the_period_began(
+        services: list[Service], data: DemoData) -> None:
+    slo = _slo(services, "api-latency")
+    start = UNTIL - timedelta(days=3)  # as a calendar period begun three days ago would
+    figure = charts.period_burn_down(slo, data.ledger, start, data.changes, 300)
+    assert figure is not None
+    axes = figure.axes[0]
+    assert axes.get_title() == "api/api-latency: error budget remaining (rolling 30d)"
+    (line,) = [line for line in axes.lines if line.get_label() == "remaining"]
+    times = pd.DatetimeIndex(line.get_xdata())
+    assert start < times[0] and times[-1] <= UNTIL
+    assert pd.Series(times).diff().dropna().unique().tolist() == [pd.Timedelta(seconds=8700)]
+    rows = data.ledger[(data.ledger["slo"] == slo.name) & (data.ledger["timestamp"] > start)
+                       & (data.ledger["timestamp"] <= times[-1])]
+    spent = rows["bad"].sum() / (rows["total"].sum() * slo.error_budget)
+    assert line.get_ydata()[-1] == pytest.approx(1 - spent)
+    assert line.get_ydata()[0] > line.get_ydata()[-1]  # a burn-down
+    own = [c for c in data.changes if c.service == "api" and times[0] <= pd.Timestamp(c.time)]
+    vertical = [line for line in axes.lines if len(set(line.get_xdata())) == 1]
+    assert len(vertical) == len(own) >= 1
+    (incident,) = [b for b in data.burns if b.slo == slo.name]
+    during = float(date2num(incident.end))  # the page fires some minutes after the onset
+    assert start < incident.start
+    assert any(p.get_x() <= during <= p.get_x() + p.get_width() for p in axes.patches)
+    assert charts.period_burn_down(slo, data.ledger, UNTIL + timedelta(hours=1)) is None
+
+
+def test_period_step_draws_about_period_points_on_bucket_ends(services: list[Service]) -> None:
+    assert charts.period_step(_slo(services, "api-latency"), 300) == "8700s"  # 30d / 298
+    assert charts.period_step(_slo(services, "critical-jobs-on-time"), 300) == "300s"
+    assert charts.period_step(_slo(services, "critical-jobs-on-time"), 60) == "300s"
+
+
+def test_png_bytes_is_the_png_save_writes(tmp_path: Path, services: list[Service],
+                                          history: pd.DataFrame) -> None:
+    figure = charts.burn_down(_slo(services, "api-latency"), history)
+    png = charts.png_bytes(figure)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert png == charts.save(figure, tmp_path / "burn-down.png").read_bytes()
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.size == charts.SIZE_PX

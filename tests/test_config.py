@@ -153,6 +153,7 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
     assert config.paging == "engine"
     assert (config.schedule.evaluate, config.schedule.budget_refresh) == ("1m", "5m")
     assert config.schedule.digest_cron == "0 9 * * *"
+    assert config.schedule.digest_chart is True
     assert config.schedule.no_data_after == "10m"
     assert config.http.listen == "127.0.0.1:8080"
     assert config.http.tokens == []

@@ -1,10 +1,12 @@
 """The engine's budget jobs against a real Prometheus and the Slack stand-in: a refresh sends
 the budget-policy notice of an SLO below half its budget once (not again at the next
 refresh, nor after a restart), exports the budgets, and the daily digest goes to each
-owner channel once a day."""
+owner channel once a day with the burn-down of its SLO with the least budget left."""
 
 from __future__ import annotations
 
+import io
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
+from slo_engine import charts
 from slo_engine.config import load_config
 from slo_engine.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
 from slo_engine.engine import Engine
@@ -27,9 +31,10 @@ RPS = 10.0
 SPENT = {"checkout": ("shop", 0.6), "search": ("discovery", 0.1)}
 
 
-def _specs(directory: Path) -> None:
+def _specs(directory: Path, owners: dict[str, str] | None = None) -> None:
+    """One SLO per service (default: SPENT's); a service without recorded data has none."""
     directory.mkdir()
-    for service, (owner, _) in SPENT.items():
+    for service, owner in (owners or {s: o for s, (o, _) in SPENT.items()}).items():
         (directory / f"{service}.yaml").write_text(yaml.safe_dump({
             "apiVersion": "slo-engine/v1", "service": service, "owner": owner,
             "slos": [{"name": "availability", "objective": 99.9, "period": "1d",
@@ -83,7 +88,8 @@ class Clock:
         return self.now
 
 
-def _engine(tmp_path: Path, url: str, slack: SlackStandIn, clock: Clock) -> Engine:
+def _engine(tmp_path: Path, url: str, slack: SlackStandIn, clock: Clock, *,
+            digest_chart: bool = True) -> Engine:
     if not (tmp_path / "slos").exists():
         _specs(tmp_path / "slos")
     config = tmp_path / "slo-engine.yaml"
@@ -92,7 +98,9 @@ def _engine(tmp_path: Path, url: str, slack: SlackStandIn, clock: Clock) -> Engi
         "prometheus": {"url": url},
         "slack": {"token": TOKEN, "base_url": slack.url, "retries": 0, "owners": {
             "shop": {"page": "#checkout-oncall", "ticket": "#checkout-tickets"},
-            "discovery": {"page": "#payments-oncall", "ticket": "#slo-notices"}}},
+            "discovery": {"page": "#payments-oncall", "ticket": "#slo-notices"},
+            "ghost": {"page": "#payments-oncall"}}},
+        "schedule": {"digest_chart": digest_chart},
         "state": {"path": "state.db"}}), encoding="utf-8")
     return Engine.from_config(load_config(config, {}), clock=clock)
 
@@ -141,8 +149,55 @@ def test_the_digest_goes_to_each_owner_channel_once_a_day(
         [discovery] = [t for t in _texts(slack, "C0NOTICE") if t.startswith("SLO digest")]
         assert shop.startswith(f"SLO digest {at:%Y-%m-%d} for shop: 1 SLO, 1 burning.")
         assert discovery.startswith(f"SLO digest {at:%Y-%m-%d} for discovery: 1 SLO, 1 healthy.")
+        uploads = {upload.channel: upload for upload in slack.uploads.values()}
+        assert sorted(uploads) == ["C0NOTICE", "C0TICKET"]  # one chart each, in its channel
+        for channel, service, left in (("C0TICKET", "checkout", "4"), ("C0NOTICE", "search", "9")):
+            upload = uploads[channel]
+            assert upload.filename == f"burn-down--{service}--availability.png"
+            assert upload.title is not None and upload.title.startswith(
+                f"Burn-down of {service}/availability: {left}")
+            assert upload.title.endswith("% of its error budget left, the least in this digest")
+            assert upload.content is not None
+            with Image.open(io.BytesIO(upload.content)) as image:
+                assert (image.format, image.size) == ("PNG", charts.SIZE_PX)
+                low, high = image.convert("L").getextrema()
+                assert high - low > 100  # something was drawn
+        digest_calls = [r.method for r in slack.requests if r.method != "chat.postMessage"
+                        or r.params["text"].startswith("SLO digest")]
+        assert digest_calls == 2 * ["chat.postMessage", "files.getUploadURLExternal", "upload",
+                                    "files.completeUploadExternal"]  # each chart after its digest
         clock.now = at.replace(hour=23, minute=59)  # later the same day
         assert engine.send_digest() == 0  # the same day's digest is not sent twice
         assert len([r for r in slack.posts() if r.params["text"].startswith("SLO digest")]) == 2
+        assert len(slack.uploads) == 2
+    finally:
+        engine.close()
+
+
+def test_the_digest_chart_can_be_switched_off(
+        tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime]) -> None:
+    url, at = prometheus
+    engine = _engine(tmp_path, url, slack, Clock(at), digest_chart=False)
+    try:
+        assert engine.send_digest() == 2
+        assert slack.calls("files.getUploadURLExternal") == []
+        assert slack.uploads == {}
+    finally:
+        engine.close()
+
+
+def test_a_digest_without_budget_figures_goes_without_a_chart(
+        tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime],
+        caplog: pytest.LogCaptureFixture) -> None:
+    url, at = prometheus
+    _specs(tmp_path / "slos", {"checkout": "shop", "ghost": "ghost"})  # ghost: no events
+    engine = _engine(tmp_path, url, slack, Clock(at))
+    try:
+        with caplog.at_level(logging.WARNING, logger="slo_engine.engine"):
+            assert engine.send_digest() == 2
+        [ghost] = [t for t in _texts(slack, "C0OTHER") if t.startswith("SLO digest")]
+        assert ghost.startswith(f"SLO digest {at:%Y-%m-%d} for ghost: 1 SLO, 1 no data.")
+        assert [u.channel for u in slack.uploads.values()] == ["C0TICKET"]
+        assert "the digest to #payments-oncall goes without a chart" in caplog.text
     finally:
         engine.close()

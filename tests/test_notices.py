@@ -18,7 +18,9 @@ from slo_engine.notices import (
     BUDGET_THRESHOLDS,
     POLICY,
     budget_notices,
+    digest_chart_title,
     digest_messages,
+    least_budget,
     outage_message,
     recovery_message,
 )
@@ -157,6 +159,19 @@ def test_a_large_digest_stays_within_block_kit_limits(slos: dict[tuple[str, str]
     assert "region=r000" in shown and "region=r499" in shown  # every group is in the table
     worst = shown[shown.index("Worst burners"):shown.index("```")]
     assert worst.count("•") == 5 and "region=r499" in worst.splitlines()[1]
+
+
+def test_each_digest_charts_its_group_with_the_least_budget_left(
+        slos: dict[tuple[str, str], SLO]) -> None:
+    cart_us = _status(0.2, "cart", group="region=us")
+    statuses = [_status(0.3, "checkout"), _status(0.6, "cart"), cart_us,
+                _status(None, "checkout", group="region=us", state="no_data"),
+                _status(0.9, "search"), _status(0.1, "unknown")]
+    least = least_budget(statuses, slos, _routes)
+    assert least == {"#shop": cart_us, "#discovery": statuses[4]}
+    assert least_budget([_status(None, state="no_data")], slos, _routes) == {}
+    assert digest_chart_title(cart_us) == ("Burn-down of cart/success (region=us): 20.0% of "
+                                           "its error budget left, the least in this digest")
 
 
 def test_outage_and_recovery_notices_name_the_server_and_the_duration() -> None:

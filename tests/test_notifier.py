@@ -386,6 +386,11 @@ def test_a_notice_is_sent_once_per_key_with_its_chart(slack: SlackStandIn, state
     assert [r.method for r in slack.requests] == [
         "chat.postMessage", "files.getUploadURLExternal", "upload",
         "files.completeUploadExternal"]
+    assert pager.has_notice("digest/2026-05-12") and not pager.has_notice("digest/2026-05-13")
+    assert pager.send_notice("C0NOTICE", digest, "digest/2026-05-13", ("budget.png", chart),
+                             title="Burn-down of checkout/availability")
+    assert sorted(u.title or "" for u in slack.uploads.values()) == [
+        "Burn-down of checkout/availability", "Daily SLO digest"]
 
 
 # --- the dry run and notify-test
