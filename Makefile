@@ -62,11 +62,17 @@ lint: setup
 	$(BIN)/ruff check slo_engine tests bench
 	$(BIN)/mypy --strict slo_engine
 
-# Regenerate the committed artifacts (review them as diffs): rules_out/, the schema, tests/golden/.
+# Regenerate the committed artifacts (review them as diffs): rules_out/, the schema,
+# tests/golden/, and the README's chart (docs/burn-down.png, from the demo's month).
 golden: setup
 	$(BIN)/slo-engine compile slo_definitions --out rules_out
 	$(BIN)/slo-engine schema > slo-engine.schema.json
 	$(BIN)/pytest -q tests/test_golden.py --update-golden
+	$(BIN)/slo-engine sample-data slo_definitions --until $(DEMO_UNTIL) \
+	  --out $(DEMO_OUT)/events.csv --changes $(DEMO_OUT)/changes.jsonl
+	$(BIN)/slo-engine report slo_definitions --data $(DEMO_OUT)/events.csv --at $(DEMO_UNTIL) \
+	  --chart $(DEMO_OUT)/charts --changes $(DEMO_OUT)/changes.jsonl > /dev/null
+	cp $(DEMO_OUT)/charts/burn-down--api--api-latency.png docs/burn-down.png
 
 bench: setup prometheus
 	$(PY) -m bench
