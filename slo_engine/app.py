@@ -92,7 +92,7 @@ def prometheus_events(url: str, headers: dict[str, str] | None = None,
         with PrometheusSource(url, headers, cache_dir=cache_dir) as source:
             frame, stats = source.fetch_ledger(services, start, end, step_seconds)
         notes = list(stats.warnings)
-        if stats.fallback or stats.missing or stats.partial:
+        if stats.fallback or stats.unrecorded or stats.missing or stats.partial:
             notes.append(f"{url}: {stats.summary()}")
         return frame, notes
     return fetch

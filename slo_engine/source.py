@@ -91,6 +91,7 @@ class FetchStats:
     bytes: int = 0  # response bytes received
     points: int = 0  # samples received
     fallback: list[str] = field(default_factory=list)  # SLO ids read from their raw series
+    unrecorded: list[str] = field(default_factory=list)  # recorded late, nothing raw before
     missing: list[str] = field(default_factory=list)  # SLO ids with no data in the range
     partial: bool = False  # may lack data beyond `missing`: server warnings, failed fallback
     warnings: list[str] = field(default_factory=list)
@@ -105,6 +106,10 @@ class FetchStats:
             text += (f"; read from raw series (no recorded series for all or part of the "
                      f"range): {', '.join(self.fallback)}; deploy the generated rules to make "
                      "this cheap")
+        if self.unrecorded:
+            text += (f"; no data before their recorded series begin (rules deployed within the "
+                     f"range, raw series gone): {', '.join(self.unrecorded)}; `slo-engine "
+                     "backfill` writes their history")
         if self.missing:
             text += f"; no data: {', '.join(self.missing)}"
         if self.partial:
@@ -256,6 +261,7 @@ class PrometheusSource:
         present = _pairs(frame)
         stats.missing = sorted(i for i, s in slos.items() if (s.service, s.name) not in present)
         stats.fallback = sorted(set(stats.fallback))
+        stats.unrecorded = sorted(set(stats.unrecorded) - set(stats.fallback))
         return frame, stats
 
     def _fetch(self, slos: Mapping[str, SLO], first: int, last: int, step: int,
@@ -276,11 +282,17 @@ class PrometheusSource:
             fresh.append(recorded)
             for slo, (raw_lo, raw_hi) in _needs_fallback(group, recorded, lo, hi, step):
                 try:
-                    fresh.append(self._fallback(slo, raw_lo, raw_hi, step, stats))
+                    raw = self._fallback(slo, raw_lo, raw_hi, step, stats)
                 except QueryError as error:
                     stats.partial = True
                     stats.warnings.append(f"{slo_id(slo)}: {error}")
                     failed.add(slo_id(slo))
+                    continue
+                if not raw.empty:
+                    stats.fallback.append(slo_id(slo))
+                    fresh.append(raw)
+                elif raw_hi < hi:  # its recorded series begin within the range
+                    stats.unrecorded.append(slo_id(slo))
         merged = _merge(cache.frame, fresh, plan, reset, first, slos)
         wanted = _pair_mask(merged, [(s.service, s.name) for s in slos.values()])
         result = merged[wanted & (merged["timestamp"] <= _ts(last)).to_numpy()]
@@ -316,7 +328,6 @@ class PrometheusSource:
     def _fallback(self, slo: SLO, lo: int, hi: int, step: int,
                   stats: FetchStats) -> pd.DataFrame:
         """One SLO's events over buckets [lo, hi] from its SLI's raw series."""
-        stats.fallback.append(slo_id(slo))
         queries = fallback_queries(slo, step)
         keyed: list[Keyed] = []
         for kind, query in queries.items():

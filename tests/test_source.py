@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -399,6 +399,17 @@ def test_history_from_before_the_rules_were_deployed_comes_from_raw_series(
 
 
 @pytest.mark.prometheus
+def test_a_range_reaching_before_all_data_is_not_reported_as_read_from_raw_series(
+        history: History) -> None:
+    start = history.start - timedelta(days=2)
+    frame, stats = history.source().fetch_ledger([history.main], start, history.end)
+    ids = [f"web/{slo.name}" for slo in history.main.slos]
+    assert stats.unrecorded == sorted(ids) and not stats.fallback and not stats.missing
+    assert "raw series gone" in stats.summary() and "read from raw" not in stats.summary()
+    assert frame["timestamp"].min() >= pd.Timestamp(history.start)
+
+
+@pytest.mark.prometheus
 def test_a_failing_fallback_query_makes_the_result_partial(history: History) -> None:
     broken = dataclasses.replace(history.legacy.slos[1], name="broken",
                                  sli=QuerySLI(total="sum(rate(x[{{window}}])) by (", bad="x"))
@@ -414,7 +425,7 @@ def test_a_range_without_data_gives_an_empty_ledger(history: History) -> None:
     before = history.start.timestamp() - 30 * DAY
     frame, stats = history.source().fetch_ledger([history.main], at(before), at(before + DAY))
     assert frame.empty and list(frame.columns) == list(ledger.COLUMNS)
-    assert len(stats.missing) == 3 and len(stats.fallback) == 3  # the raw reads found nothing
+    assert len(stats.missing) == 3 and not stats.fallback  # the raw reads found nothing
     assert history.source().instant('{__name__="no_such_metric"}') == []
 
 
