@@ -107,9 +107,9 @@ class FetchStats:
                      f"range): {', '.join(self.fallback)}; deploy the generated rules to make "
                      "this cheap")
         if self.unrecorded:
-            text += (f"; no data before their recorded series begin (rules deployed within the "
-                     f"range, raw series gone): {', '.join(self.unrecorded)}; `slo-engine "
-                     "backfill` writes their history")
+            text += (f"; history begins after the range does (nothing recorded or raw "
+                     f"before): {', '.join(self.unrecorded)}; if they served earlier, "
+                     "`slo-engine backfill` writes that history")
         if self.missing:
             text += f"; no data: {', '.join(self.missing)}"
         if self.partial:
