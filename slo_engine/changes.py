@@ -60,10 +60,18 @@ class Change(BaseModel):
         previous version; None when neither is known."""
         if self.rollback_command:
             return self.rollback_command
-        if self.previous_version and "{previous_version}" in template:
-            return template.format(previous_version=self.previous_version,
-                                   service=self.service, version=self.version or "")
-        return None
+        if not self.previous_version or "{previous_version}" not in template:
+            return None
+        values = {"previous_version": self.previous_version, "service": self.service,
+                  "version": self.version or ""}
+        try:
+            return template.format(**values)
+        except (KeyError, IndexError, ValueError):
+            # Braces of the command itself (JSON) or a placeholder we do not know: fill the
+            # known ones and keep the rest as written, rather than fail the page.
+            for name, value in values.items():
+                template = template.replace(f"{{{name}}}", value)
+            return template
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

@@ -74,9 +74,9 @@ def estimate_onset(ratio: pd.Series, at: datetime, slo: SLO, tier: AlertTier) ->
     `at` and more than the tier's long window before it are ignored: a burn older than its
     long window would have fired earlier. A dip below the threshold shorter than the tier's
     short window does not end the run (the short window, which must also burn for the tier to
-    fire, would hardly notice it); a longer dip or a gap in the data does. None when no point
-    within one short window before `at` is above the threshold: then the alert's time is all
-    there is.
+    fire, would hardly notice it), nor does a gap in the data that short; longer ones do.
+    None when no point within one short window before `at` is above the threshold: then the
+    alert's time is all there is.
     Compared as the rules compare (`ratio / budget > burn rate`, both numbers as printed).
     """
     import pandas as pd

@@ -599,9 +599,10 @@ def _body(message: SlackMessage) -> str:
     return json.dumps(message.as_json(), sort_keys=True, ensure_ascii=False)
 
 
-def _tier_speed(tier: str) -> float:
-    """Tiers as "long/short"; the fastest (shortest long window) leads the message."""
-    return parse_duration(tier.partition("/")[0])
+def _tier_speed(tier: str) -> tuple[float, str]:
+    """Tiers as "long/short"; the fastest (shortest long window) leads the message, the
+    name breaking a tie so the lead does not depend on set order."""
+    return parse_duration(tier.partition("/")[0]), tier
 
 
 def _now() -> str:

@@ -74,7 +74,10 @@ class StateDB:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All statements inside commit together or not at all (IMMEDIATE: writers queue)."""
+        """All statements inside commit together or not at all (IMMEDIATE: writers queue).
+        A failed COMMIT leaves SQLite's transaction open, so it is rolled back here: else
+        every later transaction of this connection would fail. SQLite's own errors (disk
+        full, I/O) are StateErrors, which the service reports instead of crashing a job."""
         with self._lock:
             try:
                 self._connection.execute("BEGIN IMMEDIATE")
@@ -83,20 +86,28 @@ class StateDB:
                     from None
             try:
                 yield self._connection
-            except BaseException:
-                self._connection.execute("ROLLBACK")
-                raise
-            try:
                 self._connection.execute("COMMIT")
             except sqlite3.Error as error:
-                raise StateError(f"cannot commit to the state database {self.path}: {error}") \
+                self._rollback()
+                raise StateError(f"cannot write the state database {self.path}: {error}") \
                     from None
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        """Roll back unless SQLite already did (it does on some errors, e.g. a full disk)."""
+        if self._connection.in_transaction:
+            self._connection.execute("ROLLBACK")
 
     def query(self, sql: str, parameters: Iterable[object] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            cursor = self._connection.execute(sql, tuple(parameters))
-            cursor.row_factory = sqlite3.Row
-            return list(cursor.fetchall())
+        try:
+            with self._lock:
+                cursor = self._connection.execute(sql, tuple(parameters))
+                cursor.row_factory = sqlite3.Row
+                return list(cursor.fetchall())
+        except sqlite3.Error as error:
+            raise StateError(f"cannot read the state database {self.path}: {error}") from None
 
     def writable(self) -> bool:
         """Whether a write would succeed now: what /readyz reports."""
@@ -104,7 +115,7 @@ class StateDB:
             with self.transaction() as connection:
                 connection.execute("CREATE TABLE IF NOT EXISTS probe (x INTEGER)")
             return True
-        except (StateError, sqlite3.Error):
+        except StateError:
             return False
 
     def add_changes(self, changes: Iterable[Change]) -> list[Change]:

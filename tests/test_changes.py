@@ -61,6 +61,9 @@ def test_rollback_given_derived_or_unknown() -> None:
     assert derived.rollback("argocd app rollback {service} --to {previous_version}") == \
         "argocd app rollback checkout --to web-api:2026.05.10-41c2d2a"
     assert derived.rollback("page the release manager") is None  # no {previous_version}
+    # A brace the template does not mean as a placeholder must not lose the page.
+    assert derived.rollback('patch {service} -p {"image": "{previous_version}"} {revision}') == \
+        'patch checkout -p {"image": "web-api:2026.05.10-41c2d2a"} {revision}'
     assert change(0).rollback() is None
 
 
@@ -153,6 +156,22 @@ def test_a_state_path_that_cannot_be_a_database_is_a_state_error(tmp_path: Path)
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(StateError, match=r"cannot open the state database .*dir\.db"):
         StateDB(tmp_path / "dir.db")
+
+
+
+def test_a_failed_commit_is_rolled_back_and_the_next_transaction_works(tmp_path: Path) -> None:
+    # A deferred foreign key fails at COMMIT, which leaves SQLite's transaction open.
+    with StateDB(tmp_path / "state.db") as state:
+        state.ensure_schema("CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE child "
+                            "(p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);")
+        state.query("PRAGMA foreign_keys = ON")
+        for statement, error in (("INSERT INTO child VALUES (42)", "FOREIGN KEY constraint"),
+                                 ("INSERT INTO missing VALUES (1)", "no such table: missing")):
+            with pytest.raises(StateError, match=error), state.transaction() as connection:
+                connection.execute(statement)
+        assert state.add_changes([change(0)]) == [change(0)]
+        assert state.query("SELECT COUNT(*) FROM child")[0][0] == 0
+        assert state.writable()
 
 
 # --- the CLI --------------------------------------------------------------------------------

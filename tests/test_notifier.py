@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import replace
@@ -197,6 +198,17 @@ def test_two_page_tiers_share_one_message_and_resolve_when_both_stop(
     assert len(slack.replies(ts)) == 1
 
 
+
+def test_tiers_with_one_long_window_lead_in_name_order(slack: SlackStandIn, state: StateDB,
+                                                       checkout: SLO) -> None:
+    pager = notifier(state, slack)
+    pager.handle(alert_context(checkout, 0, windows=("1h", "5m")))
+    pager.handle(alert_context(checkout, 1, windows=("1h", "10m"), burn=(21.0, 22.0)))
+    pager.handle(alert_context(checkout, 2, windows=("1h", "5m"), burn=(23.0, 24.0)))
+    (update,) = slack.calls("chat.update")  # not a repaint by whichever set order says leads
+    assert "Burn rate 10m" in str(update.params["blocks"])
+
+
 # --- Slack misbehaving
 
 
@@ -299,6 +311,53 @@ def test_a_page_queued_before_a_restart_goes_out_once_already_resolved(
     assert header(post.params["blocks"]).startswith("\u2705 RESOLVED")
     assert len(slack.replies(post.answer["ts"])) == 1
     assert slack.calls("chat.update") == []
+
+
+
+def test_a_call_cut_short_by_a_crash_goes_out_after_the_restart(
+        slack: SlackStandIn, tmp_path: Path, checkout: SLO) -> None:
+    path = tmp_path / "state.db"
+    slack.answer_500(1000)
+    with StateDB(path) as first:
+        notifier(first, slack).handle(alert_context(checkout, 0))
+        with first.transaction() as connection:  # killed between claiming and recording
+            connection.execute("UPDATE notify_outbox SET state = 'sending'")
+    slack.clear_faults()
+    with StateDB(path) as second:
+        restarted = notifier(second, slack)
+        assert restarted.outbox_depth() == 1
+        assert restarted.flush().sent == 1
+    assert len(slack.posts()) == 1
+
+
+def test_pages_from_many_threads_at_once_post_each_incident_once(
+        slack: SlackStandIn, state: StateDB, checkout: SLO) -> None:
+    pager = notifier(state, slack)
+    regions = [f"r{i}" for i in range(5)]
+
+    def fire(region: str, repeat: int) -> None:  # the evaluator and the webhook, racing
+        for minute in range(3):
+            pager.handle(alert_context(checkout, minute, region=region,
+                                       burn=(20.0 + minute + repeat / 10, 25.0)))
+
+    def run(work: list[threading.Thread]) -> None:
+        for thread in work:
+            thread.start()
+        for thread in work:
+            thread.join()
+
+    run([threading.Thread(target=fire, args=(region, repeat))
+         for region in regions for repeat in range(2)])
+    run([threading.Thread(target=pager.handle,
+                          args=(alert_context(checkout, 10, region=region, firing=False),))
+         for region in regions])
+    posts = slack.posts()
+    assert sorted(header(p.params["blocks"]).split("region=")[1] for p in posts) == [
+        f"{region})" for region in regions]
+    for post in posts:
+        assert header(slack.messages[post.answer["ts"]].blocks).startswith("\u2705 RESOLVED")
+        assert len(slack.replies(post.answer["ts"])) == 1
+    assert all(r.ok for r in slack.requests) and pager.outbox_depth() == 0
 
 
 # --- a broken set-up

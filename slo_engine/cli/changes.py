@@ -137,8 +137,7 @@ def _add(args: argparse.Namespace) -> int:
 def _latest_same(state: StateDB, change: Change) -> Change | None:
     """The service's latest change of this kind, when it has the same version: a CD step
     retried without --time reports the deploy it already reported."""
-    latest = state.changes(services=[change.service], kinds=[change.kind],
-                                         limit=1)
+    latest = state.changes(services=[change.service], kinds=[change.kind], limit=1)
     return latest[0] if latest and latest[0].version == change.version else None
 
 
