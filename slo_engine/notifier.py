@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from slo_engine.config import SlackConfig
@@ -111,6 +111,9 @@ _CHANNEL_ERRORS = {
     "edit_window_closed": "the workspace no longer allows editing that message",
 }
 _ERROR_CODE = re.compile(r"[a-z0-9_]+")
+# Delivered calls and resolved incidents are kept this long, then pruned: long enough for a
+# quarter's incident reviews and every notice key's idempotency, short enough to stay small.
+OUTBOX_RETENTION = timedelta(days=90)
 _TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_unavailable",
                      "request_timeout"}
 
@@ -314,9 +317,10 @@ class Notifier:
     are shown, so the message does not flip between them.
     """
 
-    def __init__(self, state: StateDB, delivery: Delivery,
-                 route: Callable[[str, str], str]) -> None:
+    def __init__(self, state: StateDB, delivery: Delivery, route: Callable[[str, str], str],
+                 *, retention: timedelta = OUTBOX_RETENTION) -> None:
         self._state = state
+        self._retention = retention
         self._delivery = delivery
         self._route = route
         self._flushing = threading.Lock()  # one flush at a time keeps the order
@@ -384,8 +388,26 @@ class Notifier:
                 if outcome.blocks_all:
                     break
                 failed += 1
+            if sent or failed:
+                self._prune(datetime.now(UTC) - self._retention)
         return DeliveryReport(sent=sent, failed=failed, queued=self.outbox_depth(),
                               errors=tuple(errors))
+
+    def _prune(self, before: datetime) -> None:
+        """Forget delivered calls and resolved incidents older than `before`, so a service
+        running for years keeps a bounded database; a call an open incident or a waiting
+        call still needs stays."""
+        cutoff = before.isoformat()
+        with self._state.transaction() as connection:
+            connection.execute(
+                "DELETE FROM notify_outbox WHERE state IN ('sent', 'failed') "
+                "AND created_at < ? "
+                "AND id NOT IN (SELECT post_id FROM notify_incidents WHERE resolved_at IS NULL) "
+                "AND id NOT IN (SELECT parent_id FROM notify_outbox "
+                "               WHERE parent_id IS NOT NULL AND state IN ('queued', 'sending'))",
+                (cutoff,))
+            connection.execute("DELETE FROM notify_incidents WHERE resolved_at IS NOT NULL "
+                               "AND opened_at < ?", (cutoff,))
 
     def outbox_depth(self) -> int:
         rows = self._state.query("SELECT COUNT(*) AS n FROM notify_outbox "
@@ -544,6 +566,9 @@ class Notifier:
                 "ts = COALESCE(?, ts), last_error = ?, sent_at = ? WHERE id = ?",
                 (state, posted.channel if posted else None, posted.ts if posted else None,
                  error, _now() if state == "sent" else None, item["id"]))
+            if item["kind"] == "upload":  # a chart is not needed once Slack has it
+                connection.execute("UPDATE notify_outbox SET content = NULL WHERE id = ?",
+                                   (item["id"],))
 
     @staticmethod
     def _raise_refusals(report: DeliveryReport) -> None:

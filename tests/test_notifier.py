@@ -452,6 +452,35 @@ def test_a_notice_is_sent_once_per_key_with_its_chart(slack: SlackStandIn, state
         "Burn-down of checkout/availability", "Daily SLO digest"]
 
 
+def test_delivered_calls_are_pruned_but_what_an_open_incident_needs_stays(
+        slack: SlackStandIn, state: StateDB, checkout: SLO) -> None:
+    pager = Notifier(state, delivery(slack), engine_config().channel_for,
+                     retention=timedelta(0))  # everything delivered is old enough
+    pager.handle(alert_context(checkout, 0, region="eu"))
+    pager.handle(alert_context(checkout, 0, region="us"))
+    pager.handle(alert_context(checkout, 30, firing=False, region="us"))
+    assert pager.send_notice("C0NOTICE", SlackMessage(text="digest", blocks=[]), "digest/1",
+                             ("chart.png", tiny_png()))
+    kept = state.query("SELECT kind, content FROM notify_outbox")
+    assert [row["kind"] for row in kept] == ["post"]  # the open eu incident's page
+    assert state.query("SELECT incident_key FROM notify_incidents")[0]["incident_key"] \
+        .endswith("region=eu/page")
+    pager.handle(alert_context(checkout, 5, burn=(30.0, 40.0), region="eu"))  # still updatable
+    pager.handle(alert_context(checkout, 50, firing=False, region="eu"))
+    (eu,) = [p for p in slack.posts() if "region=eu" in p.params["text"]]
+    assert header(slack.messages[eu.answer["ts"]].blocks).startswith("\u2705 RESOLVED")
+    assert len(slack.replies(eu.answer["ts"])) == 1
+    assert state.query("SELECT COUNT(*) AS n FROM notify_outbox")[0]["n"] == 0
+
+
+def test_a_chart_is_not_kept_once_slack_has_it(slack: SlackStandIn, state: StateDB) -> None:
+    pager = notifier(state, slack)
+    assert pager.send_notice("C0NOTICE", SlackMessage(text="digest", blocks=[]), "digest/1",
+                             ("chart.png", tiny_png()))
+    (upload,) = state.query("SELECT state, content FROM notify_outbox WHERE kind = 'upload'")
+    assert upload["state"] == "sent" and upload["content"] is None
+
+
 # --- the dry run and notify-test
 
 
