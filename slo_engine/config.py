@@ -95,10 +95,19 @@ class ScheduleConfig(_Section):
 
 
 class HttpConfig(_Section):
-    listen: str = "127.0.0.1:8080"
+    listen: str = Field("127.0.0.1:8080", description="host:port; [::1]:8080 for IPv6.")
     tokens: list[SecretStr] = Field(default_factory=list,
                                     description="Bearer tokens accepted for writes.")
     max_body_bytes: int = Field(65_536, ge=1024, le=10_485_760)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        port = value.rpartition(":")[2]
+        if not (port.isdigit() and int(port) <= 65535):
+            raise ValueError(f"{value!r} is not host:port; write e.g. 127.0.0.1:8080, or "
+                             "0.0.0.0:8080 to listen on every interface")
+        return value
 
 
 class EngineConfig(_Section):

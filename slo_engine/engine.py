@@ -48,6 +48,7 @@ from slo_engine.evaluator import (
     firing_tiers,
     tier_id,
     transitions,
+    unseen_tiers,
 )
 from slo_engine.incident import BurnAlert
 from slo_engine.loader import discover
@@ -87,6 +88,9 @@ CREATE TABLE IF NOT EXISTS engine_outage (
 PROBE_QUERY = "vector(1)"
 PROBE_TIMEOUT = 5.0  # seconds: /readyz must answer before the kubelet gives up
 RECENT_BUILD_INFO = timedelta(minutes=30)  # synced before each page: deploys just landed
+# A firing tier without samples stays firing this long: after an outage Prometheus records
+# the fast windows again within a rule interval, the slow ones within SLOW_GROUP_INTERVAL.
+UNSEEN_HOLD = timedelta(minutes=10)
 
 Clock = Callable[[], datetime]
 
@@ -112,9 +116,11 @@ class Engine:
         self._retired: dict[tuple[str, str], SLO] = {}  # removed by a reload, maybe firing
         self._files = _fingerprint(config.slo_files)
         self._statuses: list[BudgetStatus] = []
-        self._local = threading.local()
-        self._sources: list[PrometheusSource] = []
+        self._sources: list[PrometheusSource] = []  # every one opened, closed by close()
+        self._idle: list[PrometheusSource] = []  # those no thread is using now
+        self._cached: PrometheusSource | None = None
         self._sources_lock = threading.Lock()
+        self._unseen_since: dict[str, datetime] = {}  # tier_id -> first evaluation without data
         self._paging = threading.Lock()  # one transition of the firing set at a time
         self._refreshing = threading.Lock()  # the ledger cache has one writer
         state.ensure_schema(_SCHEMA)
@@ -187,12 +193,12 @@ class Engine:
         services = self._services
         slos = [slo for service in services for slo in service.slos]
         try:
-            source = self._source()
-            if self.config.paging == "engine":
-                results = {name: source.instant(query, at)
-                           for name, query in burn_queries(slos).items()}
-            else:
-                source.instant(PROBE_QUERY, at)
+            with self._source() as source:
+                if self.config.paging == "engine":
+                    results = {name: source.instant(query, at)
+                               for name, query in burn_queries(slos).items()}
+                else:
+                    source.instant(PROBE_QUERY, at)
         except SourceError as error:
             self._source_failed(error, at)
             self.deliver()
@@ -203,6 +209,7 @@ class Engine:
             with self._paging:
                 previous = self.firing()
                 current = firing_tiers(slos, results, at)
+                current.update(self._held(previous, unseen_tiers(previous, slos, results), at))
                 changed = transitions(previous, current, at)
                 for alert in changed:
                     self._notify(alert)
@@ -304,7 +311,8 @@ class Engine:
                 log.error("change file not imported: %s", error)
         for spec in self.config.changes.build_info:
             try:
-                found.extend(build_info_changes(self._source(), spec, start, end))
+                with self._source() as source:
+                    found.extend(build_info_changes(source, spec, start, end))
             except SourceError as error:
                 self._count_query_error(error)
                 log.warning("build-info deploys not read: %s", error)
@@ -332,6 +340,8 @@ class Engine:
             for source in self._sources:
                 source.close()
             self._sources.clear()
+            self._idle.clear()
+            self._cached = None
         self.state.close()
 
     # --- paging ---------------------------------------------------------------------------
@@ -360,7 +370,8 @@ class Engine:
             ratio = None
             try:
                 start, end = ratio_window(alert, slo)
-                ratio = error_ratio_series(self._source(), slo, alert.group, start, end)
+                with self._source() as source:
+                    ratio = error_ratio_series(source, slo, alert.group, start, end)
             except SourceError as error:
                 self._count_query_error(error)
                 log.warning("%s: onset unknown: %s", alert.incident_key, error)
@@ -375,9 +386,9 @@ class Engine:
         """Alertmanager's alerts carry no burn rates: read them as the evaluator does, or
         take the budget's (which lag by one ledger step) when Prometheus cannot say."""
         try:
-            source = self._source()
-            long, short = (burn_rate_in(source.instant(query), slo)
-                           for query in alert_burn_queries(slo, alert))
+            with self._source() as source:
+                long, short = (burn_rate_in(source.instant(query), slo)
+                               for query in alert_burn_queries(slo, alert))
             return replace(alert, burn_rate_long=long, burn_rate_short=short)
         except SourceError as error:
             self._count_query_error(error)
@@ -404,9 +415,12 @@ class Engine:
 
     def _ledger(self, services: list[Service], start: datetime, end: datetime, *,
                 cache: bool) -> pd.DataFrame:
-        source = self._source() if not cache else self._cached_source()
-        frame, stats = source.fetch_ledger(services, start, end,
-                                           int(parse_duration(self.config.prometheus.step)))
+        step = int(parse_duration(self.config.prometheus.step))
+        if cache:
+            frame, stats = self._cached_source().fetch_ledger(services, start, end, step)
+        else:
+            with self._source() as source:
+                frame, stats = source.fetch_ledger(services, start, end, step)
         for warning in stats.warnings:
             log.warning("ledger: %s", warning)
         return frame
@@ -465,6 +479,18 @@ class Engine:
         """The tiers firing now, by tier_id: as last evaluated, or as Alertmanager said."""
         rows = self.state.query("SELECT tier, body FROM engine_firing")
         return {row["tier"]: _alert_from_json(row["body"]) for row in rows}
+
+    def _held(self, previous: Mapping[str, BurnAlert], unseen: set[str],
+              at: datetime) -> dict[str, BurnAlert]:
+        """The unseen tiers that stay firing: those without samples for less than
+        UNSEEN_HOLD (a resolution now would be a guess, and a page again a minute later)."""
+        self._unseen_since = {key: self._unseen_since.get(key, at) for key in unseen}
+        held = {key: previous[key] for key, since in self._unseen_since.items()
+                if at - since < UNSEEN_HOLD}
+        for key in sorted(unseen - held.keys()):
+            log.warning("%s: no samples for %s, resolved", key, describe_seconds(
+                (at - self._unseen_since[key]).total_seconds()))
+        return held
 
     def _save_firing(self, firing: Mapping[str, BurnAlert]) -> None:
         with self.state.transaction() as connection:
@@ -560,24 +586,29 @@ class Engine:
 
     # --- Prometheus sources ---------------------------------------------------------------
 
-    def _source(self) -> PrometheusSource:
-        """This thread's source (a source is not thread-safe; jobs and requests run in
-        several threads)."""
-        source: PrometheusSource | None = getattr(self._local, "source", None)
+    @contextmanager
+    def _source(self) -> Iterator[PrometheusSource]:
+        """A source no other thread is using (a source is not thread-safe; jobs and requests
+        run in several threads), put back for the next one: not one per thread, as the HTTP
+        thread pool retires idle threads and each would leave a source and its connection
+        open."""
+        with self._sources_lock:
+            source = self._idle.pop() if self._idle else None
         if source is None:
             source = self._track(self._new_source())
-            self._local.source = source
-        return source
+        try:
+            yield source
+        finally:
+            with self._sources_lock:
+                self._idle.append(source)
 
     def _cached_source(self) -> PrometheusSource:
-        """The budget refresh's source: its ledger cache lives next to the state database,
-        so a refresh fetches only what is new."""
-        source: PrometheusSource | None = getattr(self._local, "cached", None)
-        if source is None:
-            source = self._track(self._new_source(
+        """The budget refresh's source (its callers hold `_refreshing`): its ledger cache
+        lives next to the state database, so a refresh fetches only what is new."""
+        if self._cached is None:
+            self._cached = self._track(self._new_source(
                 cache_dir=Path(self.config.state.path).parent / "ledger-cache"))
-            self._local.cached = source
-        return source
+        return self._cached
 
     def _new_source(self, *, timeout: float | None = None, retries: int = 2,
                     cache_dir: Path | None = None) -> PrometheusSource:

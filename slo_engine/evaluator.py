@@ -96,6 +96,35 @@ def firing_tiers(slos: Iterable[SLO], results: Mapping[str, Result],
     return firing
 
 
+def unseen_tiers(previous: Mapping[str, BurnAlert], slos: Iterable[SLO],
+                 results: Mapping[str, Result]) -> set[str]:
+    """The firing tiers (of `previous`, by `tier_id`) of loaded SLOs whose long or short
+    window has no sample at all in `results` (a NaN is a sample).
+
+    No sample says nothing about the burn: after a Prometheus outage longer than the 5m
+    lookback the recorded series are missing until their rules run again, and resolving
+    the tier then would page again a minute later.
+    """
+    if not previous:
+        return set()
+    by_pair = {(slo.service, slo.name): slo for slo in slos}
+    values = {name: _values(result, by_pair) for name, result in results.items()}
+    unseen: set[str] = set()
+    for key, alert in previous.items():
+        slo = by_pair.get((alert.service, alert.slo))
+        if slo is None or not any(
+                (t.long_window, t.short_window) == (alert.long_window, alert.short_window)
+                and ("page" if t.severity == "page" else "ticket") == alert.severity
+                for t in slo.tiers):
+            continue  # an SLO or tier no longer loaded resolves at once
+        every, _ = recorded_windows(slo)
+        group = (alert.service, alert.slo, alert.group)
+        if any(group not in values.get(_ratio_name(window, window not in every), {})
+               for window in (alert.long_window, alert.short_window)):
+            unseen.add(key)
+    return unseen
+
+
 def alert_burn_queries(slo: SLO, alert: BurnAlert) -> tuple[str, str]:
     """The instant queries of one alert's long and short window for its SLO group: a page
     from Alertmanager shows the burn rates the engine's own would."""

@@ -71,6 +71,8 @@ def create_app(engine: EngineAPI, http: HttpConfig) -> FastAPI:
             return json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise _Rejected(422, f"the body is not JSON: {error}") from None
+        except RecursionError:  # a few kilobytes of '[' are enough
+            raise _Rejected(422, "the body's JSON nests too deeply") from None
 
     @app.post("/api/v1/changes", status_code=201, openapi_extra=_body_schema(
         {"oneOf": [{"$ref": "#/components/schemas/Change"},
@@ -194,7 +196,7 @@ class HttpServer:
     def __init__(self, app: FastAPI, listen: str) -> None:
         host, _, port = listen.rpartition(":")
         self._server = uvicorn.Server(uvicorn.Config(
-            app, host=host or "127.0.0.1", port=int(port), log_level="warning",
+            app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_level="warning",
             lifespan="off", access_log=False, timeout_keep_alive=5, limit_concurrency=100,
             h11_max_incomplete_event_size=16_384))
         self._thread: threading.Thread | None = None

@@ -130,7 +130,10 @@ def serve(scheduler: EngineScheduler, on_stop: Callable[[], None],
             if reload_requested.is_set():
                 reload_requested.clear()
                 log.info("SIGHUP received: reloading the SLO files")
-                scheduler.jobs.reload()
+                try:
+                    scheduler.jobs.reload()
+                except Exception:  # as in a job: a failed reload must not stop the service
+                    log.exception("reload on SIGHUP failed; the last good set keeps running")
     finally:
         scheduler.shutdown(wait=True)
         try:

@@ -89,6 +89,17 @@ def test_every_mistake_is_reported_at_its_line_and_field(tmp_path: Path) -> None
                for i in issues)
 
 
+@pytest.mark.parametrize("listen", ["localhost", "127.0.0.1:http", "0.0.0.0:65536"])
+def test_a_listen_address_without_a_port_is_located(tmp_path: Path, listen: str) -> None:
+    text = ("apiVersion: slo-engine/v1\nkind: EngineConfig\nprometheus: {url: http://p}\n"
+            f"http: {{listen: '{listen}'}}\n")
+    [issue] = _issues(tmp_path, text)
+    assert issue.startswith(f"{tmp_path / 'slo-engine.yaml'}:4:") and "http.listen: " in issue
+    assert f"'{listen}' is not host:port; write e.g. 127.0.0.1:8080" in issue
+    for fine in ("0.0.0.0:8080", ":8080", "[::1]:8080"):
+        assert _load(tmp_path, text.replace(listen, fine)).http.listen == fine
+
+
 def test_a_file_that_is_not_an_engine_config_says_what_it_should_start_with(
         tmp_path: Path) -> None:
     issues = _issues(tmp_path, "service: checkout\nslos: []\n")

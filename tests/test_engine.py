@@ -1,12 +1,17 @@
 """The engine's budget jobs against a real Prometheus and the Slack stand-in: a refresh sends
 the budget-policy notice of an SLO below half its budget once (not again at the next
 refresh, nor after a restart), exports the budgets, and the daily digest goes to each
-owner channel once a day with the burn-down of its SLO with the least budget left."""
+owner channel once a day with the burn-down of its SLO with the least budget left. A firing
+tier whose recorded series are missing (Prometheus back from an outage, its rules not yet run)
+is held, not resolved; and requests from ever new threads share the engine's connections."""
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,9 +22,12 @@ import yaml
 from PIL import Image
 
 from slo_engine import charts
+from slo_engine.alertmanager import WebhookPayload
 from slo_engine.config import load_config
 from slo_engine.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
-from slo_engine.engine import Engine
+from slo_engine.engine import UNSEEN_HOLD, Engine
+from slo_engine.evaluator import tier_id
+from slo_engine.incident import BurnAlert
 from tests.support.binaries import require
 from tests.support.prometheus import PrometheusServer, backfill_openmetrics
 from tests.support.slack_standin import TOKEN, SlackStandIn
@@ -89,7 +97,7 @@ class Clock:
 
 
 def _engine(tmp_path: Path, url: str, slack: SlackStandIn, clock: Clock, *,
-            digest_chart: bool = True) -> Engine:
+            digest_chart: bool = True, paging: str = "engine") -> Engine:
     if not (tmp_path / "slos").exists():
         _specs(tmp_path / "slos")
     config = tmp_path / "slo-engine.yaml"
@@ -100,7 +108,7 @@ def _engine(tmp_path: Path, url: str, slack: SlackStandIn, clock: Clock, *,
             "shop": {"page": "#checkout-oncall", "ticket": "#checkout-tickets"},
             "discovery": {"page": "#payments-oncall", "ticket": "#slo-notices"},
             "ghost": {"page": "#payments-oncall"}}},
-        "schedule": {"digest_chart": digest_chart},
+        "schedule": {"digest_chart": digest_chart}, "paging": paging,
         "state": {"path": "state.db"}}), encoding="utf-8")
     return Engine.from_config(load_config(config, {}), clock=clock)
 
@@ -201,3 +209,71 @@ def test_a_digest_without_budget_figures_goes_without_a_chart(
         assert "the digest to #payments-oncall goes without a chart" in caplog.text
     finally:
         engine.close()
+
+
+def test_a_firing_tier_without_samples_is_held_before_it_resolves(
+        tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime]) -> None:
+    url, at = prometheus  # this Prometheus has no error-ratio series: every window is unseen
+    clock = Clock(at)
+    engine = _engine(tmp_path, url, slack, clock)
+    firing = BurnAlert("checkout", "availability", (), "page", "1h", "5m", True,
+                       at - timedelta(minutes=5), 20.0, 100.0, "engine")
+    engine._save_firing({tier_id(firing): firing})  # as an evaluation before the outage left it
+    try:
+        for later in (timedelta(0), UNSEEN_HOLD - timedelta(minutes=1)):
+            clock.now = at + later
+            assert engine.evaluate() == []
+            assert list(engine.firing().values()) == [firing]
+        clock.now = at + UNSEEN_HOLD
+        [resolved] = engine.evaluate()
+        assert (resolved.tier, resolved.firing, resolved.at) == ("1h/5m", False, clock.now)
+        assert engine.firing() == {}
+    finally:
+        engine.close()
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections of this process to `port` (a closed source's socket
+    lingers until its last response is collected)."""
+    gc.collect()
+    sockets = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            sockets.add(target[len("socket:["):-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        count += int(remote.split(":")[1], 16) == port and state == "01" and inode in sockets
+    return count
+
+
+def test_webhooks_from_ever_new_threads_share_the_engines_connections(
+        tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime]) -> None:
+    """The HTTP thread pool retires idle threads: a connection per thread would pile up."""
+    url, at = prometheus
+    port = int(url.rsplit(":", 1)[1])
+    engine = _engine(tmp_path, url, slack, Clock(at), paging="alertmanager")
+    labels = {"alertname": "SLOErrorBudgetBurn", "service": "checkout", "slo": "availability",
+              "severity": "page", "long_window": "1h", "short_window": "5m"}
+    before = _connections_to(port)
+    try:
+        for status in 3 * ("firing", "resolved"):
+            payload = WebhookPayload.model_validate({
+                "version": "4", "status": status, "alerts": [{
+                    "status": status, "labels": labels, "startsAt": at.isoformat(),
+                    "endsAt": (at + timedelta(minutes=1)).isoformat()}]})
+            accepted: list[int] = []
+            thread = threading.Thread(target=lambda p=payload, into=accepted: into.append(
+                engine.handle_alertmanager(p)))
+            thread.start()
+            thread.join(30)
+            assert accepted == [1]
+        assert _connections_to(port) - before == 1
+    finally:
+        engine.close()
+    assert _connections_to(port) == before

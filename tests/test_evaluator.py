@@ -23,6 +23,7 @@ from slo_engine.evaluator import (
     firing_tiers,
     tier_id,
     transitions,
+    unseen_tiers,
 )
 from slo_engine.incident import BurnAlert
 from slo_engine.loader import load_services
@@ -203,6 +204,20 @@ def test_page_and_ticket_tiers_are_separate_transitions() -> None:
                                                  "checkout/success//ticket"]
     assert [(a.severity, a.firing) for a in transitions(after, _firing(_alert("1h/5m")), AT)] \
         == [("ticket", False)]
+
+
+def test_a_firing_tier_without_samples_is_unseen_not_resolved(tmp_path: Path) -> None:
+    slo = _slos(tmp_path, _spec())[0]
+    previous = _firing(_alert("1h/5m"), _alert("1d/2h", severity="ticket"))
+    # Prometheus answers, but its rules have not recorded since it came back.
+    assert unseen_tiers(previous, [slo], _results(slo, {})) == set(previous)
+    assert unseen_tiers(previous, [slo], _results(slo, {"1h": 0.5})) == set(previous)
+    # Samples, even NaN or below the threshold, are seen: those tiers resolve as usual.
+    seen = {"1h": 0.0, "5m": "NaN", "1d": 0.5, "2h": 0.5}
+    assert unseen_tiers(previous, [slo], _results(slo, seen)) == set()
+    # A tier or SLO no longer loaded is never held.
+    assert unseen_tiers(_firing(_alert("2h/10m")), [slo], _results(slo, {})) == set()
+    assert unseen_tiers(previous, [], _results(slo, {})) == set()
 
 
 def test_webhook_reports_join_and_leave_one_tier_at_a_time() -> None:

@@ -165,6 +165,22 @@ def test_a_body_that_is_not_json_gets_422(client: httpx.Client) -> None:
     assert response.status_code == 422 and "not JSON" in response.json()["detail"]
 
 
+def test_a_body_nesting_too_deeply_gets_422(client: httpx.Client) -> None:
+    for path in ("/api/v1/changes", "/api/v1/alertmanager"):
+        response = client.post(path, content=b"[" * 4000, headers=AUTH)
+        assert response.status_code == 422
+        assert response.json()["detail"] == "the body's JSON nests too deeply"
+
+
+def test_an_ipv6_listen_address_is_served(engine: Engine) -> None:
+    server = HttpServer(create_app(engine, HttpConfig()), "[::1]:0")
+    server.start()
+    try:
+        assert httpx.get(f"http://[::1]:{server.port}/healthz", timeout=10).status_code == 200
+    finally:
+        server.stop()
+
+
 def test_oversized_bodies_get_413_declared_or_streamed(client: httpx.Client,
                                                        engine: Engine) -> None:
     big = {**DEPLOY, "description": "x" * 1900}

@@ -161,6 +161,37 @@ def test_sighup_reloads_and_sigterm_lets_the_running_evaluation_finish() -> None
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+class FailingReload(RecordingJobs):
+    def reload(self) -> bool:
+        super().reload()
+        raise OSError("the SLO directory vanished")
+
+
+def test_a_reload_that_raises_on_sighup_keeps_the_service_running(
+        caplog: pytest.LogCaptureFixture) -> None:
+    jobs = FailingReload()
+    scheduler = EngineScheduler(jobs, ScheduleConfig(evaluate="1h"), watch_seconds=3600)
+    stopped: list[bool] = []
+
+    def signals() -> None:
+        jobs.evaluating.wait(WAIT)  # the schedule started: the handlers are installed
+        for count in (1, 2):  # the second SIGHUP is heard: the loop survived the first
+            os.kill(os.getpid(), signal.SIGHUP)
+            _until(lambda n=count: jobs.count("reload") == n, f"reload {count} on SIGHUP")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=signals)
+    previous = signal.signal(signal.SIGHUP, lambda number, frame: None)  # if serve stops early
+    try:
+        sender.start()
+        serve(scheduler, on_stop=lambda: stopped.append(True))
+    finally:
+        sender.join()
+        signal.signal(signal.SIGHUP, previous)
+    assert stopped == [True]
+    assert caplog.text.count("reload on SIGHUP failed") == 2
+
+
 # --- reloading SLO files in a real engine (no Prometheus needed) ---------------------------
 
 
