@@ -26,12 +26,15 @@ nothing:
   binomial test the other way (significantly fewer than 5 % slower than the limit).
 
 The verdict is `rollback` when any check is a breach, `promote` when every check passes,
-`inconclusive` otherwise. So 3 errors in 40 requests against a baseline's 1 in 40 is
-inconclusive (the difference could be anywhere from −4 to +15 points; Fisher p = 0.31), but
-against a baseline's 30 in 10,000 it is a rollback: even the lower bound of the difference,
-+2.7 points, is over the 0.5 allowed (at the baseline's 0.3 %, 3 errors or more in 40
-requests happen 3 times in 10,000). One error in 40 against a baseline's 0.1 % is
-inconclusive: the lower bound, +0.46 points, is within the 0.5 allowed.
+`inconclusive` otherwise. On a 99 % SLO, 3 errors in 40 requests against a baseline's 1 in 40
+is inconclusive: the difference could be anywhere from −4 to +15 points (Fisher p = 0.31),
+and 7.5x is not shown to be over 4x (p = 0.21). Against a baseline's 30 in 10,000 the same
+canary is a rollback: even the lower bound of the difference, +2.7 points, is over the 0.5
+allowed (at the baseline's 0.3 %, 3 errors or more in 40 requests happen 3 times in 10,000).
+On a tighter SLO the burn rate alone can roll it back: at 99.5 %, 3 errors in 40 are
+unlikely from a canary within 4x (2 % errors; p = 0.046), whatever the baseline does. One
+error in 40 against a baseline's 0.1 % is inconclusive: the lower bound, +0.46 points, is
+within the 0.5 allowed.
 
 Promoting needs traffic: with no errors on either side, about 2.7 ÷ max_error_delta canary
 requests (540 for 0.5 points), and 3 ÷ (max_burn_rate × error budget) for the burn rate (750
@@ -54,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from scipy.stats import binomtest, fisher_exact
 
 from slo_engine.budget import iso_utc
-from slo_engine.changes import Change
+from slo_engine.changes import Change, parse_change
 from slo_engine.compile import le_matcher
 from slo_engine.durations import format_duration
 from slo_engine.errors import ReleaseError
@@ -432,10 +435,22 @@ def measure(source: PrometheusSource, slo: SLO, matchers: tuple[Matcher, ...],
             continue
         numbers = [float(item["value"][1]) for item in result]
         values[kind] = next((n for n in numbers if math.isfinite(n)), None)
+    if buckets and values.get("good") is None:
+        raise ReleaseError(_not_a_bucket(slo, buckets))
     total = values.get("total") or 0.0
     bad = (values["bad"] or 0.0) if "bad" in values else total - (values.get("good") or 0.0)
     return Traffic(requests=total, bad=min(max(bad, 0.0), total), p95_seconds=values.get("p95"),
                    buckets=tuple(buckets) if buckets and math.isinf(buckets[-1][0]) else ())
+
+
+def _not_a_bucket(slo: SLO, buckets: Sequence[tuple[float, float]]) -> str:
+    """Without a bucket at the threshold every request would count as slow: a rollback
+    of any canary, for a mistake in the SLO."""
+    assert isinstance(slo.sli, LatencySLI)
+    bounds = ", ".join(f"{upper:g}" for upper, _ in buckets if math.isfinite(upper))
+    return (f"{slo.service}/{slo.name}: its histogram has no bucket at the SLO's threshold "
+            f"({slo.sli.threshold_seconds:g}s), only le = {bounds}; set the threshold to one "
+            "of them, or add that bucket to the histogram")
 
 
 @dataclass(frozen=True)
@@ -462,8 +477,9 @@ class CanaryRun:
 
     def change(self, version: str | None = None) -> Change:
         """The verdict as a change event, so a later page shows what the canary concluded."""
-        return Change(time=self.at, service=self.slo.service, kind="deploy", version=version,
-                      description=self.summary()[:2000], source="canary")
+        return parse_change({"time": self.at, "service": self.slo.service, "kind": "deploy",
+                             "version": version, "description": self.summary()[:2000],
+                             "source": "canary"}, "canary --record")
 
     def as_json(self) -> dict[str, Any]:
         analysis = self.analysis

@@ -336,7 +336,3 @@ def write_changes(changes: Iterable[Change], path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(lines), encoding="utf-8")
     return len(lines)
-
-
-def write_demo_events(services: list[Service], path: Path, end: datetime, days: int = 30) -> int:
-    return write_events(demo_events(services, end, days), path)

@@ -1,5 +1,5 @@
 """The demo against a real Prometheus: the demo's month served by Prometheus, then the same
-report, charts and backtest read from it with `--prometheus-url`.
+report, charts, backtest, incidents and page read from it with `--prometheus-url`.
 
     python -m slo_engine.demo_prometheus slo_definitions --out demo_out/prometheus
 
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from slo_engine.cli.arguments import moment
 from slo_engine.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
 from slo_engine.errors import BackfillError, SloEngineError, SourceUnavailable
 from slo_engine.ledger import group_labels
@@ -174,7 +175,8 @@ def serving(data_dir: Path) -> Iterator[str]:
 
 
 def run(paths: Sequence[str], out: Path, until: datetime, days: int) -> int:
-    """Backfill, serve, then run report (with charts) and backtest against Prometheus."""
+    """Backfill, serve, then run against Prometheus what `make demo` runs on the file: the
+    report (with charts), the backtest, the incidents and the worst one's page."""
     from slo_engine.cli import main
     from slo_engine.demo import demo_data, write_changes
     from slo_engine.loader import load_services
@@ -195,9 +197,12 @@ def run(paths: Sequence[str], out: Path, until: datetime, days: int) -> int:
         print(f"Prometheus serves them at {url}", flush=True)
         code = main(["report", *paths, "--prometheus-url", url, "--at", at,
                      "--chart", str(out / "charts"), "--changes", str(changes)])
-        if code == 0:
-            code = main(["backtest", *paths, "--prometheus-url", url, "--until", at,
-                         "--since", f"{max(days - 3, 1)}d"])
+        replay = ["--prometheus-url", url, "--until", at, "--since", f"{max(days - 3, 1)}d"]
+        incidents = ["incidents", *paths, *replay, "--changes", str(changes), "--state",
+                     str(out / "state.db")]
+        for command in (["backtest", *paths, *replay], incidents, [*incidents, "--page", "worst"]):
+            if code == 0:
+                code = main(command)
     print("Prometheus stopped", flush=True)
     return code
 
@@ -216,18 +221,13 @@ def _fresh_data_dir(out: Path) -> Path:
     return data_dir
 
 
-def _moment(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slo_engine.demo_prometheus",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="working directory: Prometheus' data, log, and the charts")
-    parser.add_argument("--until", type=_moment, default=None, metavar="TIME",
+    parser.add_argument("--until", type=moment, default=None, metavar="TIME",
                         help="end of the demo's data (ISO 8601, UTC); default now")
     parser.add_argument("--days", type=int, default=30)
     args = parser.parse_args(argv)

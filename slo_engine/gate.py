@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slo_engine.budget import BudgetStatus, iso_utc
-from slo_engine.changes import Change
+from slo_engine.changes import Change, parse_change
 from slo_engine.conventions import API_VERSION
 from slo_engine.durations import format_duration, parse_duration
 from slo_engine.errors import SpecError
@@ -370,9 +370,10 @@ class Release:
             else "released under gate override"
         description = f"{what}: {self.override}; the gate said {result.outcome}: " \
             f"{result.summary()}"
-        return Change(time=result.at, service=result.service, kind="deploy", version=version,
-                      previous_version=previous_version, description=description[:2000],
-                      source="gate")
+        return parse_change({"time": result.at, "service": result.service, "kind": "deploy",
+                             "version": version, "previous_version": previous_version,
+                             "description": description[:2000], "source": "gate"},
+                            "gate --override")
 
     def as_json(self) -> dict[str, Any]:
         result = self.result

@@ -9,11 +9,13 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from slo_engine.canary import (
+    CanaryRun,
     Thresholds,
     Traffic,
     analyse,
@@ -24,7 +26,7 @@ from slo_engine.canary import (
     traffic_queries,
 )
 from slo_engine.cli import main
-from slo_engine.errors import ReleaseError
+from slo_engine.errors import ChangeError, ReleaseError
 from slo_engine.loader import load_services
 from slo_engine.promql import Matcher
 from slo_engine.state import StateDB
@@ -55,6 +57,16 @@ def test_three_errors_in_40_against_one_in_40_is_noise() -> None:
     assert delta.low < 0 < 0.005 < delta.high
     assert delta.p_value == pytest.approx(0.3077, abs=1e-3)  # Fisher, one-sided
     assert "over the threshold, but not significantly at 0.05" in delta.detail
+
+
+def test_on_a_tighter_slo_the_burn_rate_alone_rolls_three_in_40_back() -> None:
+    """At 99.5%, 4x is 2% errors: 3 or more in 40 happen 4.6% of the time."""
+    analysis = analyse(Traffic(40, 3), Traffic(40, 1), 0.005)
+    assert analysis.verdict == "rollback"
+    delta, burn = analysis.checks
+    assert (delta.result, burn.result) == ("unclear", "breach")
+    assert burn.p_value == pytest.approx(0.0457, abs=1e-3)
+    assert "the baseline burns at 5.00x too, so the cause may not be the canary" in burn.detail
 
 
 def test_three_errors_in_40_against_a_solid_baseline_is_a_rollback() -> None:
@@ -221,6 +233,16 @@ def test_queries_narrow_the_slis_own_selectors() -> None:
         traffic_queries(slos["custom"], canary, 600)
 
 
+def test_a_version_the_change_event_refuses_is_a_clear_error() -> None:
+    slo = find_slo(load_services([SPEC]), "api/availability")
+    run = CanaryRun(slo, 'track="canary"', 'track="stable"', 600,
+                    datetime(2026, 5, 12, 12, tzinfo=UTC),
+                    analyse(Traffic(40, 3), Traffic(40, 1), BUDGET))
+    assert run.change("v2").version == "v2"
+    with pytest.raises(ChangeError, match=r"^canary --record: version: "):
+        run.change("v2\n")
+
+
 # --- against a real Prometheus -------------------------------------------------------------
 
 
@@ -331,6 +353,22 @@ def test_thresholds_are_configurable(fleet: Fleet, capsys: pytest.CaptureFixture
     assert canary(fleet, "api/availability", "canary-bad", "--max-error-delta", "15%",
                   "--max-burn-rate", "20x") == 0
     assert "PROMOTE" in capsys.readouterr().out
+
+
+@pytest.mark.prometheus
+def test_a_latency_threshold_between_buckets_cannot_be_analysed(
+        fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a bucket at 300ms every request would count as slow: a rollback of any
+    canary, for a mistake in the SLO."""
+    spec = tmp_path / "api.yaml"
+    spec.write_text(SPEC.read_text().replace("threshold: 500ms", "threshold: 300ms"))
+    assert main(["canary", "--slo", "api/latency", "--canary", 'track="canary-good"',
+                 "--baseline", 'track="stable"', "--duration", "30s", str(spec),
+                 "--prometheus-url", fleet.prometheus.url]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "api/latency: its histogram has no bucket at the SLO's threshold (0.3s), only " \
+        "le = 0.05, 0.1, 0.25, 0.5, 1, 2.5;" in captured.err
 
 
 def test_prometheus_down_exits_2_naming_the_url(capsys: pytest.CaptureFixture[str]) -> None:

@@ -187,6 +187,19 @@ def test_report_chart_with_a_bad_changes_file_is_a_clear_error(
     assert not (tmp_path / "charts").exists()
 
 
+def test_report_chart_into_a_file_is_a_clear_error_before_the_report(
+        tmp_path: Path, data: DemoData, capsys: pytest.CaptureFixture[str]) -> None:
+    events = tmp_path / "events.csv"
+    write_events(data.ledger[data.ledger["timestamp"] > pd.Timestamp(UNTIL - timedelta(days=1))],
+                 events)
+    assert main(["report", str(ROOT / "slo_definitions"), "--data", str(events),
+                 "--chart", str(events)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no report printed before the failure
+    assert captured.err.startswith(f"error: --chart {events}: cannot make the directory (File "
+                                   "exists)")
+
+
 def test_the_readme_chart_is_a_burn_down_of_the_documented_size() -> None:
     pixels = imread(ROOT / "docs" / "burn-down.png")
     assert pixels.shape[:2] == (charts.SIZE_PX[1], charts.SIZE_PX[0])

@@ -378,6 +378,19 @@ def test_gate_cannot_decide_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     # --fix alone
     assert run_gate(tmp_path, 1.0, "--fix") == 2
     assert "--override REASON --fix" in capsys.readouterr().err
+    # an override without a reason: nothing to show on the next page
+    assert run_gate(tmp_path, 8.0, "--override", " ") == 2
+    assert "--override needs a reason" in capsys.readouterr().err
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_a_version_the_change_event_refuses_is_a_clear_error_not_a_hold(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_gate(tmp_path, 8.0, "--override", "INC-7", "--version", "v2\n",
+                    "--previous-version", "v" * 501) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: gate --override: version: ") and "Traceback" not in err
+    assert "previous_version: String should have at most 500 characters" in err
 
 
 def test_gate_with_prometheus_down_exits_2_naming_the_url(

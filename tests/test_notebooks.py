@@ -94,7 +94,8 @@ def test_committed_notebooks_have_no_outputs(path: Path) -> None:
     nbformat.validate(notebook)
     left = [f"cell {index}: {what}" for index, what in outputs(notebook)]
     assert not left, (f"{path.name} was committed with outputs ({'; '.join(left)}); clear "
-                      f"them: jupyter nbconvert --clear-output --inplace {path}")
+                      "them in Jupyter (Edit > Clear Outputs of All Cells), or: pip install "
+                      f"nbconvert && jupyter nbconvert --clear-output --inplace {path}")
     assert notebook.metadata["kernelspec"]["name"] == KERNEL
     parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1  # papermill and readers find the knobs in one place

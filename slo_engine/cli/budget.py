@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from slo_engine import app
 from slo_engine.cli.arguments import Commands, duration, moment, slo_paths
+from slo_engine.errors import SloEngineError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,6 +102,8 @@ def _report(args: argparse.Namespace) -> int:
 
     at = args.at or datetime.now(UTC)
     changes = _read_changes(args.changes)
+    if args.chart is not None:
+        _chart_directory(args.chart)
     source = events(args)
     fetched: list[pd.DataFrame] = []
 
@@ -120,6 +123,15 @@ def _report(args: argparse.Namespace) -> int:
         written = write_charts(args.chart, app.validate(args.paths), fetched[0], changes)
         print(f"wrote {len(written)} charts to {args.chart}", file=sys.stderr)
     return 0
+
+
+def _chart_directory(path: Path) -> None:
+    """Made before anything is fetched, so a bad --chart fails before the report prints."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SloEngineError(f"--chart {path}: cannot make the directory ({error.strerror}); "
+                             "give a directory the charts can be written to") from None
 
 
 def _read_changes(path: Path | None) -> list[Change]:

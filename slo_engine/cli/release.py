@@ -140,6 +140,9 @@ def _gate(args: argparse.Namespace) -> int:
     if args.fix and args.override is None:
         return _no_answer(ReleaseError("--fix declares what an override releases; give the "
                                        "reason too: --override REASON --fix"))
+    if args.override is not None and not args.override.strip():
+        return _no_answer(ReleaseError("--override needs a reason, e.g. --override 'INC-42: "
+                                       "hotfix approved by the on-call'; the next page shows it"))
     try:
         return _decide(args)
     except SloEngineError as error:
