@@ -22,6 +22,7 @@ CHANGE_KINDS: tuple[ChangeKind, ...] = ("deploy", "config", "feature_flag", "mig
                                         "infrastructure")
 SUSPECT_KINDS: tuple[ChangeKind, ...] = ("deploy", "config", "feature_flag")
 DEFAULT_ROLLBACK_TEMPLATE = "deploy {previous_version}"
+ROLLBACK_PLACEHOLDERS = ("previous_version", "service", "version")
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # names end up in Slack messages and terminals
 
 
@@ -62,8 +63,8 @@ class Change(BaseModel):
             return self.rollback_command
         if not self.previous_version or "{previous_version}" not in template:
             return None
-        values = {"previous_version": self.previous_version, "service": self.service,
-                  "version": self.version or ""}
+        values = dict(zip(ROLLBACK_PLACEHOLDERS,
+                          (self.previous_version, self.service, self.version or ""), strict=True))
         try:
             return template.format(**values)
         except (KeyError, IndexError, ValueError):

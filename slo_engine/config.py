@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from slo_engine.changes import DEFAULT_ROLLBACK_TEMPLATE
+from slo_engine.changes import DEFAULT_ROLLBACK_TEMPLATE, ROLLBACK_PLACEHOLDERS
 from slo_engine.durations import parse_duration
 from slo_engine.errors import ConfigError, SpecError, SpecIssue
 from slo_engine.loader import PathKey, SpecDocument, model_issues, read_yaml_file
@@ -77,6 +78,24 @@ class ChangesConfig(_Section):
     build_info: list[BuildInfoSource] = Field(default_factory=list)
 
     _windows = field_validator("lookback", "suspect_window")(_duration)
+
+    @field_validator("rollback_template")
+    @classmethod
+    def _placeholders(cls, template: str) -> str:
+        """Caught here, a typo in the template is a config error instead of a page whose
+        rollback command silently keeps `{previous_verison}` as written."""
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        except ValueError as error:
+            raise ValueError(f"{error}; write literal braces as {{{{ and }}}}") from None
+        unknown = sorted(names - set(ROLLBACK_PLACEHOLDERS))
+        if unknown:
+            raise ValueError(f"unknown placeholder {{{unknown[0]}}}; use "
+                             + ", ".join(f"{{{n}}}" for n in ROLLBACK_PLACEHOLDERS)
+                             + " (literal braces as {{ and }})")
+        if "previous_version" not in names:
+            raise ValueError("needs {previous_version}: the version to roll back to")
+        return template
 
 
 class StateConfig(_Section):

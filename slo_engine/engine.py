@@ -55,7 +55,7 @@ from slo_engine.loader import discover
 from slo_engine.model import SLO, Service
 from slo_engine.notifier import Delivery, Notifier, Posted, delivery_from_config
 from slo_engine.page import PageContext, SlackMessage
-from slo_engine.source import PrometheusSource
+from slo_engine.source import PrometheusSource, without_credentials
 from slo_engine.state import StateDB
 from slo_engine.telemetry import Telemetry
 
@@ -379,7 +379,7 @@ class Engine:
                 self.sync_changes(alert.at - RECENT_BUILD_INFO, alert.at)
             correlation = correlate_alert(alert, slo, self.state, ratio, self.config.changes)
         return PageContext(alert=alert, slo=slo, status=status, correlation=correlation,
-                           prometheus_url=self.config.prometheus.url)
+                           prometheus_url=without_credentials(self.config.prometheus.url))
 
     def _with_burn_rates(self, alert: BurnAlert, slo: SLO,
                          status: BudgetStatus | None) -> BurnAlert:
@@ -557,7 +557,8 @@ class Engine:
         threshold = timedelta(seconds=parse_duration(self.config.schedule.no_data_after))
         if row["noticed"] or at - since < threshold:
             return
-        message = notices.outage_message(self.config.prometheus.url, since, at, str(error))
+        message = notices.outage_message(without_credentials(self.config.prometheus.url),
+                                         since, at, str(error))
         for channel in self._notice_channels():
             self._send_notice(channel, message, f"no-data/{since.isoformat()}/{channel}")
         with self.state.transaction() as connection:
@@ -571,7 +572,8 @@ class Engine:
             return
         since = datetime.fromisoformat(rows[0]["since"])
         if rows[0]["noticed"]:
-            message = notices.recovery_message(self.config.prometheus.url, since, at)
+            message = notices.recovery_message(without_credentials(self.config.prometheus.url),
+                                                since, at)
             for channel in self._notice_channels():
                 self._send_notice(channel, message,
                                   f"no-data-recovered/{since.isoformat()}/{channel}")

@@ -36,6 +36,7 @@ import os
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -167,6 +168,7 @@ class PrometheusSource:
             raise SourceError(f"Prometheus URL {url!r} must start with http:// or https://, "
                               "e.g. http://prometheus:9090", url=url)
         self.url = url.rstrip("/")
+        self.shown_url = without_credentials(self.url)  # what messages and logs may show
         self.timeout = float(timeout)
         self.cache_dir = cache_dir
         self._tenant = next((v for k, v in (headers or {}).items()
@@ -186,6 +188,7 @@ class PrometheusSource:
         self._session = session
 
     def close(self) -> None:
+        self._last_response = None  # it holds the socket until garbage collection otherwise
         self._session.close()
 
     def __enter__(self) -> PrometheusSource:
@@ -257,7 +260,8 @@ class PrometheusSource:
             server = self._server_warnings[warned:]
             if server:
                 stats.partial = True
-                stats.warnings.extend(f"Prometheus at {self.url} warned: {w}" for w in server)
+                stats.warnings.extend(f"Prometheus at {self.shown_url} warned: {w}"
+                                      for w in server)
         present = _pairs(frame)
         stats.missing = sorted(i for i, s in slos.items() if (s.service, s.name) not in present)
         stats.fallback = sorted(set(stats.fallback))
@@ -391,16 +395,16 @@ class PrometheusSource:
 
     def _unavailable(self, what: str, query: str, detail: str, reason: str) -> SourceUnavailable:
         return SourceUnavailable(
-            f"Prometheus at {self.url} is unavailable: {reason}; {what} `{_quoted(query)}`"
+            f"Prometheus at {self.shown_url} is unavailable: {reason}; {what} `{_quoted(query)}`"
             f"{detail}. Check that it is running and reachable at that URL, then retry.",
-            url=self.url, query=query)
+            url=self.shown_url, query=query)
 
     def _not_prometheus(self, what: str, query: str, detail: str) -> SourceUnavailable:
         return SourceUnavailable(
-            f"{self.url} did not answer like the Prometheus HTTP API (no JSON `data.result`) "
-            f"to {what} `{_quoted(query)}`{detail}; the URL should be Prometheus' root, "
-            "e.g. http://prometheus:9090 or a Thanos/Mimir Prometheus-API prefix, without "
-            "/api/v1.", url=self.url, query=query)
+            f"{self.shown_url} did not answer like the Prometheus HTTP API (no JSON "
+            f"`data.result`) to {what} `{_quoted(query)}`{detail}; the URL should be "
+            "Prometheus' root, e.g. http://prometheus:9090 or a Thanos/Mimir Prometheus-API "
+            "prefix, without /api/v1.", url=self.shown_url, query=query)
 
     def _http_error(self, what: str, query: str, detail: str, message: str) -> SourceError:
         response = self._last_response
@@ -420,8 +424,9 @@ class PrometheusSource:
             422: "Prometheus could not evaluate it (a limit such as query.max-samples): "
                  "ask for a shorter range or a coarser step",
         }.get(status, "Check the query and the URL")
-        return QueryError(f"Prometheus at {self.url} rejected {what} `{_quoted(query)}`{detail}:"
-                          f" {reason}. {hint}.", url=self.url, query=query)
+        return QueryError(f"Prometheus at {self.shown_url} rejected {what} "
+                          f"`{_quoted(query)}`{detail}: {reason}. {hint}.",
+                          url=self.shown_url, query=query)
 
     # --- cache ------------------------------------------------------------------------
 
@@ -432,7 +437,7 @@ class PrometheusSource:
         1,000 SLOs over 30 days Arrow writes in 0.14 s where Parquet takes 0.51 s."""
         if self.cache_dir is None:
             return None
-        key = hashlib.sha256(f"{self.url}\n{self._tenant}".encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{self.shown_url}\n{self._tenant}".encode()).hexdigest()[:16]
         return self.cache_dir / f"ledger-{key}-{_step(step_seconds)}s.arrow"
 
     def _load_cache(self, step: int, stats: FetchStats) -> _Cache:
@@ -444,7 +449,7 @@ class PrometheusSource:
             frame = pd.read_feather(path)
             meta = frame.attrs.get(CACHE_ATTR)
             if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION \
-                    or meta.get("url") != self.url or meta.get("step") != step:
+                    or meta.get("url") != self.shown_url or meta.get("step") != step:
                 raise ValueError("written by another version, URL or step")
             coverage = {str(k): _Span(int(v[0]), int(v[1]), str(v[2]))
                         for k, v in meta["coverage"].items()}
@@ -471,7 +476,8 @@ class PrometheusSource:
             stats.warnings.append(f"cache {path} not written: {_short(str(error))}")
             return
         frame = frame.reset_index(drop=True)
-        frame.attrs = {CACHE_ATTR: {"version": CACHE_VERSION, "url": self.url, "step": step,
+        frame.attrs = {CACHE_ATTR: {"version": CACHE_VERSION, "url": self.shown_url,
+                                    "step": step,
                                     "coverage": {k: list(v) for k, v in coverage.items()}}}
 
         def write() -> None:
@@ -804,3 +810,13 @@ def _pair_mask(frame: pd.DataFrame, pairs: Iterable[tuple[str, str]]) -> npt.NDA
     table[[services[a] * width + slos[b] for a, b in pairs if a in services and b in slos]] = True
     mask: npt.NDArray[np.bool_] = table[codes]
     return mask
+
+
+def without_credentials(url: str) -> str:
+    """`url` with any user:password@ masked, so no error or log line shows a secret."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

@@ -3,6 +3,7 @@ repr and message, and owner → channel routing."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -98,6 +99,22 @@ def test_a_listen_address_without_a_port_is_located(tmp_path: Path, listen: str)
     assert f"'{listen}' is not host:port; write e.g. 127.0.0.1:8080" in issue
     for fine in ("0.0.0.0:8080", ":8080", "[::1]:8080"):
         assert _load(tmp_path, text.replace(listen, fine)).http.listen == fine
+
+
+@pytest.mark.parametrize(("template", "reported"), [
+    ("kubectl rollout undo {servce} --to {previous_version}", "unknown placeholder {servce}"),
+    ("deploy {service}", "needs {previous_version}"),
+    ("patch -p '{\"image\": {previous_version}'", "literal braces as {{ and }}"),
+])
+def test_a_rollback_template_is_checked_at_load(tmp_path: Path, template: str,
+                                                reported: str) -> None:
+    text = ("apiVersion: slo-engine/v1\nkind: EngineConfig\nprometheus: {url: http://p}\n"
+            f"changes:\n  rollback_template: {json.dumps(template)}\n")
+    [issue] = _issues(tmp_path, text)
+    assert ":5:" in issue and "changes.rollback_template: " in issue and reported in issue
+    fine = "helm rollback {service} --version {previous_version} # {{not a placeholder}}"
+    config = _load(tmp_path, text.replace(json.dumps(template), json.dumps(fine)))
+    assert config.changes.rollback_template == fine
 
 
 def test_a_file_that_is_not_an_engine_config_says_what_it_should_start_with(

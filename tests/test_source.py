@@ -557,6 +557,13 @@ def test_connection_refused_is_unavailable_naming_url_and_query() -> None:
     assert time.monotonic() - began < 5  # two retries, backoff 0 s then 1 s
 
 
+def test_credentials_in_the_url_never_reach_an_error() -> None:
+    port = free_port()
+    error = fetch_error(f"http://ops:s3cret-pass@127.0.0.1:{port}/")
+    assert "s3cret-pass" not in str(error) and "s3cret-pass" not in error.url
+    assert f"http://***@127.0.0.1:{port}" in str(error)
+
+
 def test_a_503_server_is_unavailable_after_retries(fake: Callable[[Handler], FakeServer]) -> None:
     server = fake(answer(503, error_body("unavailable", "overloaded")))
     error = fetch_error(server.url, retries=1)
