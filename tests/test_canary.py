@@ -379,6 +379,12 @@ def test_prometheus_down_exits_2_naming_the_url(capsys: pytest.CaptureFixture[st
     assert captured.out == ""
     assert captured.err.startswith(f"error: Prometheus at {url} is unavailable: ")
     assert "Traceback" not in captured.err
+    assert main(["canary", "--slo", "api/availability", "--canary", 'track="canary"',
+                 "--baseline", 'track="stable"', str(SPEC), "--prometheus-url", url,
+                 "--format", "json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["verdict"] == "inconclusive" and answer["exit_code"] == 2
+    assert answer["error"].startswith(f"Prometheus at {url} is unavailable: ")
 
 
 def test_what_cannot_be_analysed_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

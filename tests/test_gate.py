@@ -375,6 +375,11 @@ def test_gate_cannot_decide_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "bad.yaml:5:31: policies[0].conditions[0].decison: unknown field 'decison'; did you " \
         "mean 'decision'?" in err
     assert "1 error found" in err and "Traceback" not in err
+    # the same for a JSON reader: an answer on stdout, the error on stderr
+    assert run_gate(tmp_path, 1.0, "--policy", str(policy), "--format", "json") == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["decision"] == "undecided" and answer["exit_code"] == 2
+    assert "unknown field 'decison'" in answer["error"]
     # --fix alone
     assert run_gate(tmp_path, 1.0, "--fix") == 2
     assert "--override REASON --fix" in capsys.readouterr().err

@@ -138,15 +138,16 @@ def _alpha(text: str) -> float:
 
 def _gate(args: argparse.Namespace) -> int:
     if args.fix and args.override is None:
-        return _no_answer(ReleaseError("--fix declares what an override releases; give the "
-                                       "reason too: --override REASON --fix"))
+        return _no_answer(args, ReleaseError("--fix declares what an override releases; give "
+                                             "the reason too: --override REASON --fix"))
     if args.override is not None and not args.override.strip():
-        return _no_answer(ReleaseError("--override needs a reason, e.g. --override 'INC-42: "
-                                       "hotfix approved by the on-call'; the next page shows it"))
+        return _no_answer(args, ReleaseError("--override needs a reason, e.g. --override "
+                                             "'INC-42: hotfix approved by the on-call'; the "
+                                             "next page shows it"))
     try:
         return _decide(args)
     except SloEngineError as error:
-        return _no_answer(error)
+        return _no_answer(args, error)
 
 
 def _decide(args: argparse.Namespace) -> int:
@@ -219,7 +220,7 @@ def _canary(args: argparse.Namespace) -> int:
     try:
         return _compare(args)
     except SloEngineError as error:
-        return _no_answer(error)
+        return _no_answer(args, error)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -270,8 +271,13 @@ def _print_json(document: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
-def _no_answer(error: SloEngineError) -> int:
-    """As the CLI prints any user error, but with the exit code that means 'no answer'."""
+def _no_answer(args: argparse.Namespace, error: SloEngineError) -> int:
+    """As the CLI prints any user error, but with the exit code that means 'no answer' and,
+    for --format json, an answer a pipeline's JSON parser can read too."""
+    if args.format == "json":
+        answer = "decision" if args.command == "gate" else "verdict"
+        _print_json({answer: "undecided" if answer == "decision" else "inconclusive",
+                     "exit_code": NO_ANSWER, "error": str(error)})
     if isinstance(error, SpecError):
         print(error, file=sys.stderr)
         count = len(error.issues)
