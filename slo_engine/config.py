@@ -21,7 +21,6 @@ from slo_engine.durations import parse_duration
 from slo_engine.errors import ConfigError, SpecError, SpecIssue
 from slo_engine.loader import PathKey, SpecDocument, model_issues, read_yaml_file
 
-CONFIG_KIND = "EngineConfig"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
