@@ -20,7 +20,6 @@ import argparse
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from slo_engine.cli.arguments import moment
+from slo_engine.cli.arguments import moment, print_error
 from slo_engine.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
 from slo_engine.errors import BackfillError, SloEngineError, SourceUnavailable
 from slo_engine.ledger import group_labels
@@ -234,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args.paths, args.out, args.until or datetime.now(UTC), args.days)
     except SloEngineError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return 1
 
 

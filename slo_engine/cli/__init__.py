@@ -6,11 +6,11 @@ Each module of this package registers the subcommands of one part of the product
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from slo_engine.cli import budget, changes, notify, release, service, specs
-from slo_engine.errors import SloEngineError, SpecError
+from slo_engine.cli.arguments import print_error
+from slo_engine.errors import SloEngineError
 
 COMMAND_GROUPS = (specs, budget, changes, release, notify, service)
 
@@ -31,11 +31,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
         return code
-    except SpecError as error:
-        print(error, file=sys.stderr)
-        count = len(error.issues)
-        print(f"{count} error{'s' if count != 1 else ''} found", file=sys.stderr)
-        return 1
     except SloEngineError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return 1

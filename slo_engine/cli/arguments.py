@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from slo_engine.durations import parse_duration
+from slo_engine.errors import SloEngineError, SpecError
 
 if TYPE_CHECKING:
     from slo_engine.config import EngineConfig
     from slo_engine.state import StateDB
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def print_error(error: SloEngineError) -> None:
+    """A user's mistake as every command shows it: each located issue and their count, or
+    one `error:` line; never a traceback."""
+    if isinstance(error, SpecError):
+        print(error, file=sys.stderr)
+        count = len(error.issues)
+        print(f"{count} error{'s' if count != 1 else ''} found", file=sys.stderr)
+    else:
+        print(f"error: {error}", file=sys.stderr)
 
 
 def duration(text: str) -> timedelta:

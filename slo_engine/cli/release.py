@@ -20,10 +20,11 @@ from slo_engine.cli.arguments import (
     engine_config,
     moment,
     open_state,
+    print_error,
     slo_paths,
     state_arguments,
 )
-from slo_engine.errors import ReleaseError, SloEngineError, SpecError
+from slo_engine.errors import ReleaseError, SloEngineError
 
 if TYPE_CHECKING:
     from slo_engine.changes import Change
@@ -278,10 +279,5 @@ def _no_answer(args: argparse.Namespace, error: SloEngineError) -> int:
         answer = "decision" if args.command == "gate" else "verdict"
         _print_json({answer: "undecided" if answer == "decision" else "inconclusive",
                      "exit_code": NO_ANSWER, "error": str(error)})
-    if isinstance(error, SpecError):
-        print(error, file=sys.stderr)
-        count = len(error.issues)
-        print(f"{count} error{'s' if count != 1 else ''} found", file=sys.stderr)
-    else:
-        print(f"error: {error}", file=sys.stderr)
+    print_error(error)
     return NO_ANSWER
