@@ -28,10 +28,10 @@ from typing import Any
 import yaml
 
 from bench import naive
-from slo_engine.compile import compile_service
-from slo_engine.conventions import PERIOD_ERROR_RATIO
-from slo_engine.loader import load_services
-from slo_engine.rules_out import render
+from slo_engine.rules.compile import compile_service
+from slo_engine.rules.files import render
+from slo_engine.spec.conventions import PERIOD_ERROR_RATIO
+from slo_engine.spec.loader import load_services
 from tests.support.prometheus import (
     PrometheusServer,
     backfill_levels,

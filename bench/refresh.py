@@ -44,12 +44,12 @@ import numpy as np
 import requests
 import yaml
 
-from slo_engine import budget
-from slo_engine.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
-from slo_engine.durations import parse_duration
-from slo_engine.loader import load_services
-from slo_engine.model import SLO, Service
-from slo_engine.source import PrometheusSource, wait_for_cache_writes
+from slo_engine.budget import accounting as budget
+from slo_engine.prometheus.source import PrometheusSource, wait_for_cache_writes
+from slo_engine.spec.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
+from slo_engine.spec.durations import parse_duration
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO, Service
 from tests.support.prometheus import PrometheusServer
 
 DAY = 86_400
@@ -138,12 +138,12 @@ class Loop:
 
 # Where a refresh's time goes: (file suffix, function) → how the table names it.
 PROFILED = {
-    ("slo_engine/source.py", "_load_cache"): "source._load_cache (parquet read + normalise)",
-    ("slo_engine/ledger.py", "normalise"): "ledger.normalise (sort by key and time)",
-    ("slo_engine/source.py", "_merge"): "source._merge (concat + drop_duplicates)",
-    ("slo_engine/source.py", "_save_cache"): "source._save_cache (whole parquet rewritten)",
-    ("slo_engine/source.py", "_recorded"): "source._recorded (HTTP, JSON, rows)",
-    ("slo_engine/budget.py", "report"): "budget.report",
+    ("prometheus/source.py", "_load_cache"): "source._load_cache (parquet read + normalise)",
+    ("budget/ledger.py", "normalise"): "ledger.normalise (sort by key and time)",
+    ("prometheus/source.py", "_merge"): "source._merge (concat + drop_duplicates)",
+    ("prometheus/source.py", "_save_cache"): "source._save_cache (whole parquet rewritten)",
+    ("prometheus/source.py", "_recorded"): "source._recorded (HTTP, JSON, rows)",
+    ("budget/accounting.py", "report"): "budget.report",
 }
 
 

@@ -33,15 +33,15 @@ from rich.console import Console
 
 from bench.refresh import backfill
 from slo_engine.config import EngineConfig
-from slo_engine.conventions import error_ratio_metric
-from slo_engine.engine import Engine
-from slo_engine.evaluator import SLOW_LOOKBACK, burn_queries, firing_tiers
-from slo_engine.incident import BurnAlert
-from slo_engine.loader import load_services
-from slo_engine.model import SLO
-from slo_engine.notifier import DryRunDelivery
-from slo_engine.source import PrometheusSource
-from slo_engine.state import StateDB
+from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.paging.evaluator import SLOW_LOOKBACK, burn_queries, firing_tiers
+from slo_engine.paging.notifier import DryRunDelivery
+from slo_engine.prometheus.source import PrometheusSource
+from slo_engine.service.engine import Engine
+from slo_engine.spec.conventions import error_ratio_metric
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO
+from slo_engine.storage.sqlite import StateDB
 from tests.support.prometheus import PrometheusServer
 
 MINUTE = 60

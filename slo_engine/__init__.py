@@ -9,8 +9,7 @@ from importlib import import_module
 from typing import Any
 
 from slo_engine.app import compile_rules, generated_files, validate
-from slo_engine.changes import Change, read_change_lines
-from slo_engine.compile import RuleSet, compile_service
+from slo_engine.changes.events import Change, read_change_lines
 from slo_engine.config import EngineConfig, load_config
 from slo_engine.errors import (
     BackfillError,
@@ -28,26 +27,27 @@ from slo_engine.errors import (
     SpecIssue,
     StateError,
 )
-from slo_engine.incident import BurnAlert
-from slo_engine.loader import load_services
-from slo_engine.model import SLO, AlertTier, Service
-from slo_engine.state import StateDB
+from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.rules.compile import RuleSet, compile_service
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO, AlertTier, Service
+from slo_engine.storage.sqlite import StateDB
 
 _LAZY = {
-    "BacktestResult": "slo_engine.backtest",
-    "BudgetStatus": "slo_engine.budget",
-    "Correlation": "slo_engine.correlation",
-    "Notifier": "slo_engine.notifier",
-    "PageContext": "slo_engine.page",
-    "PrometheusSource": "slo_engine.source",
-    "attribute_incidents": "slo_engine.attribution",
-    "backtest_incidents": "slo_engine.attribution",
-    "budget_spent_per_day": "slo_engine.budget",
-    "correlate": "slo_engine.correlation",
-    "over_time": "slo_engine.budget",
-    "read_event_file": "slo_engine.ledger",
-    "render_page": "slo_engine.page",
-    "report": "slo_engine.budget",
+    "BacktestResult": "slo_engine.budget.backtest",
+    "BudgetStatus": "slo_engine.budget.accounting",
+    "Correlation": "slo_engine.changes.correlation",
+    "Notifier": "slo_engine.paging.notifier",
+    "PageContext": "slo_engine.paging.page",
+    "PrometheusSource": "slo_engine.prometheus.source",
+    "attribute_incidents": "slo_engine.budget.attribution",
+    "backtest_incidents": "slo_engine.budget.attribution",
+    "budget_spent_per_day": "slo_engine.budget.accounting",
+    "correlate": "slo_engine.changes.correlation",
+    "over_time": "slo_engine.budget.accounting",
+    "read_event_file": "slo_engine.budget.ledger",
+    "render_page": "slo_engine.paging.page",
+    "report": "slo_engine.budget.accounting",
 }
 
 

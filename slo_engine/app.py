@@ -7,21 +7,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from slo_engine.compile import compile_service
-from slo_engine.loader import load_services
-from slo_engine.model import SLO, Service
-from slo_engine.rule_tests import rule_test_files
-from slo_engine.rules_out import Drift, Format, check, rule_files, write
+from slo_engine.rules.compile import compile_service
+from slo_engine.rules.files import Drift, Format, check, rule_files, write
+from slo_engine.rules.promtool_tests import rule_test_files
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO, Service
 
 if TYPE_CHECKING:  # pandas costs compile's start-up 0.2 s it does not need
     import pandas as pd
 
-    from slo_engine.backfill import BackfillResult, Progress
-    from slo_engine.backtest import BacktestResult
-    from slo_engine.budget import BudgetStatus, Calendar
-    from slo_engine.changes import Change
+    from slo_engine.budget.accounting import BudgetStatus, Calendar
+    from slo_engine.budget.backtest import BacktestResult
+    from slo_engine.changes.events import Change
     from slo_engine.config import ChangesConfig
-    from slo_engine.page import PageContext
+    from slo_engine.paging.page import PageContext
+    from slo_engine.rules.backfill import BackfillResult, Progress
 
 EventSource: TypeAlias = Callable[[list[Service], datetime, datetime],
                                   "tuple[pd.DataFrame, list[str]]"]
@@ -52,7 +52,7 @@ def compile_rules(paths: Iterable[str | Path], out: Path, *, fmt: Format = "prom
 def report_window(services: Iterable[Service], at: datetime,
                   calendar: Calendar | None = None) -> tuple[datetime, datetime]:
     """The span of events a report at `at` needs: the longest period, or the calendar one."""
-    from slo_engine import budget
+    from slo_engine.budget import accounting as budget
 
     slos = [slo for service in services for slo in service.slos]
     starts = [budget.period_bounds(slo, at, calendar)[0] for slo in slos]
@@ -63,7 +63,7 @@ def report_window(services: Iterable[Service], at: datetime,
 def budget_report(paths: Iterable[str | Path], events: EventSource, at: datetime,
                   calendar: Calendar | None = None) -> tuple[list[BudgetStatus], list[str]]:
     """Every SLO's budget at `at`, and the warnings a reader must see (fallbacks, gaps)."""
-    from slo_engine import budget
+    from slo_engine.budget import accounting as budget
 
     services = validate(paths)
     start, end = report_window(services, at, calendar)
@@ -75,7 +75,7 @@ def file_events(path: Path) -> EventSource:
     """Events from a CSV or Parquet file: the offline default, and how analysts bring data."""
     def read(services: list[Service], start: datetime, end: datetime) -> tuple[
             pd.DataFrame, list[str]]:
-        from slo_engine import ledger
+        from slo_engine.budget import ledger
 
         return ledger.read_event_file(path), []
     return read
@@ -87,7 +87,7 @@ def prometheus_events(url: str, headers: dict[str, str] | None = None,
     SLOs, cached under `cache_dir` so a refresh fetches only what is new."""
     def fetch(services: list[Service], start: datetime, end: datetime) -> tuple[
             pd.DataFrame, list[str]]:
-        from slo_engine.source import PrometheusSource
+        from slo_engine.prometheus.source import PrometheusSource
 
         with PrometheusSource(url, headers, cache_dir=cache_dir) as source:
             frame, stats = source.fetch_ledger(services, start, end, step_seconds)
@@ -102,7 +102,7 @@ def backtest_report(paths: Iterable[str | Path], events: EventSource, since: tim
                     until: datetime, policy: Path | None = None) -> tuple[
                         list[BacktestResult], list[str]]:
     """Replay the alert tiers (or those of a policy file) over history, every SLO."""
-    from slo_engine.backtest import backtest_slos, load_policy
+    from slo_engine.budget.backtest import backtest_slos, load_policy
 
     services = validate(paths)
     longest = max((t.long_seconds for s in services for slo in s.slos for t in slo.tiers),
@@ -117,7 +117,7 @@ def backfill_rules(paths: Iterable[str | Path], prometheus_url: str, start: date
                    end: datetime, out: Path, first_level: int = 1,
                    progress: Progress | None = None) -> BackfillResult:
     """TSDB blocks of the generated recording rules over history, one level at a time."""
-    from slo_engine.backfill import backfill
+    from slo_engine.rules.backfill import backfill
 
     rule_sets = [compile_service(s) for s in validate(paths)]
     return backfill(rule_sets, prometheus_url, start, end, out, progress=progress,
@@ -131,12 +131,12 @@ def incident_page(slos: Iterable[SLO], ledger: pd.DataFrame, incident: Mapping[s
     its onset. The demo shows it; a post-incident review can too."""
     import pandas as pd
 
-    from slo_engine import budget
-    from slo_engine.correlation import correlate, services_of
-    from slo_engine.durations import parse_duration
-    from slo_engine.incident import BurnAlert, Severity
-    from slo_engine.ledger import group_labels
-    from slo_engine.page import PageContext
+    from slo_engine.budget import accounting as budget
+    from slo_engine.budget.ledger import group_labels
+    from slo_engine.changes.correlation import correlate, services_of
+    from slo_engine.paging.burn_alert import BurnAlert, Severity
+    from slo_engine.paging.page import PageContext
+    from slo_engine.spec.durations import parse_duration
 
     slo = next(s for s in slos if (s.service, s.name) == (incident["service"], incident["slo"]))
     severity: Severity = "page" if incident["severity"] == "page" else "ticket"

@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from slo_engine.changes import DEFAULT_ROLLBACK_TEMPLATE, ROLLBACK_PLACEHOLDERS
-from slo_engine.durations import parse_duration
+from slo_engine.changes.events import DEFAULT_ROLLBACK_TEMPLATE, ROLLBACK_PLACEHOLDERS
 from slo_engine.errors import ConfigError, SpecError, SpecIssue
-from slo_engine.loader import PathKey, SpecDocument, model_issues, read_yaml_file
+from slo_engine.spec.durations import parse_duration
+from slo_engine.spec.loader import PathKey, SpecDocument, model_issues, read_yaml_file
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

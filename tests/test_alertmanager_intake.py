@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from slo_engine.alertmanager import MAX_ALERTS, WebhookPayload, burn_alerts
-from slo_engine.loader import load_services
-from slo_engine.model import Service
+from slo_engine.paging.alertmanager import MAX_ALERTS, WebhookPayload, burn_alerts
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import Service
 from tests.support.paths import ROOT
 
 

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slo_engine.attribution import INCIDENT_COLUMNS, attribute_incidents, backtest_incidents
-from slo_engine.backtest import backtest_slos
-from slo_engine.changes import Change
+from slo_engine.budget.attribution import INCIDENT_COLUMNS, attribute_incidents, backtest_incidents
+from slo_engine.budget.backtest import backtest_slos
+from slo_engine.changes.events import Change
 from slo_engine.cli import main
 from slo_engine.errors import LedgerError
-from slo_engine.loader import load_services
-from slo_engine.model import SLO
-from slo_engine.state import StateDB
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO
+from slo_engine.storage.sqlite import StateDB
 
 SPEC = """\
 apiVersion: slo-engine/v1

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from slo_engine.backfill import (
+from slo_engine.rules.backfill import (
     BACKFILL_GROUP,
     BackfillError,
     BackfillResult,
@@ -36,9 +36,9 @@ from slo_engine.backfill import (
     recording_rules,
     run_level,
 )
-from slo_engine.compile import AlertingRule, RecordingRule, RuleSet, compile_service
-from slo_engine.loader import load_services
-from slo_engine.rules_out import Format, render
+from slo_engine.rules.compile import AlertingRule, RecordingRule, RuleSet, compile_service
+from slo_engine.rules.files import Format, render
+from slo_engine.spec.loader import load_services
 from tests.support.paths import ROOT
 from tests.support.prometheus import (
     PrometheusServer,

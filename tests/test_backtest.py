@@ -23,7 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slo_engine.backtest import (
+from slo_engine.budget.backtest import (
     ALERT_COLUMNS,
     GROUP_COLUMNS,
     AlertPolicy,
@@ -33,12 +33,12 @@ from slo_engine.backtest import (
     backtest_slos,
     load_policy,
 )
-from slo_engine.compile import number
 from slo_engine.errors import LedgerError, SpecError
-from slo_engine.loader import load_services
-from slo_engine.model import SLO, TierPolicy, detection_seconds, to_model
-from slo_engine.rule_tests import NotDerivable, Replay, input_series, scenarios
-from slo_engine.spec import ServiceSpec
+from slo_engine.rules.compile import number
+from slo_engine.rules.promtool_tests import NotDerivable, Replay, input_series, scenarios
+from slo_engine.spec.document import ServiceSpec
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO, TierPolicy, detection_seconds, to_model
 from tests.support.paths import GOLDEN_CASES, ROOT
 
 T0 = pd.Timestamp("2026-03-01T00:00:00Z")

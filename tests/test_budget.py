@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slo_engine import budget, ledger
+from slo_engine.budget import accounting as budget
+from slo_engine.budget import ledger
 from slo_engine.errors import LedgerError
-from slo_engine.loader import load_services
-from slo_engine.model import SLO
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO
 from tests.support.paths import ROOT
 
 AT = datetime(2026, 5, 31, 0, 0, tzinfo=UTC)

@@ -27,15 +27,16 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from slo_engine import app, ledger
-from slo_engine.backfill import backfill
-from slo_engine.backtest import backtest
-from slo_engine.budget import BudgetStatus
+from slo_engine import app
+from slo_engine.budget import ledger
+from slo_engine.budget.accounting import BudgetStatus
+from slo_engine.budget.backtest import backtest
 from slo_engine.cli import main
-from slo_engine.compile import burn_condition, compile_service
-from slo_engine.loader import load_services
-from slo_engine.model import SLO, Service
-from slo_engine.source import PrometheusSource
+from slo_engine.prometheus.source import PrometheusSource
+from slo_engine.rules.backfill import backfill
+from slo_engine.rules.compile import burn_condition, compile_service
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO, Service
 from tests.support.prometheus import (
     PrometheusServer,
     backfill_openmetrics,

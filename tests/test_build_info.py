@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from slo_engine.build_info import build_info_changes, deploys
+from slo_engine.changes.correlation import correlate_alert, error_ratio_series, ratio_window
 from slo_engine.cli import main
 from slo_engine.config import BuildInfoSource
-from slo_engine.correlation import correlate_alert, error_ratio_series, ratio_window
-from slo_engine.incident import BurnAlert
-from slo_engine.loader import load_services
-from slo_engine.model import SLO
-from slo_engine.source import PrometheusSource
-from slo_engine.state import StateDB
+from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.prometheus.build_info import build_info_changes, deploys
+from slo_engine.prometheus.source import PrometheusSource
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO
+from slo_engine.storage.sqlite import StateDB
 from tests.support.prometheus import PrometheusServer, backfill_openmetrics, running_prometheus
 
 pytestmark = pytest.mark.prometheus

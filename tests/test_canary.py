@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from slo_engine.canary import (
+from slo_engine.cli import main
+from slo_engine.errors import ChangeError, ReleaseError
+from slo_engine.release.canary import (
     CanaryRun,
     Thresholds,
     Traffic,
@@ -25,11 +27,9 @@ from slo_engine.canary import (
     share_above,
     traffic_queries,
 )
-from slo_engine.cli import main
-from slo_engine.errors import ChangeError, ReleaseError
-from slo_engine.loader import load_services
-from slo_engine.promql import Matcher
-from slo_engine.state import StateDB
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.promql import Matcher
+from slo_engine.storage.sqlite import StateDB
 from tests.support.exporter import Exporter
 from tests.support.prometheus import PrometheusServer, free_port
 

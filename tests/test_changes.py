@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from slo_engine.changes import Change, newest_first, parse_change, read_change_lines
+from slo_engine.changes.events import Change, newest_first, parse_change, read_change_lines
 from slo_engine.cli import main
 from slo_engine.errors import ChangeError, StateError
-from slo_engine.state import StateDB
+from slo_engine.storage.sqlite import StateDB
 
 T = datetime(2026, 5, 12, 14, 3, tzinfo=UTC)
 DEPLOY = {"time": "2026-05-12T14:03:00Z", "service": "checkout", "kind": "deploy",

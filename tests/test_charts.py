@@ -20,12 +20,12 @@ from matplotlib.dates import date2num
 from matplotlib.image import imread
 from PIL import Image
 
-from slo_engine import charts
-from slo_engine.changes import Change
+from slo_engine.budget import charts
+from slo_engine.changes.events import Change
 from slo_engine.cli import main
-from slo_engine.demo import DemoData, demo_data, write_changes, write_events
-from slo_engine.loader import load_services
-from slo_engine.model import SLO, Service
+from slo_engine.demo.month import DemoData, demo_data, write_changes, write_events
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO, Service
 from tests.support.paths import ROOT
 
 UNTIL = datetime(2026, 5, 31, 12, tzinfo=UTC)

@@ -13,8 +13,8 @@ import yaml
 
 from slo_engine.cli import main
 from slo_engine.errors import SpecError
-from slo_engine.loader import load_services
-from slo_engine.rules_out import HEADER_MARK
+from slo_engine.rules.files import HEADER_MARK
+from slo_engine.spec.loader import load_services
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "slo_definitions").glob("*.yaml"))

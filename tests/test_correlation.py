@@ -10,9 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from slo_engine.changes import Change
-from slo_engine.config import ChangesConfig
-from slo_engine.correlation import (
+from slo_engine.changes.correlation import (
     correlate,
     correlate_alert,
     estimate_onset,
@@ -21,10 +19,12 @@ from slo_engine.correlation import (
     services_of,
     tier_of,
 )
-from slo_engine.incident import BurnAlert
-from slo_engine.loader import load_services
-from slo_engine.model import SLO, AlertTier
-from slo_engine.state import StateDB
+from slo_engine.changes.events import Change
+from slo_engine.config import ChangesConfig
+from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO, AlertTier
+from slo_engine.storage.sqlite import StateDB
 
 SPEC = """\
 apiVersion: slo-engine/v1

@@ -20,13 +20,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from slo_engine.backtest import backtest_slos
-from slo_engine.changes import SUSPECT_KINDS, read_change_lines
-from slo_engine.charts import SIZE_PX
+from slo_engine.budget.backtest import backtest_slos
+from slo_engine.budget.charts import SIZE_PX
+from slo_engine.changes.events import SUSPECT_KINDS, read_change_lines
 from slo_engine.cli import main
-from slo_engine.demo import DemoData, demo_data
-from slo_engine.loader import load_services
-from slo_engine.model import Service
+from slo_engine.demo.month import DemoData, demo_data
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import Service
 from tests.support.binaries import require
 from tests.support.paths import ROOT
 

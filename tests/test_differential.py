@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slo_engine.compile import compile_service
-from slo_engine.loader import load_services
-from slo_engine.rules_out import render
+from slo_engine.rules.compile import compile_service
+from slo_engine.rules.files import render
+from slo_engine.spec.loader import load_services
 from tests.support.prometheus import (
     BACKFILL_GROUP,
     PrometheusServer,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slo_engine.durations import format_duration, parse_duration
+from slo_engine.spec.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -21,13 +21,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from slo_engine import charts
-from slo_engine.alertmanager import WebhookPayload
+from slo_engine.budget import charts
 from slo_engine.config import load_config
-from slo_engine.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
-from slo_engine.engine import UNSEEN_HOLD, Engine
-from slo_engine.evaluator import tier_id
-from slo_engine.incident import BurnAlert
+from slo_engine.paging.alertmanager import WebhookPayload
+from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.paging.evaluator import tier_id
+from slo_engine.service.engine import UNSEEN_HOLD, Engine
+from slo_engine.spec.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
 from tests.support.binaries import require
 from tests.support.prometheus import PrometheusServer, backfill_openmetrics
 from tests.support.slack_standin import TOKEN, SlackStandIn
@@ -201,7 +201,7 @@ def test_a_digest_without_budget_figures_goes_without_a_chart(
     _specs(tmp_path / "slos", {"checkout": "shop", "ghost": "ghost"})  # ghost: no events
     engine = _engine(tmp_path, url, slack, Clock(at))
     try:
-        with caplog.at_level(logging.WARNING, logger="slo_engine.engine"):
+        with caplog.at_level(logging.WARNING, logger="slo_engine.service.engine"):
             assert engine.send_digest() == 2
         [ghost] = [t for t in _texts(slack, "C0OTHER") if t.startswith("SLO digest")]
         assert ghost.startswith(f"SLO digest {at:%Y-%m-%d} for ghost: 1 SLO, 1 no data.")

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from slo_engine.compile import burn_condition
-from slo_engine.evaluator import (
+from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.paging.evaluator import (
     SLOW_LOOKBACK,
     alert_burn_queries,
     apply_alerts,
@@ -25,10 +25,10 @@ from slo_engine.evaluator import (
     transitions,
     unseen_tiers,
 )
-from slo_engine.incident import BurnAlert
-from slo_engine.loader import load_services
-from slo_engine.model import SLO
-from slo_engine.source import PrometheusSource
+from slo_engine.prometheus.source import PrometheusSource
+from slo_engine.rules.compile import burn_condition
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO
 from tests.support.prometheus import PrometheusServer, backfill_openmetrics
 
 AT = datetime(2026, 5, 12, 14, 0, tzinfo=UTC)

@@ -13,14 +13,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from slo_engine import budget, gate
-from slo_engine.budget import BudgetStatus
+from slo_engine.budget import accounting as budget
+from slo_engine.budget.accounting import BudgetStatus
+from slo_engine.budget.ledger import group_labels
 from slo_engine.cli import main
 from slo_engine.errors import SpecError
-from slo_engine.gate import DEFAULT_POLICY, decide, load_policy, release
-from slo_engine.ledger import group_labels
-from slo_engine.loader import load_services
-from slo_engine.state import StateDB
+from slo_engine.release import gate
+from slo_engine.release.gate import DEFAULT_POLICY, decide, load_policy, release
+from slo_engine.spec.loader import load_services
+from slo_engine.storage.sqlite import StateDB
 from tests.support.prometheus import free_port
 
 AT = datetime(2026, 5, 12, 12, 0, tzinfo=UTC)

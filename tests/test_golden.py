@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from slo_engine.app import generated_files
-from slo_engine.loader import load_services
-from slo_engine.spec import json_schema_text
+from slo_engine.spec.document import json_schema_text
+from slo_engine.spec.loader import load_services
 from tests.support.paths import GOLDEN, GOLDEN_CASES, ROOT
 
 

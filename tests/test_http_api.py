@@ -20,18 +20,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from slo_engine import budget
-from slo_engine.alertmanager import WebhookPayload, burn_alerts
-from slo_engine.budget import BudgetStatus
-from slo_engine.changes import Change
+from slo_engine.budget import accounting as budget
+from slo_engine.budget.accounting import BudgetStatus
+from slo_engine.changes.events import Change
 from slo_engine.config import HttpConfig
-from slo_engine.demo import demo_events
-from slo_engine.http_api import HttpServer, create_app
-from slo_engine.incident import BurnAlert
-from slo_engine.loader import load_services
-from slo_engine.model import Service
-from slo_engine.state import StateDB
-from slo_engine.telemetry import Telemetry
+from slo_engine.demo.month import demo_events
+from slo_engine.paging.alertmanager import WebhookPayload, burn_alerts
+from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.service.http_api import HttpServer, create_app
+from slo_engine.service.telemetry import Telemetry
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import Service
+from slo_engine.storage.sqlite import StateDB
 from tests.support.paths import ROOT
 
 TOKEN = "s3cret-token-for-tests"

@@ -23,9 +23,9 @@ from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
-from slo_engine.demo import DemoData, demo_data, write_changes, write_events
-from slo_engine.demo_prometheus import backfill, serving, write_openmetrics
-from slo_engine.loader import load_services
+from slo_engine.demo.month import DemoData, demo_data, write_changes, write_events
+from slo_engine.demo.prometheus import backfill, serving, write_openmetrics
+from slo_engine.spec.loader import load_services
 from tests.support.binaries import require
 from tests.support.paths import ROOT
 

@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from slo_engine.budget import BudgetStatus
-from slo_engine.loader import load_services
-from slo_engine.model import SLO
-from slo_engine.notices import (
+from slo_engine.budget.accounting import BudgetStatus
+from slo_engine.paging.notices import (
     BUDGET_THRESHOLDS,
     POLICY,
     budget_notices,
@@ -24,7 +22,9 @@ from slo_engine.notices import (
     outage_message,
     recovery_message,
 )
-from slo_engine.page import MAX_BLOCKS, MAX_TEXT, SlackMessage, as_plain_text
+from slo_engine.paging.page import MAX_BLOCKS, MAX_TEXT, SlackMessage, as_plain_text
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO
 
 AT = datetime(2026, 5, 12, 9, 0, tzinfo=UTC)
 PERIOD = timedelta(days=30)

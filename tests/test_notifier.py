@@ -18,16 +18,16 @@ import pytest
 from pydantic import SecretStr
 from rich.console import Console
 
-from slo_engine.changes import Change
+from slo_engine.changes.events import Change
 from slo_engine.cli import main
 from slo_engine.config import EngineConfig, SlackConfig
 from slo_engine.errors import ConfigError, NotifyError
-from slo_engine.incident import Severity
-from slo_engine.loader import load_services
-from slo_engine.model import SLO
-from slo_engine.notifier import DryRunDelivery, Notifier, SlackDelivery, delivery_from_config
-from slo_engine.page import SUSPECT_MARK, PageContext, SlackMessage, sample_context
-from slo_engine.state import StateDB
+from slo_engine.paging.burn_alert import Severity
+from slo_engine.paging.notifier import DryRunDelivery, Notifier, SlackDelivery, delivery_from_config
+from slo_engine.paging.page import SUSPECT_MARK, PageContext, SlackMessage, sample_context
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO
+from slo_engine.storage.sqlite import StateDB
 from tests.support.slack_standin import TOKEN, SlackStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +158,7 @@ def test_resolution_marks_the_message_and_replies_in_its_thread(
 def test_a_resolution_without_an_incident_is_ignored(slack: SlackStandIn, state: StateDB,
                                                      checkout: SLO,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="slo_engine.notifier")
+    caplog.set_level(logging.INFO, logger="slo_engine.paging.notifier")
     notifier(state, slack).handle(alert_context(checkout, firing=False))
     assert slack.requests == []
     assert "resolution of checkout/checkout-success/region=eu/page ignored" in caplog.text

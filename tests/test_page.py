@@ -14,11 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slo_engine.changes import Change
-from slo_engine.correlation import Correlation
-from slo_engine.loader import load_services
-from slo_engine.model import SLO
-from slo_engine.page import (
+from slo_engine.changes.correlation import Correlation
+from slo_engine.changes.events import Change
+from slo_engine.paging.page import (
     MAX_HEADER,
     SUSPECT_MARK,
     PageContext,
@@ -28,6 +26,8 @@ from slo_engine.page import (
     render_resolution,
     sample_context,
 )
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO
 from tests.support.slack_standin import block_kit_problems
 
 ROOT = Path(__file__).resolve().parents[1]

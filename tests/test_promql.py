@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slo_engine.promql import (
+from slo_engine.spec.promql import (
     Matcher,
     Selector,
     SelectorSyntaxError,

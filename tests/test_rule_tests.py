@@ -1,8 +1,8 @@
 """The generated rules, proven by the real promtool, and the detection claims they make.
 
-`slo_engine.rule_tests.Replay` predicts minute by minute what the generated rules alert on;
-promtool running the generated unit tests shows Prometheus agrees with it to the minute, so
-the timing claims asserted here on Replay are claims about Prometheus itself.
+`slo_engine.rules.promtool_tests.Replay` predicts minute by minute what the generated rules
+alert on; promtool running the generated unit tests shows Prometheus agrees with it to the
+minute, so the timing claims asserted here on Replay are claims about Prometheus itself.
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 
 from slo_engine.app import generated_files
-from slo_engine.compile import compile_service
-from slo_engine.loader import load_services
-from slo_engine.model import SLO
-from slo_engine.promql import parse_selector
-from slo_engine.rule_tests import (
+from slo_engine.rules.compile import compile_service
+from slo_engine.rules.files import render
+from slo_engine.rules.promtool_tests import (
     Replay,
     Scenario,
     _regex_examples,
@@ -26,7 +24,9 @@ from slo_engine.rule_tests import (
     labels_for,
     scenarios,
 )
-from slo_engine.rules_out import render
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO
+from slo_engine.spec.promql import parse_selector
 from tests.support import promtool as promtool_run
 from tests.support.paths import GOLDEN_CASES, ROOT
 

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from slo_engine.config import ScheduleConfig, load_config
-from slo_engine.engine import Engine
 from slo_engine.errors import ConfigError
-from slo_engine.scheduler import EngineScheduler, digest_trigger, serve
+from slo_engine.service.engine import Engine
+from slo_engine.service.scheduler import EngineScheduler, digest_trigger, serve
 
 WAIT = 10.0  # seconds: the bound of every wait below
 

@@ -33,9 +33,9 @@ import yaml
 
 from slo_engine.app import generated_files, validate
 from slo_engine.config import load_config
-from slo_engine.engine import Engine
-from slo_engine.http_api import HttpServer, create_app
-from slo_engine.scheduler import EngineScheduler
+from slo_engine.service.engine import Engine
+from slo_engine.service.http_api import HttpServer, create_app
+from slo_engine.service.scheduler import EngineScheduler
 from tests.support.alertmanager import AlertmanagerServer
 from tests.support.binaries import require
 from tests.support.exporter import Exporter

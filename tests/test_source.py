@@ -28,14 +28,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slo_engine import conventions as names
-from slo_engine import ledger
-from slo_engine.compile import compile_service
+from slo_engine.budget import ledger
 from slo_engine.errors import QueryError, SourceError, SourceUnavailable
-from slo_engine.loader import load_services
-from slo_engine.model import SLO, QuerySLI, Service
-from slo_engine.rules_out import render
-from slo_engine.source import (
+from slo_engine.prometheus.source import (
     POINTS_PER_QUERY,
     FetchStats,
     PrometheusSource,
@@ -46,6 +41,11 @@ from slo_engine.source import (
     recorded_queries,
     wait_for_cache_writes,
 )
+from slo_engine.rules.compile import compile_service
+from slo_engine.rules.files import render
+from slo_engine.spec import conventions as names
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO, QuerySLI, Service
 from tests.support.prometheus import (
     PrometheusServer,
     backfill_levels,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from slo_engine.errors import SpecError, SpecIssue
-from slo_engine.loader import load_services
-from slo_engine.model import SLO, LatencySLI, QuerySLI, RatioSLI, Service
+from slo_engine.spec.loader import load_services
+from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, RatioSLI, Service
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = "tests/spec_cases"

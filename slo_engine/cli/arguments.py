@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from slo_engine.durations import parse_duration
 from slo_engine.errors import SloEngineError, SpecError
+from slo_engine.spec.durations import parse_duration
 
 if TYPE_CHECKING:
     from slo_engine.config import EngineConfig
-    from slo_engine.state import StateDB
+    from slo_engine.storage.sqlite import StateDB
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -68,7 +68,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig | None:
 
 
 def open_state(args: argparse.Namespace) -> StateDB:
-    from slo_engine.state import StateDB
+    from slo_engine.storage.sqlite import StateDB
 
     config = engine_config(args)
     if config is not None:

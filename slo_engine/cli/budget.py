@@ -15,8 +15,8 @@ from slo_engine.errors import SloEngineError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from slo_engine.changes import Change
-    from slo_engine.model import Service
+    from slo_engine.changes.events import Change
+    from slo_engine.spec.model import Service
 
 
 def register(commands: Commands) -> None:
@@ -98,7 +98,7 @@ def events(args: argparse.Namespace, step_seconds: int = 300) -> app.EventSource
 
 
 def _report(args: argparse.Namespace) -> int:
-    from slo_engine import report_format
+    from slo_engine.budget import report_format
 
     at = args.at or datetime.now(UTC)
     changes = _read_changes(args.changes)
@@ -118,7 +118,7 @@ def _report(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(report_format.render(rows, args.format))
     if args.chart is not None:
-        from slo_engine.charts import write_charts
+        from slo_engine.budget.charts import write_charts
 
         written = write_charts(args.chart, app.validate(args.paths), fetched[0], changes)
         print(f"wrote {len(written)} charts to {args.chart}", file=sys.stderr)
@@ -138,13 +138,13 @@ def _read_changes(path: Path | None) -> list[Change]:
     """Read before anything is fetched, so a bad line fails fast."""
     if path is None:
         return []
-    from slo_engine.changes import read_change_lines
+    from slo_engine.changes.events import read_change_lines
 
     return read_change_lines(path)
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from slo_engine import report_format
+    from slo_engine.budget import report_format
 
     until = args.until or datetime.now(UTC)
     results, warnings = app.backtest_report(args.paths, events(args, step_seconds=60),
@@ -158,7 +158,7 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _sample_data(args: argparse.Namespace) -> int:
-    from slo_engine.demo import demo_data, write_changes, write_events
+    from slo_engine.demo.month import demo_data, write_changes, write_events
 
     data = demo_data(app.validate(args.paths), args.until or datetime.now(UTC), args.days)
     written = write_events(data.ledger, args.out)

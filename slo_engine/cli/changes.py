@@ -27,10 +27,10 @@ from slo_engine.errors import ChangeError, LedgerError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from slo_engine.changes import Change
+    from slo_engine.changes.events import Change
     from slo_engine.config import BuildInfoSource, EngineConfig
-    from slo_engine.page import PageContext
-    from slo_engine.state import StateDB
+    from slo_engine.paging.page import PageContext
+    from slo_engine.storage.sqlite import StateDB
 
 _FIELDS = ("service", "kind", "version", "previous_version", "rollback_command", "url",
            "commit", "author", "description", "time")
@@ -114,7 +114,7 @@ def register(commands: Commands) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from slo_engine.changes import parse_change
+    from slo_engine.changes.events import parse_change
 
     data: dict[str, Any] = {name: getattr(args, name) for name in _FIELDS
                             if getattr(args, name) is not None}
@@ -158,7 +158,7 @@ def _describe(change: Change) -> str:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from slo_engine.changes import read_change_lines
+    from slo_engine.changes.events import read_change_lines
 
     changes = read_change_lines(args.file)
     with open_state(args) as state:
@@ -201,8 +201,8 @@ def _change_table(changes: list[Change]) -> str:
 
 
 def _sync_build_info(args: argparse.Namespace) -> int:
-    from slo_engine.build_info import build_info_changes
-    from slo_engine.source import PrometheusSource
+    from slo_engine.prometheus.build_info import build_info_changes
+    from slo_engine.prometheus.source import PrometheusSource
 
     config = engine_config(args)
     url = args.prometheus_url or (config.prometheus.url if config is not None else None)
@@ -242,12 +242,12 @@ def _build_info_specs(args: argparse.Namespace,
 
 def _incidents(args: argparse.Namespace) -> int:
     from slo_engine import app
-    from slo_engine.attribution import attribute_incidents, backtest_incidents
-    from slo_engine.backtest import backtest_slos
-    from slo_engine.changes import read_change_lines
+    from slo_engine.budget.attribution import attribute_incidents, backtest_incidents
+    from slo_engine.budget.backtest import backtest_slos
+    from slo_engine.changes.correlation import services_of
+    from slo_engine.changes.events import read_change_lines
     from slo_engine.config import ChangesConfig
-    from slo_engine.correlation import services_of
-    from slo_engine.durations import parse_duration
+    from slo_engine.spec.durations import parse_duration
 
     config = engine_config(args)
     settings = config.changes if config is not None else ChangesConfig()
@@ -306,8 +306,8 @@ def _chosen(incidents: pd.DataFrame, which: str) -> dict[str, Any]:
 
 
 def _show_page(context: PageContext) -> None:
-    from slo_engine.notifier import DryRunDelivery
-    from slo_engine.page import render_page
+    from slo_engine.paging.notifier import DryRunDelivery
+    from slo_engine.paging.page import render_page
 
     channel = f"#{context.slo.owner} (dry run: nothing is sent)"
     DryRunDelivery().post(channel, render_page(context))
@@ -337,7 +337,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def _incident_table(incidents: pd.DataFrame) -> str:
     from rich.table import Table
 
-    from slo_engine.durations import describe_seconds
+    from slo_engine.spec.durations import describe_seconds
 
     view = Table(title="Incidents: budget spent and the change before each")
     for name in ("#", "SLO", "severity", "onset", "fired", "lasted", "budget spent",

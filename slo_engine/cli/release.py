@@ -27,9 +27,9 @@ from slo_engine.cli.arguments import (
 from slo_engine.errors import ReleaseError, SloEngineError
 
 if TYPE_CHECKING:
-    from slo_engine.changes import Change
+    from slo_engine.changes.events import Change
     from slo_engine.config import EngineConfig
-    from slo_engine.model import Service
+    from slo_engine.spec.model import Service
 
 NO_ANSWER = 2  # gate: could not decide; canary: inconclusive
 
@@ -152,7 +152,8 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace) -> int:
-    from slo_engine import budget, gate
+    from slo_engine.budget import accounting as budget
+    from slo_engine.release import gate
 
     policy = gate.load_policy(args.policy) if args.policy is not None else gate.DEFAULT_POLICY
     service = _service(app.validate(args.paths), args.service)
@@ -225,9 +226,9 @@ def _canary(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from slo_engine import canary
-    from slo_engine.model import LatencySLI
-    from slo_engine.source import PrometheusSource
+    from slo_engine.prometheus.source import PrometheusSource
+    from slo_engine.release import canary
+    from slo_engine.spec.model import LatencySLI
 
     slo = canary.find_slo(app.validate(args.paths), args.slo)
     canary_matchers = canary.label_matchers(args.canary, "--canary")

@@ -18,7 +18,7 @@ from slo_engine.cli.arguments import Commands
 
 if TYPE_CHECKING:
     from slo_engine.config import EngineConfig
-    from slo_engine.model import Service
+    from slo_engine.spec.model import Service
 
 DEFAULT_CONFIG = Path("slo-engine.yaml")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -52,9 +52,9 @@ def config_argument(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from slo_engine.config import load_config
-    from slo_engine.engine import Engine
-    from slo_engine.http_api import HttpServer, create_app
-    from slo_engine.scheduler import EngineScheduler, serve
+    from slo_engine.service.engine import Engine
+    from slo_engine.service.http_api import HttpServer, create_app
+    from slo_engine.service.scheduler import EngineScheduler, serve
 
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr)
     if args.log_level != "DEBUG":  # every job run, every retried connection: the engine
@@ -109,7 +109,7 @@ def config_problems(config: EngineConfig, *, connect: bool = False) -> tuple[
     from slo_engine import app
     from slo_engine.config import routing_issues
     from slo_engine.errors import ConfigError, SpecError
-    from slo_engine.scheduler import digest_trigger
+    from slo_engine.service.scheduler import digest_trigger
 
     problems: list[str] = []
     notes: list[str] = []
@@ -157,10 +157,10 @@ def _state_problems(path: Path) -> list[str]:
 
 def _connect(config: EngineConfig, services: list[Service], problems: list[str],
              notes: list[str]) -> None:
-    from slo_engine.conventions import SERVICE_LABEL, SLO_LABEL, TOTAL_EVENTS_RATE
-    from slo_engine.durations import parse_duration
     from slo_engine.errors import SloEngineError, SourceError
-    from slo_engine.source import PrometheusSource
+    from slo_engine.prometheus.source import PrometheusSource
+    from slo_engine.spec.conventions import SERVICE_LABEL, SLO_LABEL, TOTAL_EVENTS_RATE
+    from slo_engine.spec.durations import parse_duration
 
     try:
         with PrometheusSource(config.prometheus.url, config.prometheus.header_values(),
@@ -184,7 +184,7 @@ def _connect(config: EngineConfig, services: list[Service], problems: list[str],
     if config.slack.token is None or not config.slack.token.get_secret_value().strip():
         return  # reported above
     try:
-        from slo_engine.notifier import SlackDelivery
+        from slo_engine.paging.notifier import SlackDelivery
 
         notes.append(f"Slack token accepted: {SlackDelivery(config.slack).identity()}")
     except SloEngineError as error:

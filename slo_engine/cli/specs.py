@@ -8,10 +8,10 @@ from pathlib import Path
 
 from slo_engine import app
 from slo_engine.cli.arguments import Commands, slo_paths
-from slo_engine.durations import describe_seconds
-from slo_engine.model import Service, detection_seconds
-from slo_engine.rules_out import FORMATS
-from slo_engine.spec import json_schema_text
+from slo_engine.rules.files import FORMATS
+from slo_engine.spec.document import json_schema_text
+from slo_engine.spec.durations import describe_seconds
+from slo_engine.spec.model import Service, detection_seconds
 
 
 def register(commands: Commands) -> None:

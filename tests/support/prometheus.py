@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from slo_engine import backfill
-from slo_engine.backfill import level_rules_text, plan_levels, record_levels
+from slo_engine.rules import backfill
+from slo_engine.rules.backfill import level_rules_text, plan_levels, record_levels
 from tests.support.processes import ServerError, ServerProcess, free_port
 
 QUERY_TIMEOUT = 120.0

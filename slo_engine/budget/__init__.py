@@ -1,0 +1,1 @@
+"""Error budgets with pandas: the event ledger, accounting, backtests, attribution, charts."""

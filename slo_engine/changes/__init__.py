@@ -1,0 +1,1 @@
+"""What changed: change events, and the changes before a burn's onset."""

@@ -1,0 +1,218 @@
+"""What changed before a burn: the changes preceding its onset, and the suspect among them.
+
+The window ends at the burn's onset, not at the page: a 6h/30m tier fires long after the
+burn began, and what caused it landed before the burn, not before the page. The onset is
+read from the 5m error ratio (the recorded `slo:error_ratio:rate5m`, or a ledger's bad/total
+per bucket). Everything here is pure except the two edges, `error_ratio_series` (Prometheus)
+and `correlate_alert` (the state database).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from slo_engine.changes.events import DEFAULT_ROLLBACK_TEMPLATE, SUSPECT_KINDS, Change, newest_first
+from slo_engine.rules.compile import number
+from slo_engine.spec.durations import parse_duration
+from slo_engine.spec.model import SLO, AlertTier
+
+if TYPE_CHECKING:  # pandas and the HTTP client only for the edges' callers
+    import pandas as pd
+
+    from slo_engine.config import ChangesConfig
+    from slo_engine.paging.burn_alert import BurnAlert
+    from slo_engine.prometheus.source import PrometheusSource
+    from slo_engine.storage.sqlite import StateDB
+
+DEFAULT_LOOKBACK_S = 6 * 3600.0
+DEFAULT_SUSPECT_WINDOW_S = 2 * 3600.0
+RATIO_STEP_SECONDS = 60  # the rules' evaluation interval: the 5m ratio's own resolution
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """The context of one burn, as the page shows it.
+
+    `onset` is None when the error ratio never rose above the tier's threshold before the
+    alert (or no ratio was available): the lookback then ends at the alert's time instead,
+    and the page should say the onset is unknown.
+    """
+
+    onset: datetime | None  # when the error ratio first rose above the tier's threshold
+    changes: tuple[Change, ...]  # within the lookback before the onset, newest first
+    suspect: Change | None  # latest deploy/config/flag change within the suspect window
+    rollback_command: str | None  # the suspect's, given or derived from previous_version
+    lookback_seconds: float
+
+
+def services_of(slo: SLO) -> tuple[str, ...]:
+    """The services whose changes are context for an SLO: its own, then its `depends_on`."""
+    return tuple(dict.fromkeys((slo.service, *slo.depends_on)))
+
+
+def tier_of(slo: SLO, severity: str, long_window: str, short_window: str) -> AlertTier | None:
+    """The SLO's tier an alert reports. An alert whose windows match no tier (the spec changed
+    since it fired) gets the most sensitive tier of its severity, so an onset is still found;
+    None when the SLO has no tier of that severity either."""
+    same = [t for t in slo.tiers if t.severity == severity]
+    exact = [t for t in same if (t.long_window, t.short_window) == (long_window, short_window)]
+    if exact:
+        return exact[0]
+    return min(same, key=lambda t: t.burn_rate, default=None)
+
+
+def estimate_onset(ratio: pd.Series, at: datetime, slo: SLO, tier: AlertTier) -> datetime | None:
+    """When the burn that fired `tier` at `at` began: the first point of the run of 5m
+    error-ratio points above the tier's threshold (burn rate × error budget) leading up to `at`.
+
+    `ratio` is indexed by time (naive means UTC), NaN where there was no traffic. Points after
+    `at` and more than the tier's long window before it are ignored: a burn older than its
+    long window would have fired earlier. A dip below the threshold shorter than the tier's
+    short window does not end the run (the short window, which must also burn for the tier to
+    fire, would hardly notice it), nor does a gap in the data that short; longer ones do.
+    None when no point within one short window before `at` is above the threshold: then the
+    alert's time is all there is.
+    Compared as the rules compare (`ratio / budget > burn rate`, both numbers as printed).
+    """
+    import pandas as pd
+
+    budget, threshold = float(number(slo.error_budget)), float(number(tier.burn_rate))
+    index = pd.DatetimeIndex(ratio.index)
+    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    times: list[datetime] = list(index.to_pydatetime())
+    points = [(when, float(value)) for when, value in
+              zip(times, ratio.to_numpy(dtype=float), strict=True) if not math.isnan(value)]
+    since = at - timedelta(seconds=tier.long_seconds)
+    above = sorted(when for when, value in points
+                   if since <= when <= at and value / budget > threshold)
+    if not above or (at - above[-1]).total_seconds() > tier.short_seconds:
+        return None
+    step = _step(sorted(when for when, _ in points))
+    onset = above[-1]
+    for earlier in reversed(above[:-1]):
+        if (onset - earlier).total_seconds() - step >= tier.short_seconds:
+            break
+        onset = earlier
+    return onset
+
+
+def _step(times: Sequence[datetime]) -> float:
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times) if b > a]
+    return min(gaps, default=float(RATIO_STEP_SECONDS))
+
+
+def correlate(changes: Iterable[Change], onset: datetime | None, *,
+              fired_at: datetime | None = None, lookback_s: float = DEFAULT_LOOKBACK_S,
+              suspect_window_s: float = DEFAULT_SUSPECT_WINDOW_S,
+              rollback_template: str = DEFAULT_ROLLBACK_TEMPLATE,
+              services: Collection[str] | None = None) -> Correlation:
+    """The changes of `services` (all, when None) in [onset − lookback, onset], both ends
+    included, newest first; the suspect is the newest deploy, config or feature_flag change
+    among them no earlier than onset − suspect window; its rollback command is the one given,
+    else `rollback_template` filled with its previous_version.
+
+    With `onset` None (not estimated), the window ends at `fired_at` instead and the result's
+    onset stays None.
+    """
+    end = onset if onset is not None else fired_at
+    if end is None:
+        raise ValueError("correlate needs an onset or the alert's time (fired_at)")
+    start = end - timedelta(seconds=lookback_s)
+    within = tuple(newest_first(
+        c for c in changes
+        if start <= c.time <= end and (services is None or c.service in services)))
+    suspect_from = end - timedelta(seconds=suspect_window_s)
+    suspect = next((c for c in within if c.kind in SUSPECT_KINDS and c.time >= suspect_from),
+                   None)
+    return Correlation(onset=onset, changes=within, suspect=suspect,
+                       rollback_command=suspect.rollback(rollback_template) if suspect else None,
+                       lookback_seconds=lookback_s)
+
+
+def ratio_from_ledger(ledger: pd.DataFrame, slo: SLO, group: str = "") -> pd.Series:
+    """The 5m error ratio of one SLO group from a ledger: bad/total of each bucket (a bucket
+    of a step-60 or step-300 ledger read from the recorded rates holds exactly that ratio),
+    NaN where there was no traffic; indexed by the buckets' UTC times."""
+    import pandas as pd
+
+    rows = ledger[(ledger["slo"] == slo.name)
+                  & ledger["service"].isin([slo.service, ""])
+                  & (ledger["group"].astype(str) == group)]
+    total = rows["total"].to_numpy(dtype=float)
+    bad = rows["bad"].to_numpy(dtype=float)
+    ratio = [b / t if t > 0 else math.nan for b, t in zip(bad, total, strict=True)]
+    index = pd.DatetimeIndex(pd.to_datetime(rows["timestamp"], utc=True))
+    return pd.Series(ratio, index=index, dtype=float).sort_index()
+
+
+def ratio_window(alert: BurnAlert, slo: SLO) -> tuple[datetime, datetime]:
+    """The span of the 5m ratio `estimate_onset` reads for an alert: its tier's long window."""
+    tier = tier_of(slo, alert.severity, alert.long_window, alert.short_window)
+    long_seconds = tier.long_seconds if tier is not None else DEFAULT_LOOKBACK_S
+    return alert.at - timedelta(seconds=long_seconds), alert.at
+
+
+# --- the edges ------------------------------------------------------------------------------
+
+
+def error_ratio_series(source: PrometheusSource, slo: SLO,
+                       group: Mapping[str, str] | Iterable[tuple[str, str]],
+                       start: datetime, end: datetime,
+                       step_seconds: int = RATIO_STEP_SECONDS) -> pd.Series:
+    """The recorded `slo:error_ratio:rate5m` of one SLO group from Prometheus.
+
+    Where the group labels match several series (a grouped SLO asked without its group), the
+    worst group's ratio at each point is returned: the onset of the first group to burn.
+    Raises SourceUnavailable or QueryError as `PrometheusSource` does.
+    """
+    import pandas as pd
+
+    from slo_engine.spec.conventions import (
+        BASE_WINDOW,
+        SERVICE_LABEL,
+        SLO_LABEL,
+        error_ratio_metric,
+    )
+    from slo_engine.spec.promql import Matcher, Selector
+
+    labels = dict(group.items() if isinstance(group, Mapping) else group)
+    matchers = (Matcher(SLO_LABEL, "=", slo.name), Matcher(SERVICE_LABEL, "=", slo.service),
+                *(Matcher(name, "=", value) for name, value in sorted(labels.items())))
+    query = Selector(error_ratio_metric(BASE_WINDOW), matchers).render()
+    series = [pd.Series([float(v) for _, v in item["values"]],
+                        index=pd.to_datetime([float(t) for t, _ in item["values"]], unit="s",
+                                             utc=True), dtype=float)
+              for item in source.query_range(query, start, end, step_seconds)]
+    if not series:
+        return pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=float)
+    if len(series) == 1:
+        return series[0]
+    return pd.concat(series, axis=1).max(axis=1, skipna=True).astype(float)
+
+
+def correlate_alert(alert: BurnAlert, slo: SLO, state: StateDB, ratio: pd.Series | None,
+                    config: ChangesConfig | None = None) -> Correlation:
+    """The correlation a page about `alert` shows: the onset estimated from `ratio` (the 5m
+    error ratio over `ratio_window`, e.g. from `error_ratio_series`; None when Prometheus
+    could not be read, which leaves the onset unknown and anchors the lookback at the alert's
+    time), and the changes of the SLO's service and its `depends_on` from the state database.
+    """
+    from slo_engine.config import ChangesConfig
+
+    config = config or ChangesConfig()
+    lookback = parse_duration(config.lookback)
+    tier = tier_of(slo, alert.severity, alert.long_window, alert.short_window)
+    onset = estimate_onset(ratio, alert.at, slo, tier) \
+        if ratio is not None and tier is not None else None
+    end = onset or alert.at
+    services = services_of(slo)
+    changes = state.changes(services=services, since=end - timedelta(seconds=lookback),
+                            until=end)
+    return correlate(changes, onset, fired_at=alert.at, lookback_s=lookback,
+                     suspect_window_s=parse_duration(config.suspect_window),
+                     rollback_template=config.rollback_template, services=services)

@@ -1,0 +1,1 @@
+"""The demo's month of events and changes, and the same story on a real Prometheus."""

@@ -1,0 +1,1 @@
+"""From a burning tier to a Slack message: burn alerts, evaluation, Block Kit, delivery."""

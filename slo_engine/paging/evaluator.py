@@ -1,0 +1,220 @@
+"""The engine's own paging mode: every SLO's burn-rate tiers, read from the recorded series.
+
+Prometheus already records the error ratio of every window the generated alerts compare.
+Reading those series with one instant query per window (not per SLO), and applying each
+alert's own condition — both windows above the tier's burn rate, and at least `min_events`
+in the long window — pages exactly when the rules would, without Alertmanager, in a number
+of queries that does not grow with the number of SLOs.
+
+Pages follow transitions, not states: a tier that starts firing is handed to the notifier
+once, and once more when it stops. The notifier folds the tiers of one (service, SLO, group,
+severity) into one incident and resolves it with its last tier. The firing set is kept in
+the state database, so a restarted engine sees no new transition mid-incident. The same
+transitions come from Alertmanager's webhook, which reports tiers one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.rules.compile import number, recorded_windows
+from slo_engine.spec import conventions as names
+from slo_engine.spec.durations import format_duration, parse_duration
+from slo_engine.spec.model import SLO
+from slo_engine.spec.promql import Matcher, Selector
+
+Result = list[dict[str, Any]]  # an instant query's result, as Prometheus returns it
+Group = tuple[tuple[str, str], ...]
+
+# Samples of the slow group are SLOW_GROUP_INTERVAL apart: an instant query's default
+# 5m lookback can fall just between two of them, so those windows look back two intervals.
+SLOW_LOOKBACK = format_duration(2 * parse_duration(names.SLOW_GROUP_INTERVAL))
+
+
+def burn_queries(slos: Iterable[SLO]) -> dict[str, str]:
+    """The instant queries one evaluation needs, by name: one per recorded window, and one
+    per long window whose event count some SLO's `min_events` checks."""
+    fast: set[str] = set()
+    slow: set[str] = set()
+    counted: set[str] = set()
+    for slo in slos:
+        every, slowly = recorded_windows(slo)
+        tier_windows = {w for t in slo.tiers for w in (t.long_window, t.short_window)}
+        fast |= tier_windows & every
+        slow |= tier_windows & slowly
+        if slo.min_events:
+            counted |= {t.long_window for t in slo.tiers}
+    queries = {_ratio_name(w, False): names.error_ratio_metric(w) for w in _ordered(fast)}
+    queries.update({_ratio_name(w, True):
+                    f"last_over_time({names.error_ratio_metric(w)}[{SLOW_LOOKBACK}])"
+                    for w in _ordered(slow)})
+    queries.update({_events_name(w): f"avg_over_time({names.TOTAL_EVENTS_RATE}[{w}]) * "
+                                     f"{parse_duration(w):g}" for w in _ordered(counted)})
+    return queries
+
+
+def firing_tiers(slos: Iterable[SLO], results: Mapping[str, Result],
+                 at: datetime) -> dict[str, BurnAlert]:
+    """Every tier whose condition holds in `results` (of `burn_queries`), by `tier_id`.
+
+    A window without a sample (no traffic, rules not loaded) or a NaN ratio never fires,
+    as in Prometheus, where the alert's expression then returns nothing.
+    """
+    slos = list(slos)
+    by_pair = {(slo.service, slo.name): slo for slo in slos}
+    values = {name: _values(result, by_pair) for name, result in results.items()}
+    firing: dict[str, BurnAlert] = {}
+    for slo in slos:
+        every, _ = recorded_windows(slo)
+        for tier in slo.tiers:
+            long = values.get(_ratio_name(tier.long_window, tier.long_window not in every), {})
+            short = values.get(_ratio_name(tier.short_window, tier.short_window not in every),
+                               {})
+            events = values.get(_events_name(tier.long_window), {})
+            groups = {g for (service, name, g) in long if (service, name) == (slo.service,
+                                                                              slo.name)}
+            threshold = float(number(tier.burn_rate))
+            for group in sorted(groups):
+                key = (slo.service, slo.name, group)
+                burn_long = _burn(long.get(key), slo)
+                burn_short = _burn(short.get(key), slo)
+                if not (_above(burn_long, threshold) and _above(burn_short, threshold)):
+                    continue
+                if slo.min_events and not events.get(key, 0.0) >= slo.min_events:
+                    continue
+                alert = BurnAlert(
+                    service=slo.service, slo=slo.name, group=group,
+                    severity="page" if tier.severity == "page" else "ticket",
+                    long_window=tier.long_window, short_window=tier.short_window,
+                    firing=True, at=at, burn_rate_long=burn_long, burn_rate_short=burn_short,
+                    source="engine")
+                firing[tier_id(alert)] = alert
+    return firing
+
+
+def unseen_tiers(previous: Mapping[str, BurnAlert], slos: Iterable[SLO],
+                 results: Mapping[str, Result]) -> set[str]:
+    """The firing tiers (of `previous`, by `tier_id`) of loaded SLOs whose long or short
+    window has no sample at all in `results` (a NaN is a sample).
+
+    No sample says nothing about the burn: after a Prometheus outage longer than the 5m
+    lookback the recorded series are missing until their rules run again, and resolving
+    the tier then would page again a minute later.
+    """
+    if not previous:
+        return set()
+    by_pair = {(slo.service, slo.name): slo for slo in slos}
+    values = {name: _values(result, by_pair) for name, result in results.items()}
+    unseen: set[str] = set()
+    for key, alert in previous.items():
+        slo = by_pair.get((alert.service, alert.slo))
+        if slo is None or not any(
+                (t.long_window, t.short_window) == (alert.long_window, alert.short_window)
+                and ("page" if t.severity == "page" else "ticket") == alert.severity
+                for t in slo.tiers):
+            continue  # an SLO or tier no longer loaded resolves at once
+        every, _ = recorded_windows(slo)
+        group = (alert.service, alert.slo, alert.group)
+        if any(group not in values.get(_ratio_name(window, window not in every), {})
+               for window in (alert.long_window, alert.short_window)):
+            unseen.add(key)
+    return unseen
+
+
+def alert_burn_queries(slo: SLO, alert: BurnAlert) -> tuple[str, str]:
+    """The instant queries of one alert's long and short window for its SLO group: a page
+    from Alertmanager shows the burn rates the engine's own would."""
+    every, _ = recorded_windows(slo)
+    matchers = (Matcher(names.SLO_LABEL, "=", slo.name),
+                Matcher(names.SERVICE_LABEL, "=", slo.service),
+                *(Matcher(name, "=", value) for name, value in alert.group))
+
+    def query(window: str) -> str:
+        selector = Selector(names.error_ratio_metric(window), matchers).render()
+        return selector if window in every else f"last_over_time({selector}[{SLOW_LOOKBACK}])"
+
+    return query(alert.long_window), query(alert.short_window)
+
+
+def burn_rate_in(result: Result, slo: SLO) -> float | None:
+    """The burn rate an `alert_burn_queries` result shows (the worst series, if several)."""
+    ratios = [v for v in _values(result, {(slo.service, slo.name): slo}).values() if v == v]
+    return _burn(max(ratios), slo) if ratios else None
+
+
+def tier_id(alert: BurnAlert) -> str:
+    """One tier of one incident: what the firing set (and the state database) is keyed by."""
+    return f"{alert.incident_key}/{alert.tier}"
+
+
+def transitions(previous: Mapping[str, BurnAlert], current: Mapping[str, BurnAlert],
+                at: datetime) -> list[BurnAlert]:
+    """What to tell the notifier when the firing tiers go from `previous` to `current`: each
+    tier that started (with its burn rates now), then each that stopped (resolved at `at`).
+    Starts go first, so an incident whose tiers hand over (one stops as another starts in
+    the same evaluation) stays one incident: the notifier resolves it with its last tier."""
+    started = [current[key] for key in sorted(current.keys() - previous.keys())]
+    stopped = [replace(previous[key], firing=False, at=at)
+               for key in sorted(previous.keys() - current.keys())]
+    return started + stopped
+
+
+def apply_alerts(previous: Mapping[str, BurnAlert], alerts: Iterable[BurnAlert]) -> tuple[
+        dict[str, BurnAlert], list[BurnAlert]]:
+    """Reports of single tiers (Alertmanager's webhook) applied to the firing tiers: the new
+    firing set, and the transitions — tiers that started, then tiers that were firing and
+    resolved (at the time Alertmanager gives). A repeated report of a known tier is no
+    transition: Alertmanager re-sends firing alerts every repeat_interval."""
+    current = dict(previous)
+    started: list[BurnAlert] = []
+    stopped: list[BurnAlert] = []
+    for alert in alerts:
+        key = tier_id(alert)
+        if alert.firing and key not in current:
+            current[key] = alert
+            started.append(alert)
+        elif not alert.firing and key in current:
+            del current[key]
+            stopped.append(alert)
+    return current, started + stopped
+
+
+def _ordered(windows: set[str]) -> list[str]:
+    return sorted(windows, key=parse_duration)
+
+
+def _ratio_name(window: str, slow: bool) -> str:
+    return f"ratio{'-slow' if slow else ''}:{window}"
+
+
+def _events_name(window: str) -> str:
+    return f"events:{window}"
+
+
+def _values(result: Result, by_pair: Mapping[tuple[str, str], SLO]) -> dict[
+        tuple[str, str, Group], float]:
+    values: dict[tuple[str, str, Group], float] = {}
+    for item in result:
+        labels = item.get("metric", {})
+        slo = by_pair.get((labels.get(names.SERVICE_LABEL, ""), labels.get(names.SLO_LABEL, "")))
+        if slo is None:
+            continue
+        try:
+            value = float(item["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        values[(slo.service, slo.name, BurnAlert.group_of(labels, slo.group_by))] = value
+    return values
+
+
+def _burn(ratio: float | None, slo: SLO) -> float | None:
+    """The burn rate as the rule computes it: over the budget as the rule writes it."""
+    return None if ratio is None or ratio != ratio else ratio / float(number(slo.error_budget))
+
+
+def _above(value: float | None, threshold: float) -> bool:
+    return value is not None and value > threshold

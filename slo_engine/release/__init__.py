@@ -1,0 +1,1 @@
+"""Release gates: the error-budget policy decision and the canary comparison."""

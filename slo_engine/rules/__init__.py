@@ -1,0 +1,1 @@
+"""Prometheus rules from the model: rule groups, rule files, promtool tests, backfill."""

@@ -1,0 +1,236 @@
+"""SLO model → Prometheus rule groups. Pure: no files, no clocks, deterministic output.
+
+Per SLO, two groups:
+- `slo-engine:<service>:<slo>`: the only raw read (5m rates of bad and total events),
+  then the error ratio of every window the fast tiers read, from those recorded rates (sum
+  of bad over sum of total: traffic-weighted, and a quiet interval inside a window cannot
+  make it NaN), then their burn-rate alerts, long window on the left of `and` so `$value`
+  is its burn rate, and the data-absent alert;
+- `slo-engine:<service>:<slo>:slow`, every 5m: the windows and alerts of tiers whose long
+  window is a day or more, then the period's error ratio, the error budget remaining,
+  objective and period. Long `sum_over_time`s are most of the evaluation cost, and neither
+  a day-long window nor the budget moves much in a minute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from slo_engine.spec import conventions as names
+from slo_engine.spec.durations import format_duration
+from slo_engine.spec.model import SLO, AlertTier, LatencySLI, RatioSLI, Service
+from slo_engine.spec.promql import WINDOW_PLACEHOLDER, Matcher
+
+
+@dataclass(frozen=True)
+class RecordingRule:
+    record: str
+    expr: str
+    labels: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class AlertingRule:
+    alert: str
+    expr: str
+    labels: tuple[tuple[str, str], ...]
+    annotations: tuple[tuple[str, str], ...]
+    for_: str | None = None
+
+
+Rule = RecordingRule | AlertingRule
+
+# The firing burn rate, as the alert's annotations show it (`$value` is the long window's).
+VALUE_TEMPLATE = '{{ $value | printf "%.1f" }}'
+
+
+@dataclass(frozen=True)
+class RuleGroup:
+    name: str
+    rules: tuple[Rule, ...]
+    interval: str | None = None
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Every group generated for one service, in spec order."""
+
+    service: str
+    source_file: str
+    groups: tuple[RuleGroup, ...] = field(default_factory=tuple)
+
+
+def number(value: float) -> str:
+    """A float as PromQL and annotations show it: 14.4, not 14.399999999999999."""
+    return format(value, ".10g")
+
+
+def compile_service(service: Service) -> RuleSet:
+    groups: list[RuleGroup] = []
+    for slo in service.slos:
+        groups.extend(compile_slo(slo))
+    return RuleSet(service.name, service.source_file, tuple(groups))
+
+
+def compile_slo(slo: SLO) -> tuple[RuleGroup, RuleGroup]:
+    fast = [t for t in slo.tiers if t.long_seconds < names.SLOW_TIER_SECONDS]
+    slow = [t for t in slo.tiers if t.long_seconds >= names.SLOW_TIER_SECONDS]
+    fast_windows, slow_windows = recorded_windows(slo)
+    rules: list[Rule] = [*_event_rates(slo), *_window_ratios(slo, fast_windows)]
+    rules.extend(burn_alert(slo, tier) for tier in fast)
+    if slo.data_absent:
+        rules.append(data_absent_alert(slo))
+    slow_rules: list[Rule] = [*_window_ratios(slo, slow_windows)]
+    slow_rules.extend(burn_alert(slo, tier) for tier in slow)
+    slow_rules.extend(_period_rules(slo))
+    return (RuleGroup(names.alert_group_name(slo.service, slo.name), tuple(rules)),
+            RuleGroup(names.slow_group_name(slo.service, slo.name), tuple(slow_rules),
+                      names.SLOW_GROUP_INTERVAL))
+
+
+def _windows(tiers: list[AlertTier]) -> set[str]:
+    return {w for t in tiers for w in (t.long_window, t.short_window)}
+
+
+def recorded_windows(slo: SLO) -> tuple[set[str], set[str]]:
+    """The error-ratio windows recorded by the SLO's group evaluated every interval, and
+    those recorded by its slow group (every SLOW_GROUP_INTERVAL): a reader of the latter
+    must look back a whole slow interval to find the last sample."""
+    fast = _windows([t for t in slo.tiers if t.long_seconds < names.SLOW_TIER_SECONDS])
+    fast.add(names.BASE_WINDOW)
+    slow = _windows([t for t in slo.tiers if t.long_seconds >= names.SLOW_TIER_SECONDS])
+    return fast, slow - fast
+
+
+def recorded(metric: str, slo: SLO) -> str:
+    """A selector of one SLO's recorded series: `slo` and `service` identify it."""
+    return f'{metric}{{{names.SLO_LABEL}="{slo.name}", {names.SERVICE_LABEL}="{slo.service}"}}'
+
+
+def _by(slo: SLO) -> str:
+    return f"sum by ({', '.join(slo.group_by)}) " if slo.group_by else "sum"
+
+
+def _rate(selector: str) -> str:
+    return f"rate({selector}[{names.BASE_WINDOW}])"
+
+
+def le_matcher(threshold_seconds: float) -> Matcher:
+    """Bucket boundary as exporters write it: Go writes 1, client_python 1.0."""
+    text = number(threshold_seconds)
+    if "." in text or "e" in text:
+        return Matcher("le", "=", text)
+    return Matcher("le", "=~", f"{text}|{text}\\.0")
+
+
+def _event_rates(slo: SLO) -> list[Rule]:
+    by = _by(slo)
+    total_recorded = f"{by}({recorded(names.TOTAL_EVENTS_RATE, slo)})"
+    sli = slo.sli
+    if isinstance(sli, RatioSLI):
+        total = f"{by}({_rate(sli.total.render())})"
+        if sli.bad is not None:
+            bad = f"{by}({_rate(sli.bad.render())}) or 0 * {total_recorded}"
+        else:
+            assert sli.good is not None
+            good = f"{by}({_rate(sli.good.render())})"
+            bad = f"clamp_min({total_recorded} - ({good} or 0 * {total_recorded}), 0)"
+    elif isinstance(sli, LatencySLI):
+        total = f"{by}({_rate(sli.count.render())})"
+        good = f"{by}({_rate(sli.bucket.render((le_matcher(sli.threshold_seconds),)))})"
+        bad = f"clamp_min({total_recorded} - ({good} or 0 * {total_recorded}), 0)"
+    else:
+        total = _window(sli.total, names.BASE_WINDOW)
+        if sli.bad is not None:
+            bad = f"({_window(sli.bad, names.BASE_WINDOW)}) or on () (0 * " \
+                  f"{recorded(names.TOTAL_EVENTS_RATE, slo)})"
+        else:
+            assert sli.good is not None
+            bad = f"clamp_min(({total}) - ({_window(sli.good, names.BASE_WINDOW)}), 0)"
+    return [
+        RecordingRule(names.TOTAL_EVENTS_RATE, total, slo.labels),
+        RecordingRule(names.BAD_EVENTS_RATE, bad, slo.labels),
+    ]
+
+
+def _window(query: str, window: str) -> str:
+    return query.replace(WINDOW_PLACEHOLDER, window).strip()
+
+
+def error_ratio_expr(slo: SLO, window: str) -> str:
+    bad, total = recorded(names.BAD_EVENTS_RATE, slo), recorded(names.TOTAL_EVENTS_RATE, slo)
+    if window == names.BASE_WINDOW:
+        return f"{bad} / {total}"
+    return f"sum_over_time({bad}[{window}]) / sum_over_time({total}[{window}])"
+
+
+def _window_ratios(slo: SLO, windows: set[str]) -> list[Rule]:
+    return [
+        RecordingRule(names.error_ratio_metric(w), error_ratio_expr(slo, w), slo.labels)
+        for w in slo.windows if w in windows
+    ]
+
+
+def burn_condition(slo: SLO, tier: AlertTier) -> str:
+    budget, threshold = number(slo.error_budget), number(tier.burn_rate)
+    long = f"{recorded(names.error_ratio_metric(tier.long_window), slo)} / {budget} > {threshold}"
+    short = f"{recorded(names.error_ratio_metric(tier.short_window), slo)} / {budget} > {threshold}"
+    expr = f"{long}\nand\n{short}"
+    if slo.min_events:
+        events = (f"avg_over_time({recorded(names.TOTAL_EVENTS_RATE, slo)}[{tier.long_window}])"
+                  f" * {number(tier.long_seconds)} >= {slo.min_events}")
+        expr += f"\nand\n{events}"
+    return expr
+
+
+def burn_alert(slo: SLO, tier: AlertTier) -> AlertingRule:
+    threshold = number(tier.burn_rate)
+    lasts = format_duration(round(slo.period_seconds / tier.burn_rate / 60) * 60)
+    what = f"{slo.description.rstrip('.')}. " if slo.description else ""
+    return AlertingRule(
+        alert=names.BURN_ALERT,
+        expr=burn_condition(slo, tier),
+        labels=(*slo.labels, (names.SEVERITY_LABEL, tier.severity),
+                (names.LONG_WINDOW_LABEL, tier.long_window),
+                (names.SHORT_WINDOW_LABEL, tier.short_window)),
+        annotations=_links(slo, (
+            ("summary", f"{slo.service}/{slo.name}: error budget burning "
+                        f"{VALUE_TEMPLATE}x as fast as sustainable "
+                        f"(over {threshold}x for {tier.long_window} and {tier.short_window})"),
+            ("description", f"{what}Objective {slo.objective_percent}% over {slo.period}. A burn "
+                            f"of {threshold}x spends {number(tier.budget_fraction * 100)}% of "
+                            f"the error budget in {tier.long_window} and all of it in {lasts}."),
+        )),
+    )
+
+
+def data_absent_alert(slo: SLO) -> AlertingRule:
+    return AlertingRule(
+        alert=names.DATA_ABSENT_ALERT,
+        expr=f"absent({recorded(names.TOTAL_EVENTS_RATE, slo)})",
+        for_=names.DATA_ABSENT_FOR,
+        labels=(*slo.labels, (names.SEVERITY_LABEL, "ticket")),
+        annotations=_links(slo, (
+            ("summary", f"{slo.service}/{slo.name}: no SLI data for {names.DATA_ABSENT_FOR}"),
+            ("description", "The SLI's total-events series is absent, so burn-rate alerts "
+                            "cannot fire. Check that the service is scraped and the selector "
+                            "still matches its metrics."),
+        )),
+    )
+
+
+def _links(slo: SLO, annotations: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    links = [("runbook_url", slo.runbook_url), ("dashboard_url", slo.dashboard_url)]
+    return (*annotations, *((k, v) for k, v in links if v))
+
+
+def _period_rules(slo: SLO) -> tuple[Rule, ...]:
+    period = slo.period
+    ratio = recorded(names.PERIOD_ERROR_RATIO, slo)
+    return (
+        RecordingRule(names.PERIOD_ERROR_RATIO, error_ratio_expr(slo, period), slo.labels),
+        RecordingRule(names.ERROR_BUDGET_REMAINING,
+                      f"1 - {ratio} / {number(slo.error_budget)}", slo.labels),
+        RecordingRule(names.OBJECTIVE, f"vector({number(slo.objective)})", slo.labels),
+        RecordingRule(names.PERIOD_SECONDS, f"vector({number(slo.period_seconds)})", slo.labels),
+    )

@@ -1,0 +1,709 @@
+"""The long-running engine: what `slo-engine run` holds and what its jobs do.
+
+One object owns the loaded SLOs, the state database, the Prometheus sources, the notifier
+and the engine's own metrics. The scheduler calls its jobs (evaluate, refresh budgets, send
+the digest, reload SLO files) and the HTTP API its requests (changes, the webhook, status,
+readiness). Both paging modes meet in `_notify`: a burn alert, enriched with the SLO group's
+budget and what changed before its onset, goes to the notifier.
+
+Nothing a job meets at run time stops the engine: Prometheus or Slack outages are logged,
+counted in its metrics and retried at the next run; an invalid set of SLO files is refused
+while the last good one keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from slo_engine import app
+from slo_engine.budget import accounting as budget
+from slo_engine.budget import charts
+from slo_engine.budget.accounting import BudgetStatus
+from slo_engine.changes.correlation import correlate_alert, error_ratio_series, ratio_window
+from slo_engine.changes.events import Change, read_change_lines
+from slo_engine.config import EngineConfig
+from slo_engine.errors import (
+    ChangeError,
+    ConfigError,
+    SloEngineError,
+    SourceError,
+    SourceUnavailable,
+    SpecError,
+)
+from slo_engine.paging import notices
+from slo_engine.paging.alertmanager import WebhookPayload, burn_alerts
+from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.paging.evaluator import (
+    alert_burn_queries,
+    apply_alerts,
+    burn_queries,
+    burn_rate_in,
+    firing_tiers,
+    tier_id,
+    transitions,
+    unseen_tiers,
+)
+from slo_engine.paging.notifier import Delivery, Notifier, Posted, delivery_from_config
+from slo_engine.paging.page import PageContext, SlackMessage
+from slo_engine.prometheus.build_info import build_info_changes
+from slo_engine.prometheus.source import PrometheusSource, without_credentials
+from slo_engine.service.telemetry import Telemetry
+from slo_engine.spec.durations import describe_seconds, parse_duration
+from slo_engine.spec.loader import discover
+from slo_engine.spec.model import SLO, Service
+from slo_engine.storage.sqlite import StateDB
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS engine_firing (
+    tier TEXT PRIMARY KEY,          -- evaluator.tier_id
+    body TEXT NOT NULL              -- the BurnAlert as JSON
+);
+CREATE TABLE IF NOT EXISTS engine_budget_notices (
+    service TEXT NOT NULL,
+    slo TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    sent_at TEXT NOT NULL,
+    PRIMARY KEY (service, slo, grp, threshold)
+);
+CREATE TABLE IF NOT EXISTS engine_outage (
+    id INTEGER PRIMARY KEY CHECK (id = 1),  -- at most one outage at a time
+    since TEXT NOT NULL,
+    noticed INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL
+);
+"""
+
+PROBE_QUERY = "vector(1)"
+PROBE_TIMEOUT = 5.0  # seconds: /readyz must answer before the kubelet gives up
+RECENT_BUILD_INFO = timedelta(minutes=30)  # synced before each page: deploys just landed
+# A firing tier without samples stays firing this long: after an outage Prometheus records
+# the fast windows again within a rule interval, the slow ones within SLOW_GROUP_INTERVAL.
+UNSEEN_HOLD = timedelta(minutes=10)
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Engine:
+    """The service's state and jobs (implements http_api.EngineAPI)."""
+
+    def __init__(self, config: EngineConfig, services: list[Service], state: StateDB,
+                 delivery: Delivery, *, telemetry: Telemetry | None = None,
+                 clock: Clock = _utc_now) -> None:
+        self.config = config
+        self.state = state
+        self.telemetry = telemetry or Telemetry()
+        self.notifier = Notifier(state, _CountingDelivery(delivery, self.telemetry),
+                                 config.channel_for)
+        self.reload_error: str | None = None
+        self._clock = clock
+        self._services = services
+        self._retired: dict[tuple[str, str], SLO] = {}  # removed by a reload, maybe firing
+        self._files = _fingerprint(config.slo_files)
+        self._statuses: list[BudgetStatus] = []
+        self._sources: list[PrometheusSource] = []  # every one opened, closed by close()
+        self._idle: list[PrometheusSource] = []  # those no thread is using now
+        self._cached: PrometheusSource | None = None
+        self._sources_lock = threading.Lock()
+        self._unseen_since: dict[str, datetime] = {}  # tier_id -> first evaluation without data
+        self._paging = threading.Lock()  # one transition of the firing set at a time
+        self._refreshing = threading.Lock()  # the ledger cache has one writer
+        state.ensure_schema(_SCHEMA)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, *, telemetry: Telemetry | None = None,
+                    clock: Clock = _utc_now) -> Engine:
+        """Load the SLO files (SpecError lists every mistake), open the state database and
+        set up Slack delivery (ConfigError without a token, unless dry_run)."""
+        services = app.validate(config.slo_files)
+        state = StateDB(config.state.path)
+        return cls(config, services, state, delivery_from_config(config.slack),
+                   telemetry=telemetry, clock=clock)
+
+    # --- what the HTTP API asks -----------------------------------------------------------
+
+    @property
+    def services(self) -> list[Service]:
+        return self._services
+
+    def record_changes(self, changes: list[Change]) -> list[Change]:
+        return self.state.add_changes(changes)
+
+    def slo_statuses(self) -> list[BudgetStatus]:
+        return list(self._statuses)
+
+    def readiness(self) -> dict[str, str]:
+        """Prometheus answers a query now, and the state database takes a write."""
+        checks: dict[str, str] = {}
+        try:
+            with self._new_source(timeout=PROBE_TIMEOUT, retries=0) as probe:
+                probe.instant(PROBE_QUERY)
+            checks["prometheus"] = "ok"
+        except SourceError as error:
+            checks["prometheus"] = str(error)
+        checks["state"] = "ok" if self.state.writable() else (
+            f"cannot write the state database {self.state.path}: check the disk and the "
+            "directory's permissions (state.path in the engine config)")
+        return checks
+
+    def handle_alertmanager(self, payload: WebhookPayload) -> int:
+        """Alertmanager mode: each burn alert of a known SLO, enriched and routed like the
+        engine's own. Returns how many alerts were accepted."""
+        alerts, skipped = burn_alerts(payload, self._services)
+        if self.config.paging != "alertmanager":
+            skipped += [f"{a.incident_key}: paging is 'engine' in the engine config, so "
+                        "webhooks are ignored (set paging: alertmanager to page from them)"
+                        for a in alerts]
+            alerts = []
+        for reason in skipped:
+            log.warning("webhook alert skipped: %s", reason)
+        self.telemetry.webhook_alerts.labels("skipped").inc(len(skipped))
+        self.telemetry.webhook_alerts.labels("accepted").inc(len(alerts))
+        with self._paging:
+            previous = self.firing()
+            current, changed = apply_alerts(previous, alerts)
+            for alert in changed:
+                self._notify(alert)
+            self._save_firing(current)
+        self.deliver()
+        return len(alerts)
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def evaluate(self) -> list[BurnAlert]:
+        """One evaluation: every SLO's tiers (engine mode) or a reachability probe
+        (alertmanager mode); transitions go to the notifier. Returns the transitions."""
+        at = self._clock()
+        began = time.perf_counter()
+        services = self._services
+        slos = [slo for service in services for slo in service.slos]
+        try:
+            with self._source() as source:
+                if self.config.paging == "engine":
+                    results = {name: source.instant(query, at)
+                               for name, query in burn_queries(slos).items()}
+                else:
+                    source.instant(PROBE_QUERY, at)
+        except SourceError as error:
+            self._source_failed(error, at)
+            self.deliver()
+            return []
+        self._source_answered(at)
+        changed: list[BurnAlert] = []
+        if self.config.paging == "engine":
+            with self._paging:
+                previous = self.firing()
+                current = firing_tiers(slos, results, at)
+                current.update(self._held(previous, unseen_tiers(previous, slos, results), at))
+                changed = transitions(previous, current, at)
+                for alert in changed:
+                    self._notify(alert)
+                self._save_firing(current)
+        self.telemetry.evaluation_seconds.observe(time.perf_counter() - began)
+        self.telemetry.last_evaluation.set(time.time())
+        self.deliver()
+        return changed
+
+    def refresh_budgets(self) -> list[BudgetStatus]:
+        """Every SLO's budget from Prometheus (cached ledger), the budget gauges, and the
+        budget-policy notices due. On an outage the last statuses stay."""
+        at = self._clock()
+        with self._refreshing:
+            began = time.perf_counter()
+            services = self._services
+            try:
+                statuses = self._report(services, at, cache=True)
+            except SourceError as error:  # outages are the evaluation's to announce
+                self._count_query_error(error)
+                log.warning("budget refresh failed, the last budgets stay: %s", error)
+                return self._statuses
+            self._statuses = statuses
+            self.telemetry.budget_refresh_seconds.observe(time.perf_counter() - began)
+        self.telemetry.set_budgets({(s.service, s.slo, s.group): s.error_budget_remaining
+                                    for s in statuses})
+        self._send_budget_notices(statuses)
+        self.sync_changes(at - _delta(self.config.changes.lookback), at)
+        self.deliver()
+        return statuses
+
+    def send_digest(self) -> int:
+        """The daily digest to every owner channel, each with the burn-down of its SLO with
+        the least budget left (schedule.digest_chart); returns how many were queued (a
+        digest already sent today under the same key is not sent again, nor drawn)."""
+        at = self._clock()
+        statuses = self._statuses or self.refresh_budgets()
+        routable = {k: slo for k, slo in self._slos().items()
+                    if self._channel(slo.owner, "ticket") is not None}
+        shown = [s for s in statuses if (s.service, s.slo) in routable]
+
+        def channel_of(owner: str) -> str:
+            return self.config.channel_for(owner, "ticket")
+
+        messages = {channel: message for channel, message
+                    in notices.digest_messages(shown, routable, channel_of, at).items()
+                    if not self.notifier.has_notice(_digest_key(channel, at))}
+        drawn: dict[str, _Chart] = {}
+        if messages and self.config.schedule.digest_chart:
+            least = notices.least_budget(shown, routable, channel_of)
+            for channel in sorted(messages.keys() - least.keys()):
+                log.warning("the digest to %s goes without a chart: none of its SLOs has a "
+                            "budget figure (no events in their periods)", channel)
+            drawn = self._digest_charts({c: s for c, s in least.items() if c in messages}, at)
+        sent = 0
+        for channel, message in messages.items():
+            chart = drawn.get(channel)
+            sent += self._send_notice(channel, message, _digest_key(channel, at),
+                                      (chart.filename, chart.png) if chart else None,
+                                      chart.title if chart else None)
+        self.deliver()
+        return sent
+
+    def reload(self) -> bool:
+        """Load the SLO files again; an invalid set is refused (logged, `reload_error`)
+        and the last good one keeps running. Returns whether the new set was taken."""
+        self._files = _fingerprint(self.config.slo_files)
+        try:
+            services = app.validate(self.config.slo_files)
+        except SpecError as error:
+            self.reload_error = str(error)
+            log.error("SLO files rejected, still running the last good set (%d SLOs); fix "
+                      "these and save again (or send SIGHUP):\n%s",
+                      sum(len(s.slos) for s in self._services), error)
+            return False
+        old = self._slos()
+        self._services = services
+        new = self._slos()
+        self._retired.update({k: slo for k, slo in old.items() if k not in new})
+        self.reload_error = None
+        log.info("SLO files reloaded: %d SLOs of %d services", len(new), len(services))
+        return True
+
+    def reload_if_changed(self) -> bool | None:
+        """Reload when an SLO file was added, removed or modified since the last load;
+        None when nothing changed."""
+        if _fingerprint(self.config.slo_files) == self._files:
+            return None
+        return self.reload()
+
+    def sync_changes(self, start: datetime, end: datetime) -> int:
+        """Import the configured change files and the build-info metric's deploys in
+        [start, end]; returns how many changes were new. Failures are logged."""
+        found: list[Change] = []
+        for path in self.config.changes.files:
+            try:
+                found.extend(read_change_lines(path))
+            except ChangeError as error:
+                log.error("change file not imported: %s", error)
+        for spec in self.config.changes.build_info:
+            try:
+                with self._source() as source:
+                    found.extend(build_info_changes(source, spec, start, end))
+            except SourceError as error:
+                self._count_query_error(error)
+                log.warning("build-info deploys not read: %s", error)
+            except ConfigError as error:
+                log.error("build-info deploys not read: %s", error)
+        added = self.state.add_changes(found) if found else []
+        for change in added:
+            self.telemetry.changes_recorded.labels(change.source).inc()
+        return len(added)
+
+    def deliver(self) -> None:
+        """Retry what waits in the Slack outbox (oldest first), and export its depth."""
+        try:
+            report = self.notifier.flush()
+            for error in report.errors:
+                log.error("Slack refused a message: %s", error)
+        except SloEngineError as error:
+            log.error("Slack delivery failed: %s", error)
+        self.telemetry.outbox_depth.set(self.notifier.outbox_depth())
+
+    def close(self) -> None:
+        """Last delivery attempt, then close the sources and the state database."""
+        self.deliver()
+        with self._sources_lock:
+            for source in self._sources:
+                source.close()
+            self._sources.clear()
+            self._idle.clear()
+            self._cached = None
+        self.state.close()
+
+    # --- paging ---------------------------------------------------------------------------
+
+    def _notify(self, alert: BurnAlert) -> None:
+        slo = self._slos().get((alert.service, alert.slo)) or \
+            self._retired.get((alert.service, alert.slo))
+        if slo is None:
+            log.warning("%s %s: the SLO is no longer loaded; not notified", alert.incident_key,
+                        "fired" if alert.firing else "resolved")
+            return
+        try:
+            self.notifier.handle(self._context(alert, slo))
+        except SloEngineError as error:  # Slack refused the set-up: recorded, fix needed
+            log.error("%s: %s", alert.incident_key, error)
+
+    def _context(self, alert: BurnAlert, slo: SLO) -> PageContext:
+        """The page's figures: the group's budget now, and (firing) what changed before the
+        onset read from the 5m error ratio. Without Prometheus the page still goes out,
+        with what is known."""
+        status = self._status_now(slo, alert)
+        if alert.burn_rate_long is None:
+            alert = self._with_burn_rates(alert, slo, status)
+        correlation = None
+        if alert.firing:
+            ratio = None
+            try:
+                start, end = ratio_window(alert, slo)
+                with self._source() as source:
+                    ratio = error_ratio_series(source, slo, alert.group, start, end)
+            except SourceError as error:
+                self._count_query_error(error)
+                log.warning("%s: onset unknown: %s", alert.incident_key, error)
+            if self.config.changes.build_info:
+                self.sync_changes(alert.at - RECENT_BUILD_INFO, alert.at)
+            correlation = correlate_alert(alert, slo, self.state, ratio, self.config.changes)
+        return PageContext(alert=alert, slo=slo, status=status, correlation=correlation,
+                           prometheus_url=without_credentials(self.config.prometheus.url))
+
+    def _with_burn_rates(self, alert: BurnAlert, slo: SLO,
+                         status: BudgetStatus | None) -> BurnAlert:
+        """Alertmanager's alerts carry no burn rates: read them as the evaluator does, or
+        take the budget's (which lag by one ledger step) when Prometheus cannot say."""
+        try:
+            with self._source() as source:
+                long, short = (burn_rate_in(source.instant(query), slo)
+                               for query in alert_burn_queries(slo, alert))
+            return replace(alert, burn_rate_long=long, burn_rate_short=short)
+        except SourceError as error:
+            self._count_query_error(error)
+        if status is None:
+            return alert
+        return replace(alert, burn_rate_long=status.burn_rates.get(alert.long_window),
+                       burn_rate_short=status.burn_rates.get(alert.short_window))
+
+    def _status_now(self, slo: SLO, alert: BurnAlert) -> BudgetStatus | None:
+        """This SLO group's budget at the alert, fetched now; the last refresh's otherwise."""
+        one = Service(slo.service, slo.owner, slo.source_file, (slo,))
+        try:
+            statuses = self._report([one], self._clock(), cache=False)
+        except SourceError as error:
+            self._count_query_error(error)
+            statuses = [s for s in self._statuses
+                        if (s.service, s.slo) == (slo.service, slo.name)]
+        return next((s for s in statuses if s.group == alert.group_key), None)
+
+    def _report(self, services: list[Service], at: datetime, *,
+                cache: bool) -> list[BudgetStatus]:
+        start, end = app.report_window(services, at)
+        return budget.report(services, self._ledger(services, start, end, cache=cache), at)
+
+    def _ledger(self, services: list[Service], start: datetime, end: datetime, *,
+                cache: bool) -> pd.DataFrame:
+        step = int(parse_duration(self.config.prometheus.step))
+        if cache:
+            frame, stats = self._cached_source().fetch_ledger(services, start, end, step)
+        else:
+            with self._source() as source:
+                frame, stats = source.fetch_ledger(services, start, end, step)
+        for warning in stats.warnings:
+            log.warning("ledger: %s", warning)
+        return frame
+
+    # --- the digest's charts --------------------------------------------------------------
+
+    def _digest_charts(self, least: Mapping[str, BudgetStatus],
+                       at: datetime) -> dict[str, _Chart]:
+        """Each channel's burn-down, as PNG bytes. A chart is an extra: whatever keeps one
+        from being drawn is logged and its digest goes without it."""
+        slos = self._slos()
+        chosen = {channel: slos[(s.service, s.slo)] for channel, s in least.items()
+                  if (s.service, s.slo) in slos}
+        if not chosen:
+            return {}
+        # The refresh's window over the cached ledger: the cache then keeps every SLO's span.
+        start, end = app.report_window(self._services, at)
+        one_each = [Service(slo.service, slo.owner, slo.source_file, (slo,))
+                    for slo in dict.fromkeys(chosen.values())]
+        try:
+            with self._refreshing:
+                frame = self._ledger(one_each, start, end, cache=True)
+        except SourceError as error:
+            self._count_query_error(error)
+            log.warning("digests go without their burn-down charts: %s", error)
+            return {}
+        drawn: dict[str, _Chart] = {}
+        for channel, slo in chosen.items():
+            chart = self._burn_down(slo, least[channel], frame, at)
+            if chart is not None:
+                drawn[channel] = chart
+            else:
+                log.warning("the digest to %s goes without its chart: %s/%s has no events "
+                            "in its current period", channel, slo.service, slo.name)
+        return drawn
+
+    def _burn_down(self, slo: SLO, status: BudgetStatus, frame: pd.DataFrame,
+                   at: datetime) -> _Chart | None:
+        start = budget.period_bounds(slo, at)[0]
+        changes = self.state.changes([slo.service], since=start, until=at)
+        try:
+            figure = charts.period_burn_down(slo, frame, start, changes,
+                                             parse_duration(self.config.prometheus.step))
+            if figure is None:
+                return None
+            return _Chart(charts.chart_name("burn-down", slo), charts.png_bytes(figure),
+                          notices.digest_chart_title(status))
+        except Exception:  # a chart that cannot be drawn must not cost the team its digest
+            log.exception("the digest's burn-down of %s/%s could not be drawn", slo.service,
+                          slo.name)
+            return None
+
+    # --- the firing set -------------------------------------------------------------------
+
+    def firing(self) -> dict[str, BurnAlert]:
+        """The tiers firing now, by tier_id: as last evaluated, or as Alertmanager said."""
+        rows = self.state.query("SELECT tier, body FROM engine_firing")
+        return {row["tier"]: _alert_from_json(row["body"]) for row in rows}
+
+    def _held(self, previous: Mapping[str, BurnAlert], unseen: set[str],
+              at: datetime) -> dict[str, BurnAlert]:
+        """The unseen tiers that stay firing: those without samples for less than
+        UNSEEN_HOLD (a resolution now would be a guess, and a page again a minute later)."""
+        self._unseen_since = {key: self._unseen_since.get(key, at) for key in unseen}
+        held = {key: previous[key] for key, since in self._unseen_since.items()
+                if at - since < UNSEEN_HOLD}
+        for key in sorted(unseen - held.keys()):
+            log.warning("%s: no samples for %s, resolved", key, describe_seconds(
+                (at - self._unseen_since[key]).total_seconds()))
+        return held
+
+    def _save_firing(self, firing: Mapping[str, BurnAlert]) -> None:
+        with self.state.transaction() as connection:
+            connection.execute("DELETE FROM engine_firing")
+            connection.executemany("INSERT INTO engine_firing VALUES (?, ?)",
+                                   [(tier_id(a), _alert_json(a)) for a in firing.values()])
+
+    # --- notices --------------------------------------------------------------------------
+
+    def _send_budget_notices(self, statuses: list[BudgetStatus]) -> None:
+        rows = self.state.query("SELECT service, slo, grp, threshold, sent_at "
+                                "FROM engine_budget_notices")
+        sent = {(r["service"], r["slo"], r["grp"], float(r["threshold"])):
+                datetime.fromisoformat(r["sent_at"]) for r in rows}
+        for notice in notices.budget_notices(statuses, self._slos(), sent):
+            channel = self._channel(notice.owner, "ticket")
+            if channel is None:
+                continue
+            self._send_notice(channel, notice.message, notice.key)
+            s = notice.status
+            with self.state.transaction() as connection:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO engine_budget_notices VALUES (?, ?, ?, ?, ?)",
+                    [(s.service, s.slo, s.group, t, s.at.isoformat()) for t in notice.crossed])
+            log.info("budget notice: %s", notice.message.text)
+
+    def _send_notice(self, channel: str, message: SlackMessage, key: str,
+                     attachment: tuple[str, bytes] | None = None,
+                     title: str | None = None) -> bool:
+        try:
+            return self.notifier.send_notice(channel, message, key, attachment, title=title)
+        except SloEngineError as error:
+            log.error("notice %s to %s: %s", key, channel, error)
+            return False
+
+    def _channel(self, owner: str, severity: str) -> str | None:
+        try:
+            return self.config.channel_for(owner, severity)
+        except ConfigError as error:
+            log.error("%s", error)
+            return None
+
+    def _notice_channels(self) -> list[str]:
+        """Where engine-wide notices go: the fallback channel, else every owner's."""
+        if self.config.slack.fallback_channel:
+            return [self.config.slack.fallback_channel]
+        owners = {slo.owner for slo in self._slos().values()}
+        return sorted({c for o in owners if (c := self._channel(o, "ticket")) is not None})
+
+    # --- Prometheus outages ---------------------------------------------------------------
+
+    def _source_failed(self, error: SourceError, at: datetime) -> None:
+        """Count it; the first failure starts an outage, which is announced once when it has
+        lasted schedule.no_data_after."""
+        self._count_query_error(error)
+        log.warning("Prometheus query failed: %s", error)
+        with self.state.transaction() as connection:
+            connection.execute("INSERT OR IGNORE INTO engine_outage (id, since, reason) "
+                               "VALUES (1, ?, ?)", (at.isoformat(), str(error)))
+            connection.execute("UPDATE engine_outage SET reason = ? WHERE id = 1",
+                               (str(error),))
+        [row] = self.state.query("SELECT since, noticed FROM engine_outage WHERE id = 1")
+        since = datetime.fromisoformat(row["since"])
+        threshold = timedelta(seconds=parse_duration(self.config.schedule.no_data_after))
+        if row["noticed"] or at - since < threshold:
+            return
+        message = notices.outage_message(without_credentials(self.config.prometheus.url),
+                                         since, at, str(error))
+        for channel in self._notice_channels():
+            self._send_notice(channel, message, f"no-data/{since.isoformat()}/{channel}")
+        with self.state.transaction() as connection:
+            connection.execute("UPDATE engine_outage SET noticed = 1 WHERE id = 1")
+        log.error("no SLO data for %s: outage notice sent",
+                  describe_seconds((at - since).total_seconds()))
+
+    def _source_answered(self, at: datetime) -> None:
+        rows = self.state.query("SELECT since, noticed FROM engine_outage WHERE id = 1")
+        if not rows:
+            return
+        since = datetime.fromisoformat(rows[0]["since"])
+        if rows[0]["noticed"]:
+            message = notices.recovery_message(without_credentials(self.config.prometheus.url),
+                                                since, at)
+            for channel in self._notice_channels():
+                self._send_notice(channel, message,
+                                  f"no-data-recovered/{since.isoformat()}/{channel}")
+        with self.state.transaction() as connection:
+            connection.execute("DELETE FROM engine_outage WHERE id = 1")
+        log.info("Prometheus answers again after %s",
+                 describe_seconds((at - since).total_seconds()))
+
+    def _count_query_error(self, error: SourceError) -> None:
+        kind = "unavailable" if isinstance(error, SourceUnavailable) else "rejected"
+        self.telemetry.query_errors.labels(kind).inc()
+
+    # --- Prometheus sources ---------------------------------------------------------------
+
+    @contextmanager
+    def _source(self) -> Iterator[PrometheusSource]:
+        """A source no other thread is using (a source is not thread-safe; jobs and requests
+        run in several threads), put back for the next one: not one per thread, as the HTTP
+        thread pool retires idle threads and each would leave a source and its connection
+        open."""
+        with self._sources_lock:
+            source = self._idle.pop() if self._idle else None
+        if source is None:
+            source = self._track(self._new_source())
+        try:
+            yield source
+        finally:
+            with self._sources_lock:
+                self._idle.append(source)
+
+    def _cached_source(self) -> PrometheusSource:
+        """The budget refresh's source (its callers hold `_refreshing`): its ledger cache
+        lives next to the state database, so a refresh fetches only what is new."""
+        if self._cached is None:
+            self._cached = self._track(self._new_source(
+                cache_dir=Path(self.config.state.path).parent / "ledger-cache"))
+        return self._cached
+
+    def _new_source(self, *, timeout: float | None = None, retries: int = 2,
+                    cache_dir: Path | None = None) -> PrometheusSource:
+        prometheus = self.config.prometheus
+        return PrometheusSource(prometheus.url, prometheus.header_values(),
+                                timeout if timeout is not None
+                                else parse_duration(prometheus.timeout),
+                                cache_dir=cache_dir, retries=retries)
+
+    def _track(self, source: PrometheusSource) -> PrometheusSource:
+        with self._sources_lock:
+            self._sources.append(source)
+        return source
+
+    def _slos(self) -> dict[tuple[str, str], SLO]:
+        return {(slo.service, slo.name): slo for service in self._services
+                for slo in service.slos}
+
+
+class _Chart(NamedTuple):
+    """A chart as a notice carries it."""
+
+    filename: str
+    png: bytes
+    title: str
+
+
+class _CountingDelivery:
+    """Slack deliveries as the engine's metrics count them, whichever path sent them."""
+
+    def __init__(self, delivery: Delivery, telemetry: Telemetry) -> None:
+        self._delivery = delivery
+        self._telemetry = telemetry
+
+    def post(self, channel: str, message: SlackMessage) -> Posted:
+        with self._counted():
+            return self._delivery.post(channel, message)
+
+    def update(self, channel: str, ts: str, message: SlackMessage) -> None:
+        with self._counted():
+            self._delivery.update(channel, ts, message)
+
+    def reply(self, channel: str, thread_ts: str, message: SlackMessage) -> Posted:
+        with self._counted():
+            return self._delivery.reply(channel, thread_ts, message)
+
+    def upload(self, channel: str, filename: str, content: bytes, title: str) -> None:
+        with self._counted():
+            self._delivery.upload(channel, filename, content, title)
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self._telemetry.notifications.labels("failed").inc()
+            raise
+        self._telemetry.notifications.labels("sent").inc()
+
+
+def _digest_key(channel: str, at: datetime) -> str:
+    """One digest per channel and UTC day."""
+    return f"digest/{channel}/{at:%Y-%m-%d}"
+
+
+def _delta(text: str) -> timedelta:
+    return timedelta(seconds=parse_duration(text))
+
+
+def _fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """What a change to the SLO files changes: names, modification times and sizes."""
+    found: list[tuple[str, int, int]] = []
+    for path in discover(paths):
+        try:
+            stat = path.stat()
+        except OSError:
+            found.append((str(path), -1, -1))
+            continue
+        found.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(sorted(found))
+
+
+def _alert_json(alert: BurnAlert) -> str:
+    data: dict[str, Any] = {**alert.__dict__, "at": alert.at.isoformat(),
+                            "group": [list(pair) for pair in alert.group]}
+    return json.dumps(data, sort_keys=True)
+
+
+def _alert_from_json(body: str) -> BurnAlert:
+    data = json.loads(body)
+    data["at"] = datetime.fromisoformat(data["at"])
+    data["group"] = tuple((str(k), str(v)) for k, v in data["group"])
+    return BurnAlert(**data)

@@ -1,0 +1,223 @@
+"""The HTTP face of `slo-engine run`: change intake, Alertmanager's webhook, status, probes.
+
+A thin shell over the engine: every write needs a bearer token and a bounded body, every
+rejection says why (401 no or wrong token, 413 too large, 422 what is invalid), and the
+engine's own work runs in the thread pool so a slow Prometheus never blocks the probes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter, ValidationError
+from pydantic.json_schema import models_json_schema
+
+from slo_engine.budget.accounting import BudgetStatus
+from slo_engine.changes.events import Change, describe_errors
+from slo_engine.config import HttpConfig
+from slo_engine.errors import SloEngineError
+from slo_engine.paging.alertmanager import WebhookPayload
+from slo_engine.service.telemetry import Telemetry
+
+MAX_CHANGES = 1000
+_CHANGES: TypeAdapter[list[Change]] = TypeAdapter(list[Change])
+
+
+class EngineAPI(Protocol):
+    """What the HTTP API needs of the engine (slo_engine.service.engine.Engine provides it)."""
+
+    telemetry: Telemetry
+
+    def record_changes(self, changes: list[Change]) -> list[Change]: ...
+
+    def slo_statuses(self) -> list[BudgetStatus]: ...
+
+    def readiness(self) -> dict[str, str]: ...
+
+    def handle_alertmanager(self, payload: WebhookPayload) -> int: ...
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+def create_app(engine: EngineAPI, http: HttpConfig) -> FastAPI:
+    app = FastAPI(title="slo-engine", version="1", docs_url=None, redoc_url=None)
+    tokens = [t.get_secret_value().encode() for t in http.tokens if t.get_secret_value()]
+
+    @app.exception_handler(_Rejected)
+    async def rejected(request: Request, error: _Rejected) -> JSONResponse:
+        return JSONResponse({"detail": error.detail}, status_code=error.status,
+                            headers=error.headers)
+
+    async def authorised_json(request: Request) -> Any:
+        _authorise(request, tokens)
+        body = await _bounded_body(request, http.max_body_bytes)
+        try:
+            return json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise _Rejected(422, f"the body is not JSON: {error}") from None
+        except RecursionError:  # a few kilobytes of '[' are enough
+            raise _Rejected(422, "the body's JSON nests too deeply") from None
+
+    @app.post("/api/v1/changes", status_code=201, openapi_extra=_body_schema(
+        {"oneOf": [{"$ref": "#/components/schemas/Change"},
+                   {"type": "array", "items": {"$ref": "#/components/schemas/Change"},
+                    "maxItems": MAX_CHANGES}]}))
+    async def post_changes(request: Request) -> JSONResponse:
+        """Record one change event or a list of them; known ones are skipped, not failed."""
+        data = await authorised_json(request)
+        items = data if isinstance(data, list) else [data]
+        if len(items) > MAX_CHANGES:
+            raise _Rejected(413, f"{len(items)} changes in one request; send at most "
+                            f"{MAX_CHANGES}")
+        tagged = [{"source": "http", **i} if isinstance(i, dict) else i for i in items]
+        try:
+            changes = (_CHANGES.validate_python(tagged) if isinstance(data, list)
+                       else [Change.model_validate(tagged[0])])
+        except ValidationError as error:
+            raise _Rejected(422, describe_errors(error)) from None
+        added = await _engine_call(engine.record_changes, changes)
+        for change in added:
+            engine.telemetry.changes_recorded.labels(change.source).inc()
+        return JSONResponse({"received": len(changes), "recorded": len(added),
+                             "already_known": len(changes) - len(added)}, status_code=201)
+
+    @app.post("/api/v1/alertmanager", openapi_extra=_body_schema(
+        {"$ref": "#/components/schemas/WebhookPayload"}))
+    async def post_alertmanager(request: Request) -> JSONResponse:
+        """Alertmanager's webhook receiver (payload version 4)."""
+        data = await authorised_json(request)
+        try:
+            payload = WebhookPayload.model_validate(data)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: "
+                                 f"{e['msg']}" for e in error.errors(include_url=False))
+            raise _Rejected(422, problems) from None
+        accepted = await _engine_call(engine.handle_alertmanager, payload)
+        return JSONResponse({"alerts": len(payload.alerts), "accepted": accepted})
+
+    @app.get("/api/v1/slos")
+    async def slos() -> JSONResponse:
+        """Every SLO's budget as of the last refresh (the `report --format json` contract)."""
+        statuses = await _engine_call(engine.slo_statuses)
+        return JSONResponse({"slos": [s.as_json() for s in statuses]})
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready when Prometheus answers and the state database takes writes."""
+        checks = await run_in_threadpool(engine.readiness)
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = engine.telemetry.render()
+        return Response(body, media_type=content_type)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            _, definitions = models_json_schema(
+                [(Change, "validation"), (WebhookPayload, "validation")],
+                ref_template="#/components/schemas/{model}")
+            document.setdefault("components", {}).setdefault("schemas", {}).update(
+                definitions.get("$defs", {}))
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _authorise(request: Request, tokens: list[bytes]) -> None:
+    challenge = {"WWW-Authenticate": 'Bearer realm="slo-engine"'}
+    if not tokens:
+        raise _Rejected(401, "writes are disabled: no tokens are configured under http.tokens "
+                        "in the engine config", challenge)
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential:
+        raise _Rejected(401, "missing bearer token: send 'Authorization: Bearer <token>'",
+                        challenge)
+    given = credential.strip().encode()
+    if not any(hmac.compare_digest(given, token) for token in tokens):
+        raise _Rejected(401, "invalid bearer token", challenge)
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it exceeds `limit` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _Rejected(413, f"the body has {declared} bytes; the limit is {limit} "
+                        "(http.max_body_bytes)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise _Rejected(413, f"the body exceeds the limit of {limit} bytes "
+                            "(http.max_body_bytes)")
+    return bytes(body)
+
+
+async def _engine_call(function: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return await run_in_threadpool(function, *args)
+    except SloEngineError as error:
+        raise _Rejected(503, str(error)) from None
+
+
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Declare the JSON body in the OpenAPI document: it is read raw, to bound its size."""
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+class HttpServer:
+    """uvicorn in a background thread, so the scheduler and the API share one process."""
+
+    def __init__(self, app: FastAPI, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self._server = uvicorn.Server(uvicorn.Config(
+            app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_level="warning",
+            lifespan="off", access_log=False, timeout_keep_alive=5, limit_concurrency=100,
+            h11_max_incomplete_event_size=16_384))
+        self._thread: threading.Thread | None = None
+        self.port = int(port)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._thread = threading.Thread(target=self._server.run, name="slo-engine-http",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise SloEngineError(f"the HTTP API could not listen on port {self.port}: is "
+                                     "it in use? (http.listen in the engine config)")
+            time.sleep(0.02)
+        sockets = [s for server in self._server.servers for s in server.sockets]
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None

@@ -1,0 +1,1 @@
+"""SLO files: the format, loading with positions, validation, and the compiled model."""

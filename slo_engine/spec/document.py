@@ -1,0 +1,219 @@
+"""The SLO file format (`apiVersion: slo-engine/v1`), one pydantic model per YAML mapping.
+
+These models mirror the file and nothing else: derived values (fractions, seconds, burn-rate
+thresholds) live in `model`. Field descriptions become the JSON Schema editors complete from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from slo_engine.spec.conventions import API_VERSION
+from slo_engine.spec.durations import parse_duration
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+PERIOD_PATTERN = r"^[1-9][0-9]*[dw]$"
+
+
+def _duration(text: str) -> str:
+    if parse_duration(text) <= 0:
+        raise ValueError(f"{text!r} must be longer than zero")
+    return text
+
+
+def _period(text: str) -> str:
+    if not re.match(PERIOD_PATTERN, text):
+        raise ValueError(
+            f"{text!r} is not a period; write whole days or weeks, e.g. 7d, 28d, 30d, 4w"
+        )
+    return text
+
+
+def _name(text: str) -> str:
+    if not re.match(NAME_PATTERN, text) or len(text) > 63:
+        raise ValueError(
+            f"{text!r} is not a valid name; use at most 63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit, e.g. checkout-success"
+        )
+    return text
+
+
+def _label_name(text: str) -> str:
+    if not re.match(LABEL_NAME_PATTERN, text):
+        raise ValueError(
+            f"{text!r} is not a Prometheus label name; use letters, digits and '_', "
+            "not starting with a digit"
+        )
+    if text.startswith("__"):
+        raise ValueError(f"{text!r}: label names starting with '__' are reserved by Prometheus")
+    return text
+
+
+Duration = Annotated[
+    str,
+    AfterValidator(_duration),
+    Field(json_schema_extra={"pattern": r"^([0-9]+(ms|s|m|h|d|w))+$"}),
+]
+Period = Annotated[
+    str, AfterValidator(_period), Field(json_schema_extra={"pattern": PERIOD_PATTERN})
+]
+Name = Annotated[
+    str, AfterValidator(_name),
+    Field(json_schema_extra={"pattern": NAME_PATTERN, "maxLength": 63}),
+]
+LabelName = Annotated[
+    str, AfterValidator(_label_name), Field(json_schema_extra={"pattern": LABEL_NAME_PATTERN})
+]
+
+# Keys of a labels mapping must match LabelName's pattern (patternProperties alone allows any).
+_ONLY_LABEL_NAMES: dict[str, Any] = {"additionalProperties": False}
+
+
+class _SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RatioSLISpec(_SpecModel):
+    """Counters of events; the engine wraps each selector in rate() itself."""
+
+    bad: str | None = Field(None, description="Selector of the counter of bad events, e.g. "
+                            "http_requests_total{code=~\"5..\"}. Give bad or good, not both.")
+    good: str | None = Field(None, description="Selector of the counter of good events.")
+    total: str = Field(description="Selector of the counter of all valid events.")
+    group_by: list[LabelName] = Field(
+        default_factory=list, description="Labels to split the SLO by: one SLI per label value."
+    )
+
+    @model_validator(mode="after")
+    def _bad_or_good(self) -> RatioSLISpec:
+        if (self.bad is None) == (self.good is None):
+            raise ValueError("give exactly one of 'bad' or 'good' (plus 'total')")
+        return self
+
+
+class LatencySLISpec(_SpecModel):
+    """A Prometheus histogram: good events are those in the bucket at `threshold`."""
+
+    metric: str = Field(description="Histogram name without _bucket/_count, e.g. "
+                        "http_request_duration_seconds.")
+    selector: str = Field("{}", description="Label matchers for the histogram, e.g. "
+                          "'{job=\"api\", code!~\"4..\"}'.")
+    threshold: Duration = Field(description="Latency a good event stays under; must be a bucket "
+                                "boundary of the histogram, e.g. 500ms.")
+    group_by: list[LabelName] = Field(default_factory=list)
+
+
+class QuerySLISpec(_SpecModel):
+    """Arbitrary PromQL returning event rates; `{{window}}` is replaced by each window."""
+
+    bad: str | None = Field(None, description="PromQL: rate of bad events, with {{window}}.")
+    good: str | None = Field(None, description="PromQL: rate of good events, with {{window}}.")
+    total: str = Field(description="PromQL for the rate of all events, with {{window}}.")
+
+    @model_validator(mode="after")
+    def _bad_or_good(self) -> QuerySLISpec:
+        if (self.bad is None) == (self.good is None):
+            raise ValueError("give exactly one of 'bad' or 'good' (plus 'total')")
+        return self
+
+
+class SLISpec(_SpecModel):
+    ratio: RatioSLISpec | None = None
+    latency: LatencySLISpec | None = None
+    query: QuerySLISpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SLISpec:
+        kinds = [k for k in ("ratio", "latency", "query") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            given = ", ".join(kinds) if kinds else "none"
+            raise ValueError(f"give exactly one SLI kind: ratio, latency or query (given: {given})")
+        return self
+
+
+class TierSpec(_SpecModel):
+    """One multiwindow burn-rate alert: fire when both windows burn faster than the threshold."""
+
+    severity: Literal["page", "ticket"]
+    long_window: Duration
+    short_window: Duration
+    budget_percent: float = Field(
+        gt=0, le=100, description="Percent of the period's error budget that, spent within "
+        "long_window, fires the alert. The burn-rate threshold is budget_percent/100 × period "
+        "/ long_window (2% in 1h of 30d = 14.4)."
+    )
+    enabled: bool = True
+
+
+class AlertingSpec(_SpecModel):
+    page: bool = Field(True, description="Generate the page tiers.")
+    ticket: bool = Field(True, description="Generate the ticket tiers.")
+    min_events: int = Field(0, ge=0, description="No burn alert while the long window holds "
+                            "fewer events than this (protects low-traffic SLOs from one error).")
+    data_absent: bool = Field(True, description="Alert when the SLI's series are absent for 10m.")
+    tiers: list[TierSpec] | None = Field(
+        None, description="Replace the default SRE Workbook tiers (page 1h/5m 2%, page 6h/30m 5%, "
+        "ticket 1d/2h 10%, ticket 3d/6h 10%)."
+    )
+
+
+def _objective(value: float) -> float:
+    if not 0 < value < 100:
+        raise ValueError(
+            f"{value:g} is outside (0, 100); the objective is a percent, e.g. 99.9 for 99.9%"
+        )
+    return value
+
+
+class SLOSpec(_SpecModel):
+    name: Name = Field(description="Unique within the service; [a-z0-9-].")
+    description: str = ""
+    objective: Annotated[float, AfterValidator(_objective)] = Field(
+        description="Target percent of good events, e.g. 99.9.",
+        json_schema_extra={"exclusiveMinimum": 0, "exclusiveMaximum": 100},
+    )
+    period: Period = Field("30d", description="Rolling compliance period, e.g. 28d, 30d, 4w.")
+    sli: SLISpec
+    labels: dict[LabelName, str] = Field(default_factory=dict,
+                                         description="Extra labels for this SLO's series.",
+                                         json_schema_extra=_ONLY_LABEL_NAMES)
+    alerting: AlertingSpec = Field(default_factory=AlertingSpec)
+
+
+class ServiceSpec(_SpecModel):
+    """One SLO file: a service, its owner and its SLOs."""
+
+    api_version: Literal["slo-engine/v1"] = Field(alias="apiVersion")
+    service: Name
+    owner: str = Field(min_length=1, description="Owning team; pages route by owner.")
+    runbook_url: str | None = None
+    dashboard_url: str | None = None
+    labels: dict[LabelName, str] = Field(
+        default_factory=dict, description="Copied onto every generated series and alert.",
+        json_schema_extra=_ONLY_LABEL_NAMES,
+    )
+    depends_on: list[Name] = Field(
+        default_factory=list,
+        description="Services this one depends on: their changes are shown in its pages too.")
+    slos: list[SLOSpec] = Field(min_length=1)
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False,
+                              title="slo-engine SLO file")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of an SLO file, for yaml-language-server and other editors."""
+    schema = ServiceSpec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://slo-engine.dev/schema/slo-engine-v1.json"
+    schema["properties"]["apiVersion"]["const"] = API_VERSION
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"

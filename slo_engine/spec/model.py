@@ -1,0 +1,229 @@
+"""The compiled view of an SLO file: fractions, seconds and burn-rate thresholds.
+
+Generators and the budget maths see only these frozen values, never YAML or spec models.
+The default alert policy is the SRE Workbook's ("Alerting on SLOs", table 5-8), kept as
+data; thresholds scale to each SLO's period as budget_fraction × period / long_window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slo_engine.spec.conventions import SERVICE_LABEL, SLO_LABEL
+from slo_engine.spec.document import ServiceSpec, SLOSpec, TierSpec
+from slo_engine.spec.durations import format_duration, parse_duration
+from slo_engine.spec.promql import Selector, parse_selector
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    severity: str
+    long_window: str
+    short_window: str
+    budget_percent: float
+
+
+DEFAULT_TIERS: tuple[TierPolicy, ...] = (
+    TierPolicy("page", "1h", "5m", 2),
+    TierPolicy("page", "6h", "30m", 5),
+    TierPolicy("ticket", "1d", "2h", 10),
+    TierPolicy("ticket", "3d", "6h", 10),
+)
+
+
+@dataclass(frozen=True)
+class AlertTier:
+    """A multiwindow burn-rate alert of one SLO, with its threshold already scaled."""
+
+    severity: str
+    long_window: str
+    short_window: str
+    long_seconds: float
+    short_seconds: float
+    budget_fraction: float
+    burn_rate: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.severity} {self.long_window}/{self.short_window}"
+
+
+@dataclass(frozen=True)
+class RatioSLI:
+    total: Selector
+    bad: Selector | None = None
+    good: Selector | None = None
+    group_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LatencySLI:
+    selector: Selector  # selector over the histogram's base name
+    threshold_seconds: float
+    group_by: tuple[str, ...] = ()
+
+    @property
+    def bucket(self) -> Selector:
+        return self.selector.with_metric(f"{self.selector.metric}_bucket")
+
+    @property
+    def count(self) -> Selector:
+        return self.selector.with_metric(f"{self.selector.metric}_count")
+
+
+@dataclass(frozen=True)
+class QuerySLI:
+    total: str
+    bad: str | None = None
+    good: str | None = None
+
+
+SLI = RatioSLI | LatencySLI | QuerySLI
+
+
+@dataclass(frozen=True)
+class SLO:
+    service: str
+    name: str
+    description: str
+    objective: float  # fraction, e.g. 0.999
+    period: str
+    period_seconds: float
+    sli: SLI
+    labels: tuple[tuple[str, str], ...]  # slo, service, then spec labels: on every series
+    tiers: tuple[AlertTier, ...]
+    min_events: int
+    data_absent: bool
+    owner: str
+    runbook_url: str | None
+    dashboard_url: str | None
+    source_file: str
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def error_budget(self) -> float:
+        return 1 - self.objective
+
+    @property
+    def objective_percent(self) -> str:
+        return f"{self.objective * 100:.6g}"
+
+    @property
+    def group_by(self) -> tuple[str, ...]:
+        return self.sli.group_by if isinstance(self.sli, RatioSLI | LatencySLI) else ()
+
+    @property
+    def windows(self) -> tuple[str, ...]:
+        """The base 5m window and every window an alert tier reads, shortest first."""
+        seconds = {300.0: "5m"}
+        seconds.update({t.short_seconds: t.short_window for t in self.tiers})
+        seconds.update({t.long_seconds: t.long_window for t in self.tiers})
+        return tuple(seconds[s] for s in sorted(seconds))
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    owner: str
+    source_file: str
+    slos: tuple[SLO, ...]
+    depends_on: tuple[str, ...] = ()
+
+
+def burn_rate_threshold(budget_percent: float, period_seconds: float, long_seconds: float) -> float:
+    """Burn rate that spends `budget_percent` of the period's budget within the long window."""
+    return budget_percent / 100 * period_seconds / long_seconds
+
+
+def tier_policies(spec: SLOSpec) -> list[TierPolicy]:
+    """The tiers an SLO asks for, after the page/ticket switches and per-tier `enabled`."""
+    alerting = spec.alerting
+    chosen: list[TierPolicy | TierSpec] = list(alerting.tiers) if alerting.tiers is not None \
+        else list(DEFAULT_TIERS)
+    return [
+        TierPolicy(t.severity, format_duration(parse_duration(t.long_window)),
+                   format_duration(parse_duration(t.short_window)), t.budget_percent)
+        for t in chosen
+        if getattr(t, "enabled", True)
+        and (alerting.page if t.severity == "page" else alerting.ticket)
+    ]
+
+
+def to_model(spec: ServiceSpec, source_file: str) -> Service:
+    """Map a validated spec to the model; assumes validation found no issues."""
+    return Service(
+        name=spec.service,
+        owner=spec.owner,
+        source_file=source_file,
+        slos=tuple(_slo(spec, slo, source_file) for slo in spec.slos),
+        depends_on=tuple(spec.depends_on),
+    )
+
+
+def _slo(service: ServiceSpec, spec: SLOSpec, source_file: str) -> SLO:
+    period_seconds = parse_duration(spec.period)
+    tiers = tuple(
+        AlertTier(
+            severity=policy.severity,
+            long_window=policy.long_window,
+            short_window=policy.short_window,
+            long_seconds=parse_duration(policy.long_window),
+            short_seconds=parse_duration(policy.short_window),
+            budget_fraction=policy.budget_percent / 100,
+            burn_rate=burn_rate_threshold(policy.budget_percent, period_seconds,
+                                          parse_duration(policy.long_window)),
+        )
+        for policy in tier_policies(spec)
+    )
+    labels = {SLO_LABEL: spec.name, SERVICE_LABEL: service.service}
+    labels.update(sorted(service.labels.items()))
+    labels.update(sorted(spec.labels.items()))
+    return SLO(
+        service=service.service,
+        name=spec.name,
+        description=spec.description,
+        objective=spec.objective / 100,
+        period=format_duration(period_seconds),
+        period_seconds=period_seconds,
+        sli=_sli(spec),
+        labels=tuple(labels.items()),
+        tiers=tiers,
+        min_events=spec.alerting.min_events,
+        data_absent=spec.alerting.data_absent,
+        owner=service.owner,
+        runbook_url=service.runbook_url,
+        dashboard_url=service.dashboard_url,
+        source_file=source_file,
+        depends_on=tuple(service.depends_on),
+    )
+
+
+def _sli(spec: SLOSpec) -> SLI:
+    sli = spec.sli
+    if sli.ratio is not None:
+        ratio = sli.ratio
+        return RatioSLI(
+            total=parse_selector(ratio.total),
+            bad=parse_selector(ratio.bad) if ratio.bad is not None else None,
+            good=parse_selector(ratio.good) if ratio.good is not None else None,
+            group_by=tuple(ratio.group_by),
+        )
+    if sli.latency is not None:
+        latency = sli.latency
+        matchers = parse_selector(latency.selector, allow_empty_name=True).matchers
+        return LatencySLI(
+            selector=Selector(latency.metric, matchers),
+            threshold_seconds=parse_duration(latency.threshold),
+            group_by=tuple(latency.group_by),
+        )
+    assert sli.query is not None
+    return QuerySLI(total=sli.query.total, bad=sli.query.bad, good=sli.query.good)
+
+
+def detection_seconds(slo: SLO, tier: AlertTier, error_ratio: float = 1.0) -> float | None:
+    """Time for `tier` to fire at a constant `error_ratio` from a clean window (SRE Workbook:
+    budget_fraction × period / actual burn rate); None when that burn never reaches it."""
+    actual_burn = error_ratio / slo.error_budget
+    if actual_burn <= tier.burn_rate:
+        return None
+    return tier.budget_fraction * slo.period_seconds / actual_burn

@@ -1,0 +1,195 @@
+"""Checks the spec models cannot express: PromQL, windows against periods, tiers that can
+never fire, label clashes and duplicates across files. Each returns located SpecIssues."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from slo_engine.errors import SpecIssue
+from slo_engine.spec.conventions import RESERVED_LABELS
+from slo_engine.spec.document import ServiceSpec, SLOSpec
+from slo_engine.spec.durations import parse_duration
+from slo_engine.spec.model import burn_rate_threshold, tier_policies
+from slo_engine.spec.promql import (
+    METRIC_NAME,
+    SelectorSyntaxError,
+    check_query,
+    parse_selector,
+)
+
+if TYPE_CHECKING:
+    from slo_engine.spec.loader import PathKey, SpecDocument
+
+BASE_WINDOW_SECONDS = 300
+
+
+def check_service(spec: ServiceSpec, document: SpecDocument) -> list[SpecIssue]:
+    return check_slos(spec.labels, list(enumerate(spec.slos)), document)
+
+
+def check_slos(service_labels: Mapping[str, str], slos: Sequence[tuple[int, SLOSpec]],
+               document: SpecDocument) -> list[SpecIssue]:
+    """Checks of a file's service labels and its SLOs (by index in `slos:`).
+
+    Also run on the well-formed SLOs of a file the spec models rejected, so every mistake
+    is reported in one go.
+    """
+    issues = list(_labels(service_labels, ("labels",), document))
+    seen: dict[str, int] = {}
+    for index, slo in slos:
+        path: PathKey = ("slos", index)
+        if slo.name in seen:
+            first = document.position(("slos", seen[slo.name], "name"))
+            issues.append(document.issue((*path, "name"), f"duplicate SLO name {slo.name!r} "
+                                         f"(first at line {first[0]}); names are unique per "
+                                         "service"))
+        seen.setdefault(slo.name, index)
+        issues.extend(_sli(slo, path, document))
+        issues.extend(_labels(slo.labels, (*path, "labels"), document))
+        issues.extend(_clashes(service_labels, slo, path, document))
+        issues.extend(_tiers(slo, path, document))
+    return issues
+
+
+def _labels(labels: Mapping[str, str], path: PathKey,
+            document: SpecDocument) -> Iterator[SpecIssue]:
+    for name in labels:
+        if name in RESERVED_LABELS:
+            yield document.issue((*path, name), f"label {name!r} is set by the engine; "
+                                 "choose another name", key=True)
+
+
+def _clashes(service_labels: Mapping[str, str], slo: SLOSpec, path: PathKey,
+             document: SpecDocument) -> Iterator[SpecIssue]:
+    sli = slo.sli.ratio or slo.sli.latency
+    if sli is None:
+        return
+    kind = "ratio" if slo.sli.ratio else "latency"
+    static = set(service_labels) | set(slo.labels)
+    for i, label in enumerate(sli.group_by):
+        where = (*path, "sli", kind, "group_by", i)
+        if label in RESERVED_LABELS:
+            yield document.issue(where, f"cannot group by {label!r}: the engine sets that label "
+                                 "on every series; relabel it in the selector's exporter or "
+                                 "group by another label")
+        elif label in static:
+            yield document.issue(where, f"cannot group by {label!r}: it is also a static label "
+                                 "in 'labels'; remove one of them")
+        elif label in sli.group_by[:i]:
+            yield document.issue(where, f"{label!r} is listed twice in group_by")
+
+
+def _sli(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[SpecIssue]:
+    sli = slo.sli
+    if sli.ratio is not None:
+        for field in ("bad", "good", "total"):
+            text = getattr(sli.ratio, field)
+            if text is not None:
+                yield from _selector(text, (*path, "sli", "ratio", field), document)
+    if sli.latency is not None:
+        base = (*path, "sli", "latency")
+        metric = sli.latency.metric
+        if not METRIC_NAME.fullmatch(metric):
+            yield document.issue((*base, "metric"), f"{metric!r} is not a metric name")
+        elif metric.endswith(("_bucket", "_count", "_sum")):
+            yield document.issue((*base, "metric"), f"give the histogram's base name, without "
+                                 f"the suffix: {metric.rsplit('_', 1)[0]!r}")
+        yield from _selector(sli.latency.selector, (*base, "selector"), document,
+                             allow_empty_name=True)
+    if sli.query is not None:
+        for field in ("bad", "good", "total"):
+            text = getattr(sli.query, field)
+            if text is None:
+                continue
+            problem = check_query(text)
+            if problem is not None:
+                offset, message = problem
+                yield document.issue((*path, "sli", "query", field), message,
+                                     offset=offset or None)
+
+
+def _selector(text: str, path: PathKey, document: SpecDocument, *,
+              allow_empty_name: bool = False) -> Iterator[SpecIssue]:
+    try:
+        selector = parse_selector(text, allow_empty_name=allow_empty_name)
+    except SelectorSyntaxError as error:
+        yield document.issue(path, f"invalid selector '{text}': {error}",
+                             offset=error.offset or None)
+        return
+    if allow_empty_name and selector.metric:
+        yield document.issue(path, "give only the label matchers here, e.g. '{job=\"api\"}'; "
+                             "the metric name goes in 'metric'")
+
+
+def _tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[SpecIssue]:
+    period = parse_duration(slo.period)
+    objective = slo.objective / 100
+    max_burn = 1 / (1 - objective)
+    alerting = slo.alerting
+    custom = alerting.tiers is not None
+    # tier_policies() drops disabled tiers; keep each one's index in the file to point at it.
+    indices = [i for i, t in enumerate(alerting.tiers or ())
+               if t.enabled and (alerting.page if t.severity == "page" else alerting.ticket)]
+    policies = tier_policies(slo)
+    for i, tier in zip(indices if custom else range(len(policies)), policies, strict=True):
+        where: PathKey = (*path, "alerting", "tiers", i) if custom else (*path, "period")
+        long_s, short_s = parse_duration(tier.long_window), parse_duration(tier.short_window)
+        label = f"{tier.severity} tier {tier.long_window}/{tier.short_window}"
+        for window, seconds in (("short_window", short_s), ("long_window", long_s)):
+            if seconds < BASE_WINDOW_SECONDS or seconds % 60:
+                yield document.issue((*where, window) if custom else where,
+                                     f"{label}: windows are whole minutes of at least 5m "
+                                     "(the engine's base rate window)")
+        if short_s >= long_s:
+            yield document.issue(where, f"{label}: short_window must be shorter than "
+                                 "long_window (the SRE Workbook uses 1/12 of it)")
+        if long_s > period:
+            fix = ("shorten its long_window" if custom else
+                   "set 'alerting.tiers' with windows no longer than the period, or turn "
+                   f"these alerts off with '{tier.severity}: false' under 'alerting'")
+            yield document.issue(where, f"period {slo.period} is shorter than the {label}'s "
+                                 f"long window; {fix}")
+            continue
+        burn = burn_rate_threshold(tier.budget_percent, period, long_s)
+        if burn > max_burn:
+            fix = ("lower the tier's budget_percent" if custom else
+                   "set 'alerting.tiers' with a smaller budget_percent")
+            if slo.objective < 1:
+                fix += (f" (the objective is a percent: {slo.objective:g} means "
+                        f"{slo.objective:g}%; did you mean {slo.objective * 100:g}?)")
+            yield document.issue(
+                where if custom else (*path, "objective"),
+                f"{label} can never fire: it needs a burn rate of {burn:.4g}x, but at objective "
+                f"{slo.objective:g}% even 100% errors burn only {max_burn:.4g}x; raise the "
+                f"objective, or {fix}",
+            )
+
+
+def check_across(documents: list[tuple[ServiceSpec, SpecDocument]]) -> list[SpecIssue]:
+    """Files of one service must agree on it, and never define the same SLO twice."""
+    issues: list[SpecIssue] = []
+    first_file: dict[str, tuple[ServiceSpec, SpecDocument]] = {}
+    slo_at: dict[tuple[str, str], tuple[SpecDocument, PathKey]] = {}
+    for spec, document in documents:
+        first = first_file.setdefault(spec.service, (spec, document))
+        if first[1] is not document:
+            for field in ("owner", "runbook_url", "dashboard_url", "labels"):
+                if getattr(spec, field) != getattr(first[0], field):
+                    if (field,) in first[1].key_positions:
+                        line, column = first[1].position((field,))
+                        there = f"{first[1].file}:{line}:{column} with a different {field}"
+                    else:
+                        there = f"{first[1].file} without {field}"
+                    issues.append(document.issue(
+                        (field,), f"service {spec.service!r} is also defined in {there}; "
+                        "make them equal"))
+        for index, slo in enumerate(spec.slos):
+            path: PathKey = ("slos", index, "name")
+            earlier = slo_at.setdefault((spec.service, slo.name), (document, path))
+            if earlier[0] is not document:
+                line, column = earlier[0].position(earlier[1])
+                issues.append(document.issue(path, f"duplicate SLO name {slo.name!r}: service "
+                                             f"{spec.service!r} already defines it in "
+                                             f"{earlier[0].file}:{line}:{column}"))
+    return issues

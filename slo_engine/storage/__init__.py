@@ -1,0 +1,1 @@
+"""The state database: changes, incidents, outbox, notices and firing state."""
