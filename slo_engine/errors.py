@@ -13,6 +13,7 @@ what went wrong, where, and how to fix it; the CLI prints it without a traceback
     ├── LedgerError          an event file or frame is not a ledger (names file and line)
     ├── BackfillError        promtool could not backfill (names the command and its output)
     ├── ReleaseError         a release gate or canary cannot run as asked (unknown service)
+    ├── MissingExtra         the command needs an optional part of the install (names the extra)
     └── SourceError          Prometheus could not answer a query (names the URL and the query)
         ├── SourceUnavailable    refused, timed out, 5xx, retries exhausted, not a Prometheus API
         └── QueryError           Prometheus rejected the query (4xx: bad PromQL, limits, auth)
@@ -101,3 +102,8 @@ class SourceUnavailable(SourceError):
 class QueryError(SourceError):
     """Prometheus answered but rejected the query (HTTP 4xx): bad PromQL, a resolution or
     sample limit, or missing credentials; retrying the same request will not help."""
+
+
+class MissingExtra(SloEngineError):
+    """The command needs a library that only an extra of the install brings; the message names
+    the command's need and the `pip install` that adds it."""

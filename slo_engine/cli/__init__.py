@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from slo_engine.cli import budget, changes, notify, release, service, specs
 from slo_engine.cli.arguments import print_error
 from slo_engine.errors import SloEngineError
+from slo_engine.extras import missing_extra
 
 COMMAND_GROUPS = (specs, budget, changes, release, notify, service)
 
@@ -33,4 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except SloEngineError as error:
         print_error(error)
+        return 1
+    except ModuleNotFoundError as error:
+        missing = missing_extra(error, args.command)
+        if missing is None:
+            raise
+        print_error(missing)
         return 1

@@ -1,0 +1,40 @@
+"""The optional parts of an install: which extra brings which library.
+
+`pip install slo-engine` validates, compiles, explains, reports and backtests. The service,
+charts and the canary's statistics need libraries a CI job compiling rules should not have to
+install; a command that reaches one without its extra gets one line naming the extra, not an
+import traceback.
+"""
+
+from __future__ import annotations
+
+from slo_engine.errors import MissingExtra
+
+EXTRA_OF_LIBRARY = {
+    "apscheduler": "service",
+    "fastapi": "service",
+    "prometheus_client": "service",
+    "slack_sdk": "service",
+    "starlette": "service",
+    "uvicorn": "service",
+    "matplotlib": "charts",
+    "scipy": "canary",
+}
+
+WHAT_EXTRA_BRINGS = {
+    "service": "the service, Slack and the HTTP API",
+    "charts": "charts",
+    "canary": "the canary's statistics",
+}
+
+
+def missing_extra(error: ModuleNotFoundError, command: str) -> MissingExtra | None:
+    """The user-facing error for an import that an extra would satisfy; None for any other
+    missing module (a broken install, which deserves its traceback)."""
+    library = (error.name or "").partition(".")[0]
+    extra = EXTRA_OF_LIBRARY.get(library)
+    if extra is None:
+        return None
+    return MissingExtra(
+        f"'slo-engine {command}' needs the '{extra}' extra ({WHAT_EXTRA_BRINGS[extra]}; "
+        f"{library} is not installed): pip install 'slo-engine[{extra}]'")
