@@ -51,7 +51,7 @@ demo: setup
 demo-prometheus: setup prometheus
 	$(BIN)/slo-engine validate slo_definitions
 	$(BIN)/slo-engine compile slo_definitions --out $(DEMO_OUT)/rules
-	$(PY) -m slo_engine.demo.prometheus slo_definitions --until $(DEMO_UNTIL) \
+	$(BIN)/slo-engine demo-prometheus slo_definitions --until $(DEMO_UNTIL) \
 	  --out $(DEMO_OUT)/prometheus
 
 test: setup prometheus

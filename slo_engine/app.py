@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -25,6 +26,8 @@ if TYPE_CHECKING:  # pandas costs compile's start-up 0.2 s it does not need
 
 EventSource: TypeAlias = Callable[[list[Service], datetime, datetime],
                                   "tuple[pd.DataFrame, list[str]]"]
+# The changes of these services between two times (files, the state database, or both).
+ChangeFinder: TypeAlias = Callable[[set[str], datetime, datetime], "Iterable[Change]"]
 
 
 def validate(paths: Iterable[str | Path]) -> list[Service]:
@@ -102,15 +105,53 @@ def backtest_report(paths: Iterable[str | Path], events: EventSource, since: tim
                     until: datetime, policy: Path | None = None) -> tuple[
                         list[BacktestResult], list[str]]:
     """Replay the alert tiers (or those of a policy file) over history, every SLO."""
-    from slo_engine.budget.backtest import backtest_slos, load_policy
+    from slo_engine.budget.backtest import backtest_slos, load_alert_policy
 
     services = validate(paths)
     longest = max((t.long_seconds for s in services for slo in s.slos for t in slo.tiers),
                   default=0.0)
-    alternative = load_policy(policy) if policy is not None else None
+    alternative = load_alert_policy(policy) if policy is not None else None
     frame, warnings = events(services, until - since - timedelta(seconds=longest), until)
     slos = [slo for service in services for slo in service.slos]
     return backtest_slos(slos, frame, alternative, since=until - since, until=until), warnings
+
+
+@dataclass(frozen=True)
+class IncidentHistory:
+    """Past incidents with the budget each spent and the change before it, and what they were
+    read from: `incident_page` renders one of them from the same ledger and changes."""
+
+    slos: list[SLO]
+    ledger: pd.DataFrame
+    changes: list[Change]
+    incidents: pd.DataFrame  # a row per incident, as `attribution.attribute_incidents`
+    warnings: list[str]
+
+
+def incident_history(paths: Iterable[str | Path], events: EventSource, since: timedelta,
+                     until: datetime, find_changes: ChangeFinder,
+                     settings: ChangesConfig) -> IncidentHistory:
+    """Replay the alert tiers over history, merge what fired into incidents, and attribute
+    each to the change before its onset (within the lookback) and its budget spent."""
+    from slo_engine.budget.attribution import attribute_incidents, backtest_incidents
+    from slo_engine.budget.backtest import backtest_slos
+    from slo_engine.changes.correlation import services_of
+    from slo_engine.spec.durations import parse_duration
+
+    lookback = parse_duration(settings.lookback)
+    services = validate(paths)
+    slos = [slo for service in services for slo in service.slos]
+    start = until - since
+    longest = max((t.long_seconds for slo in slos for t in slo.tiers), default=0.0)
+    ledger, warnings = events(services, start - timedelta(seconds=longest), until)
+    results = backtest_slos(slos, ledger, since=start, until=until)
+    names = {name for slo in slos for name in services_of(slo)}
+    changes = list(find_changes(names, start - timedelta(seconds=longest + lookback), until))
+    incidents = attribute_incidents(
+        backtest_incidents(results), changes, slos, ledger, lookback_s=lookback,
+        suspect_window_s=parse_duration(settings.suspect_window),
+        rollback_template=settings.rollback_template)
+    return IncidentHistory(slos, ledger, changes, incidents, warnings)
 
 
 def backfill_rules(paths: Iterable[str | Path], prometheus_url: str, start: datetime,

@@ -31,7 +31,7 @@ from slo_engine.budget.backtest import (
     apply_policy,
     backtest,
     backtest_slos,
-    load_policy,
+    load_alert_policy,
 )
 from slo_engine.errors import LedgerError, SpecError
 from slo_engine.rules.compile import number
@@ -308,7 +308,7 @@ def test_a_policy_file_changes_what_fires(tmp_path: Path) -> None:
     2.4x (2% in 6h of 30d) catches them instead."""
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY, encoding="utf-8")
-    policy = load_policy(path)
+    policy = load_alert_policy(path)
     assert policy == AlertPolicy((TierPolicy("page", "1h", "5m", 20),
                                   TierPolicy("ticket", "6h", "30m", 2)), 0, path.as_posix())
     slo = make_slo(min_events=5)
@@ -359,7 +359,7 @@ def test_a_bad_policy_file_is_a_located_spec_error(tmp_path: Path, monkeypatch: 
     monkeypatch.chdir(tmp_path)
     Path("policy.yaml").write_text(text, encoding="utf-8")
     with pytest.raises(SpecError) as caught:
-        load_policy("policy.yaml")
+        load_alert_policy("policy.yaml")
     if expected is None:
         assert str(caught.value).startswith("policy.yaml:")
     else:
@@ -368,7 +368,7 @@ def test_a_bad_policy_file_is_a_located_spec_error(tmp_path: Path, monkeypatch: 
 
 def test_a_missing_policy_file_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="cannot read the file"):
-        load_policy(tmp_path / "nope.yaml")
+        load_alert_policy(tmp_path / "nope.yaml")
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -522,7 +522,7 @@ def test_policy_yaml_round_trips_through_the_model(tmp_path: Path) -> None:
     path = tmp_path / "same.yaml"
     path.write_text(yaml.safe_dump({"apiVersion": "slo-engine/v1", "kind": "AlertPolicy",
                                     "tiers": tiers}), encoding="utf-8")
-    assert apply_policy(slo, load_policy(path)).tiers == slo.tiers
+    assert apply_policy(slo, load_alert_policy(path)).tiers == slo.tiers
 
 
 def test_prefix_sum_rounding_never_flips_a_decision() -> None:

@@ -19,7 +19,7 @@ from slo_engine.budget.ledger import group_labels
 from slo_engine.cli import main
 from slo_engine.errors import SpecError
 from slo_engine.release import gate
-from slo_engine.release.gate import DEFAULT_POLICY, decide, load_policy, release
+from slo_engine.release.gate import DEFAULT_POLICY, decide, load_budget_policy, release
 from slo_engine.spec.loader import load_services
 from slo_engine.storage.sqlite import StateDB
 from tests.support.prometheus import free_port
@@ -140,7 +140,7 @@ policies:
 def policy(tmp_path: Path) -> gate.ErrorBudgetPolicy:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
-    return load_policy(path)
+    return load_budget_policy(path)
 
 
 TIER_1 = {("checkout", "availability"): {"tier": "1"}}
@@ -173,7 +173,7 @@ def test_group_labels_match_too(tmp_path: Path) -> None:
     path.write_text("apiVersion: slo-engine/v1\nkind: ErrorBudgetPolicy\npolicies:\n"
                     "  - labels: {region: eu}\n    conditions:\n"
                     "      - {remaining_below: 90, decision: freeze}\n")
-    policy = load_policy(path)
+    policy = load_budget_policy(path)
     assert outcome(status(0.5, group="region=eu"), policy=policy) == "freeze"
     # SLOs no policy matches get the built-in policy
     assert outcome(status(0.5, group="region=us"), policy=policy) == "ship"
@@ -185,7 +185,7 @@ def test_a_window_the_report_lacks_cannot_decide(tmp_path: Path) -> None:
     path.write_text("apiVersion: slo-engine/v1\nkind: ErrorBudgetPolicy\npolicies:\n"
                     "  - conditions:\n"
                     "      - {burn_rate_above: 2, window: 45m, decision: hold}\n")
-    result = decide(load_policy(path), "checkout", [status(0.9)], AT)
+    result = decide(load_budget_policy(path), "checkout", [status(0.9)], AT)
     assert result.outcome == "undecided"
     assert "reads the 45m burn rate" in result.summary()
     assert "use one of 5m, 1h, 6h" in result.summary()
@@ -226,7 +226,7 @@ def test_bad_policy_files_name_line_field_and_fix(tmp_path: Path, text: str,
     path = tmp_path / "policy.yaml"
     path.write_text(text)
     with pytest.raises(SpecError) as caught:
-        load_policy(path)
+        load_budget_policy(path)
     found = str(caught.value).replace(str(tmp_path) + "/", "")
     assert len(caught.value.issues) == len(messages), found
     for message in messages:
@@ -237,7 +237,7 @@ def test_an_empty_policy_file_says_how_it_starts(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text("\n")
     with pytest.raises(SpecError, match="kind: ErrorBudgetPolicy"):
-        load_policy(path)
+        load_budget_policy(path)
 
 
 # --- overrides -----------------------------------------------------------------------------

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from slo_engine.budget.backtest import load_policy as load_alert_policy
+from slo_engine.budget.backtest import load_alert_policy
 from slo_engine.cli import main
 from slo_engine.config import load_config
-from slo_engine.release.gate import load_policy as load_budget_policy
+from slo_engine.release.gate import load_budget_policy
 from tests.support.paths import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -1,6 +1,6 @@
 """Backtests of alert policies over an event ledger: when each tier would have fired, how late,
 and how much error budget burnt with nothing firing. No clocks and no network. The only
-file read is the policy file in `load_policy`; `parse_policy` is the pure part of it.
+file read is the policy file in `load_alert_policy`; `parse_alert_policy` is the pure part of it.
 
 The arithmetic is the generated rules' (`compile`), bucket for bucket, so a backtest answers
 "what would Prometheus have done" rather than "what would an ideal detector do":
@@ -91,7 +91,7 @@ class _PolicySpec(BaseModel):
     min_events: int | None = Field(None, ge=0)
 
 
-def load_policy(path: str | Path) -> AlertPolicy:
+def load_alert_policy(path: str | Path) -> AlertPolicy:
     """Read and check an alert policy file; raise SpecError with every mistake located."""
     path = Path(path)
     name = path.as_posix()
@@ -105,10 +105,10 @@ def load_policy(path: str | Path) -> AlertPolicy:
     document, issues = parse_yaml(text, name)
     if issues:
         raise SpecError(issues)
-    return parse_policy(document)
+    return parse_alert_policy(document)
 
 
-def parse_policy(document: SpecDocument) -> AlertPolicy:
+def parse_alert_policy(document: SpecDocument) -> AlertPolicy:
     """The policy in a parsed YAML document (`loader.parse_yaml`), or SpecError."""
     if not isinstance(document.data, dict):
         raise SpecError([document.issue((), f"a policy file is a mapping that starts with "

@@ -242,44 +242,32 @@ def _build_info_specs(args: argparse.Namespace,
 
 def _incidents(args: argparse.Namespace) -> int:
     from slo_engine import app
-    from slo_engine.budget.attribution import attribute_incidents, backtest_incidents
-    from slo_engine.budget.backtest import backtest_slos
-    from slo_engine.changes.correlation import services_of
-    from slo_engine.changes.events import read_change_lines
     from slo_engine.config import ChangesConfig
-    from slo_engine.spec.durations import parse_duration
 
     config = engine_config(args)
     settings = config.changes if config is not None else ChangesConfig()
-    lookback = parse_duration(settings.lookback)
-    services = app.validate(args.paths)
-    slos = [slo for service in services for slo in service.slos]
     until = args.until or datetime.now(UTC)
-    since = until - args.since
-    longest = max((t.long_seconds for slo in slos for t in slo.tiers), default=0.0)
-    frame, warnings = events(args, step_seconds=60)(
-        services, since - timedelta(seconds=longest), until)
-    for warning in warnings:
+
+    def find_changes(services: set[str], since: datetime, until: datetime) -> list[Change]:
+        from slo_engine.changes.events import read_change_lines
+
+        found: dict[tuple[str, str, str, str], Change] = {}
+        for path in args.changes or ():
+            found.update((c.identity, c) for c in read_change_lines(path))
+        if args.config is not None or args.state is not None or DEFAULT_STATE.exists():
+            with open_state(args) as state:
+                found.update((c.identity, c) for c in state.changes(
+                    services=services, since=since, until=until))
+        return list(found.values())
+
+    history = app.incident_history(args.paths, events(args, step_seconds=60), args.since,
+                                   until, find_changes, settings)
+    for warning in history.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    results = backtest_slos(slos, frame, since=since, until=until)
-
-    changes: dict[tuple[str, str, str, str], Change] = {}
-    for path in args.changes or ():
-        changes.update((c.identity, c) for c in read_change_lines(path))
-    if args.config is not None or args.state is not None or DEFAULT_STATE.exists():
-        with open_state(args) as state:
-            names = {name for slo in slos for name in services_of(slo)}
-            stored = state.changes(services=names, since=since - timedelta(seconds=longest)
-                                   - timedelta(seconds=lookback), until=until)
-            changes.update((c.identity, c) for c in stored)
-
-    incidents = attribute_incidents(
-        backtest_incidents(results), changes.values(), slos, frame, lookback_s=lookback,
-        suspect_window_s=parse_duration(settings.suspect_window),
-        rollback_template=settings.rollback_template)
+    incidents = history.incidents
     if args.page is not None:
-        page = app.incident_page(slos, frame, _chosen(incidents, args.page), changes.values(),
-                                 settings)
+        page = app.incident_page(history.slos, history.ledger, _chosen(incidents, args.page),
+                                 history.changes, settings)
         _show_page(page)
         return 0
     if args.format == "json":

@@ -155,7 +155,8 @@ def _decide(args: argparse.Namespace) -> int:
     from slo_engine.budget import accounting as budget
     from slo_engine.release import gate
 
-    policy = gate.load_policy(args.policy) if args.policy is not None else gate.DEFAULT_POLICY
+    policy = (gate.load_budget_policy(args.policy) if args.policy is not None
+              else gate.DEFAULT_POLICY)
     service = _service(app.validate(args.paths), args.service)
     config = engine_config(args)
     at = args.at or datetime.now(UTC)

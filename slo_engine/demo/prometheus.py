@@ -1,7 +1,5 @@
-"""The demo against a real Prometheus: the demo's month served by Prometheus, then the same
-report, charts, backtest, incidents and page read from it with `--prometheus-url`.
-
-    python -m slo_engine.demo.prometheus slo_definitions --out demo_out/prometheus
+"""The demo's month served by a real Prometheus, for `slo-engine demo-prometheus` to read the
+same report, charts, backtest, incidents and page from with `--prometheus-url`.
 
 What Prometheus holds are the series the generated rules record, `slo:total_events:rate5m`
 and `slo:bad_events:rate5m` with the rules' labels, one sample a minute: what those rules
@@ -16,7 +14,6 @@ outside `--out` is written.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import socket
 import subprocess
@@ -25,15 +22,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from slo_engine.budget.ledger import group_labels
-from slo_engine.cli.arguments import moment, print_error
-from slo_engine.errors import BackfillError, SloEngineError, SourceUnavailable
+from slo_engine.errors import BackfillError, SourceUnavailable
 from slo_engine.spec.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
 from slo_engine.spec.model import Service
 
@@ -173,10 +170,18 @@ def serving(data_dir: Path) -> Iterator[str]:
     raise SourceUnavailable(f"Prometheus found no free port; see {log}")
 
 
-def run(paths: Sequence[str], out: Path, until: datetime, days: int) -> int:
-    """Backfill, serve, then run against Prometheus what `make demo` runs on the file: the
-    report (with charts), the backtest, the incidents and the worst one's page."""
-    from slo_engine.cli import main
+@dataclass(frozen=True)
+class DemoPrometheus:
+    url: str
+    at: str  # the end of the demo's data, ISO 8601 UTC: the report's --at, the replay's --until
+    changes: Path  # the month's change events, JSON lines
+
+
+@contextmanager
+def demo_month_served(paths: Sequence[str], out: Path, until: datetime,
+                      days: int) -> Iterator[DemoPrometheus]:
+    """Backfill the demo's month into a fresh data directory under `out` and serve it from a
+    Prometheus on 127.0.0.1, stopped by its PID when the block ends, however it ends."""
     from slo_engine.demo.month import demo_data, write_changes
     from slo_engine.spec.loader import load_services
 
@@ -191,19 +196,10 @@ def run(paths: Sequence[str], out: Path, until: datetime, days: int) -> int:
           f"{LEAD_DAYS} before, one a minute) with promtool", flush=True)
     backfill(openmetrics, data_dir)
     openmetrics.unlink()
-    at = data.end.isoformat().replace("+00:00", "Z")
     with serving(data_dir) as url:
         print(f"Prometheus serves them at {url}", flush=True)
-        code = main(["report", *paths, "--prometheus-url", url, "--at", at,
-                     "--chart", str(out / "charts"), "--changes", str(changes)])
-        replay = ["--prometheus-url", url, "--until", at, "--since", f"{max(days - 3, 1)}d"]
-        incidents = ["incidents", *paths, *replay, "--changes", str(changes), "--state",
-                     str(out / "state.db")]
-        for command in (["backtest", *paths, *replay], incidents, [*incidents, "--page", "worst"]):
-            if code == 0:
-                code = main(command)
+        yield DemoPrometheus(url, data.end.isoformat().replace("+00:00", "Z"), changes)
     print("Prometheus stopped", flush=True)
-    return code
 
 
 def _fresh_data_dir(out: Path) -> Path:
@@ -216,26 +212,5 @@ def _fresh_data_dir(out: Path) -> Path:
                                 "or choose another --out")
         shutil.rmtree(data_dir)
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text("made by python -m slo_engine.demo.prometheus\n", encoding="utf-8")
+    marker.write_text("made by slo-engine demo-prometheus\n", encoding="utf-8")
     return data_dir
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m slo_engine.demo.prometheus",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="SLO files or directories")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="working directory: Prometheus' data, log, and the charts")
-    parser.add_argument("--until", type=moment, default=None, metavar="TIME",
-                        help="end of the demo's data (ISO 8601, UTC); default now")
-    parser.add_argument("--days", type=int, default=30)
-    args = parser.parse_args(argv)
-    try:
-        return run(args.paths, args.out, args.until or datetime.now(UTC), args.days)
-    except SloEngineError as error:
-        print_error(error)
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,7 +14,8 @@ at 24.99 % left and not at 25 %, `burn_rate_above: 6` holds at 6.01x and not at 
 are rounded to 1e-9 (percent, burn rate) first, so a budget that is exactly at a threshold
 on paper is at it here too, whatever the float arithmetic that computed it.
 
-The only file read is the policy in `load_policy`; `parse_policy` and `decide` are pure.
+The only file read is the policy in `load_budget_policy`; `parse_budget_policy` and `decide`
+are pure.
 """
 
 from __future__ import annotations
@@ -158,13 +159,13 @@ DEFAULT_POLICY = ErrorBudgetPolicy((ServicePolicy((), (), (
 a page firing, releases need an override; otherwise ship."""
 
 
-def load_policy(path: str | Path) -> ErrorBudgetPolicy:
+def load_budget_policy(path: str | Path) -> ErrorBudgetPolicy:
     """Read and check a policy file; SpecError locates every mistake (file:line:column)."""
     document = read_yaml_file(path, f"'apiVersion: {API_VERSION}' and 'kind: {POLICY_KIND}'")
-    return parse_policy(document)
+    return parse_budget_policy(document)
 
 
-def parse_policy(document: SpecDocument) -> ErrorBudgetPolicy:
+def parse_budget_policy(document: SpecDocument) -> ErrorBudgetPolicy:
     """The policy in a parsed YAML document, or SpecError with every issue located."""
     try:
         spec = PolicyFileSpec.model_validate(document.data)
