@@ -52,8 +52,9 @@ from slo_engine.paging.evaluator import (
     transitions,
     unseen_tiers,
 )
-from slo_engine.paging.notifier import Delivery, Notifier, Posted, delivery_from_config
+from slo_engine.paging.notifier import Notifier
 from slo_engine.paging.page import PageContext, SlackMessage
+from slo_engine.paging.slack import Delivery, Posted, delivery_from_config
 from slo_engine.prometheus.build_info import build_info_changes
 from slo_engine.prometheus.source import PrometheusSource, without_credentials
 from slo_engine.service.telemetry import Telemetry
