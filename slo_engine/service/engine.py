@@ -13,7 +13,6 @@ while the last good one keeps running.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -22,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from slo_engine import app
 from slo_engine.budget import accounting as budget
@@ -42,14 +41,18 @@ from slo_engine.errors import (
 from slo_engine.paging import notices
 from slo_engine.paging.alertmanager import WebhookPayload, burn_alerts
 from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.paging.dedup import (
+    UnseenHold,
+    apply_alerts,
+    decode_firing,
+    encode_firing,
+    transitions,
+)
 from slo_engine.paging.evaluator import (
     alert_burn_queries,
-    apply_alerts,
     burn_queries,
     burn_rate_in,
     firing_tiers,
-    tier_id,
-    transitions,
     unseen_tiers,
 )
 from slo_engine.paging.notifier import Notifier
@@ -70,7 +73,7 @@ log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS engine_firing (
-    tier TEXT PRIMARY KEY,          -- evaluator.tier_id
+    tier TEXT PRIMARY KEY,          -- dedup.tier_id
     body TEXT NOT NULL              -- the BurnAlert as JSON
 );
 CREATE TABLE IF NOT EXISTS engine_budget_notices (
@@ -92,10 +95,6 @@ CREATE TABLE IF NOT EXISTS engine_outage (
 PROBE_QUERY = "vector(1)"
 PROBE_TIMEOUT = 5.0  # seconds: /readyz must answer before the kubelet gives up
 RECENT_BUILD_INFO = timedelta(minutes=30)  # synced before each page: deploys just landed
-# A firing tier without samples stays firing this long: after an outage Prometheus records
-# the fast windows again within a rule interval, the slow ones within SLOW_GROUP_INTERVAL.
-UNSEEN_HOLD = timedelta(minutes=10)
-
 Clock = Callable[[], datetime]
 
 
@@ -124,7 +123,7 @@ class Engine:
         self._idle: list[PrometheusSource] = []  # those no thread is using now
         self._cached: PrometheusSource | None = None
         self._sources_lock = threading.Lock()
-        self._unseen_since: dict[str, datetime] = {}  # tier_id -> first evaluation without data
+        self._unseen = UnseenHold()
         self._paging = threading.Lock()  # one transition of the firing set at a time
         self._refreshing = threading.Lock()  # the ledger cache has one writer
         state.ensure_schema(_SCHEMA)
@@ -213,7 +212,11 @@ class Engine:
             with self._paging:
                 previous = self.firing()
                 current = firing_tiers(slos, results, at)
-                current.update(self._held(previous, unseen_tiers(previous, slos, results), at))
+                held = self._unseen.apply(previous, unseen_tiers(previous, slos, results), at)
+                for key, unseen_for in held.released.items():
+                    log.warning("%s: no samples for %s, resolved", key,
+                                describe_seconds(unseen_for.total_seconds()))
+                current.update(held.kept)
                 changed = transitions(previous, current, at)
                 for alert in changed:
                     self._notify(alert)
@@ -482,25 +485,13 @@ class Engine:
     def firing(self) -> dict[str, BurnAlert]:
         """The tiers firing now, by tier_id: as last evaluated, or as Alertmanager said."""
         rows = self.state.query("SELECT tier, body FROM engine_firing")
-        return {row["tier"]: _alert_from_json(row["body"]) for row in rows}
-
-    def _held(self, previous: Mapping[str, BurnAlert], unseen: set[str],
-              at: datetime) -> dict[str, BurnAlert]:
-        """The unseen tiers that stay firing: those without samples for less than
-        UNSEEN_HOLD (a resolution now would be a guess, and a page again a minute later)."""
-        self._unseen_since = {key: self._unseen_since.get(key, at) for key in unseen}
-        held = {key: previous[key] for key, since in self._unseen_since.items()
-                if at - since < UNSEEN_HOLD}
-        for key in sorted(unseen - held.keys()):
-            log.warning("%s: no samples for %s, resolved", key, describe_seconds(
-                (at - self._unseen_since[key]).total_seconds()))
-        return held
+        return decode_firing({row["tier"]: row["body"] for row in rows})
 
     def _save_firing(self, firing: Mapping[str, BurnAlert]) -> None:
         with self.state.transaction() as connection:
             connection.execute("DELETE FROM engine_firing")
             connection.executemany("INSERT INTO engine_firing VALUES (?, ?)",
-                                   [(tier_id(a), _alert_json(a)) for a in firing.values()])
+                                   list(encode_firing(firing).items()))
 
     # --- notices --------------------------------------------------------------------------
 
@@ -695,16 +686,3 @@ def _fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
             continue
         found.append((str(path), stat.st_mtime_ns, stat.st_size))
     return tuple(sorted(found))
-
-
-def _alert_json(alert: BurnAlert) -> str:
-    data: dict[str, Any] = {**alert.__dict__, "at": alert.at.isoformat(),
-                            "group": [list(pair) for pair in alert.group]}
-    return json.dumps(data, sort_keys=True)
-
-
-def _alert_from_json(body: str) -> BurnAlert:
-    data = json.loads(body)
-    data["at"] = datetime.fromisoformat(data["at"])
-    data["group"] = tuple((str(k), str(v)) for k, v in data["group"])
-    return BurnAlert(**data)
