@@ -321,8 +321,8 @@ def test_a_call_cut_short_by_a_crash_goes_out_after_the_restart(
     slack.answer_500(1000)
     with StateDB(path) as first:
         notifier(first, slack).handle(alert_context(checkout, 0))
-        with first.transaction() as connection:  # killed between claiming and recording
-            connection.execute("UPDATE notify_outbox SET state = 'sending'")
+        with first.transaction() as unit:  # killed between claiming and recording
+            assert unit.claim_next() is not None
     slack.clear_faults()
     with StateDB(path) as second:
         restarted = notifier(second, slack)

@@ -7,8 +7,9 @@ readiness). Both paging modes meet in `_notify`: a burn alert, enriched with the
 budget and what changed before its onset, goes to the notifier.
 
 Nothing a job meets at run time stops the engine: Prometheus or Slack outages are logged,
-counted in its metrics and retried at the next run; an invalid set of SLO files is refused
-while the last good one keeps running.
+counted in its metrics and retried at the next run (what a Prometheus outage does is
+`service.outage`); an invalid set of SLO files is refused while the last good one keeps
+running. Which transitions page is `paging.dedup`; what is kept is `storage`.
 """
 
 from __future__ import annotations
@@ -60,37 +61,18 @@ from slo_engine.paging.page import PageContext, SlackMessage
 from slo_engine.paging.slack import Delivery, Posted, delivery_from_config
 from slo_engine.prometheus.build_info import build_info_changes
 from slo_engine.prometheus.source import PrometheusSource, without_credentials
+from slo_engine.service.outage import PrometheusOutage
 from slo_engine.service.telemetry import Telemetry
 from slo_engine.spec.durations import describe_seconds, parse_duration
 from slo_engine.spec.loader import discover
 from slo_engine.spec.model import SLO, Service
+from slo_engine.storage import StateStore
 from slo_engine.storage.sqlite import StateDB
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS engine_firing (
-    tier TEXT PRIMARY KEY,          -- dedup.tier_id
-    body TEXT NOT NULL              -- the BurnAlert as JSON
-);
-CREATE TABLE IF NOT EXISTS engine_budget_notices (
-    service TEXT NOT NULL,
-    slo TEXT NOT NULL,
-    grp TEXT NOT NULL,
-    threshold REAL NOT NULL,
-    sent_at TEXT NOT NULL,
-    PRIMARY KEY (service, slo, grp, threshold)
-);
-CREATE TABLE IF NOT EXISTS engine_outage (
-    id INTEGER PRIMARY KEY CHECK (id = 1),  -- at most one outage at a time
-    since TEXT NOT NULL,
-    noticed INTEGER NOT NULL DEFAULT 0,
-    reason TEXT NOT NULL
-);
-"""
 
 PROBE_QUERY = "vector(1)"
 PROBE_TIMEOUT = 5.0  # seconds: /readyz must answer before the kubelet gives up
@@ -105,7 +87,7 @@ def _utc_now() -> datetime:
 class Engine:
     """The service's state and jobs (implements http_api.EngineAPI)."""
 
-    def __init__(self, config: EngineConfig, services: list[Service], state: StateDB,
+    def __init__(self, config: EngineConfig, services: list[Service], state: StateStore,
                  delivery: Delivery, *, telemetry: Telemetry | None = None,
                  clock: Clock = _utc_now) -> None:
         self.config = config
@@ -124,9 +106,11 @@ class Engine:
         self._cached: PrometheusSource | None = None
         self._sources_lock = threading.Lock()
         self._unseen = UnseenHold()
+        self._outage = PrometheusOutage(state, without_credentials(config.prometheus.url),
+                                        _delta(config.schedule.no_data_after),
+                                        self._announce)
         self._paging = threading.Lock()  # one transition of the firing set at a time
         self._refreshing = threading.Lock()  # the ledger cache has one writer
-        state.ensure_schema(_SCHEMA)
 
     @classmethod
     def from_config(cls, config: EngineConfig, *, telemetry: Telemetry | None = None,
@@ -160,7 +144,7 @@ class Engine:
         except SourceError as error:
             checks["prometheus"] = str(error)
         checks["state"] = "ok" if self.state.writable() else (
-            f"cannot write the state database {self.state.path}: check the disk and the "
+            f"cannot write the state database {self.state.location}: check the disk and the "
             "directory's permissions (state.path in the engine config)")
         return checks
 
@@ -203,10 +187,12 @@ class Engine:
                 else:
                     source.instant(PROBE_QUERY, at)
         except SourceError as error:
-            self._source_failed(error, at)
+            self._count_query_error(error)
+            log.warning("Prometheus query failed: %s", error)
+            self._outage.failed(str(error), at)
             self.deliver()
             return []
-        self._source_answered(at)
+        self._outage.answered(at)
         changed: list[BurnAlert] = []
         if self.config.paging == "engine":
             with self._paging:
@@ -484,32 +470,26 @@ class Engine:
 
     def firing(self) -> dict[str, BurnAlert]:
         """The tiers firing now, by tier_id: as last evaluated, or as Alertmanager said."""
-        rows = self.state.query("SELECT tier, body FROM engine_firing")
-        return decode_firing({row["tier"]: row["body"] for row in rows})
+        with self.state.read() as reader:
+            return decode_firing(reader.firing())
 
     def _save_firing(self, firing: Mapping[str, BurnAlert]) -> None:
-        with self.state.transaction() as connection:
-            connection.execute("DELETE FROM engine_firing")
-            connection.executemany("INSERT INTO engine_firing VALUES (?, ?)",
-                                   list(encode_firing(firing).items()))
+        with self.state.transaction() as unit:
+            unit.save_firing(encode_firing(firing))
 
     # --- notices --------------------------------------------------------------------------
 
     def _send_budget_notices(self, statuses: list[BudgetStatus]) -> None:
-        rows = self.state.query("SELECT service, slo, grp, threshold, sent_at "
-                                "FROM engine_budget_notices")
-        sent = {(r["service"], r["slo"], r["grp"], float(r["threshold"])):
-                datetime.fromisoformat(r["sent_at"]) for r in rows}
+        with self.state.read() as reader:
+            sent = reader.budget_notices_sent()
         for notice in notices.budget_notices(statuses, self._slos(), sent):
             channel = self._channel(notice.owner, "ticket")
             if channel is None:
                 continue
             self._send_notice(channel, notice.message, notice.key)
             s = notice.status
-            with self.state.transaction() as connection:
-                connection.executemany(
-                    "INSERT OR REPLACE INTO engine_budget_notices VALUES (?, ?, ?, ?, ?)",
-                    [(s.service, s.slo, s.group, t, s.at.isoformat()) for t in notice.crossed])
+            with self.state.transaction() as unit:
+                unit.record_budget_notice(s.service, s.slo, s.group, notice.crossed, s.at)
             log.info("budget notice: %s", notice.message.text)
 
     def _send_notice(self, channel: str, message: SlackMessage, key: str,
@@ -535,47 +515,12 @@ class Engine:
         owners = {slo.owner for slo in self._slos().values()}
         return sorted({c for o in owners if (c := self._channel(o, "ticket")) is not None})
 
-    # --- Prometheus outages ---------------------------------------------------------------
+    # --- Prometheus outages (the state machine is service/outage.py) ---------------------
 
-    def _source_failed(self, error: SourceError, at: datetime) -> None:
-        """Count it; the first failure starts an outage, which is announced once when it has
-        lasted schedule.no_data_after."""
-        self._count_query_error(error)
-        log.warning("Prometheus query failed: %s", error)
-        with self.state.transaction() as connection:
-            connection.execute("INSERT OR IGNORE INTO engine_outage (id, since, reason) "
-                               "VALUES (1, ?, ?)", (at.isoformat(), str(error)))
-            connection.execute("UPDATE engine_outage SET reason = ? WHERE id = 1",
-                               (str(error),))
-        [row] = self.state.query("SELECT since, noticed FROM engine_outage WHERE id = 1")
-        since = datetime.fromisoformat(row["since"])
-        threshold = timedelta(seconds=parse_duration(self.config.schedule.no_data_after))
-        if row["noticed"] or at - since < threshold:
-            return
-        message = notices.outage_message(without_credentials(self.config.prometheus.url),
-                                         since, at, str(error))
+    def _announce(self, message: SlackMessage, key: str) -> None:
+        """An engine-wide notice (an outage, its recovery) to every notice channel."""
         for channel in self._notice_channels():
-            self._send_notice(channel, message, f"no-data/{since.isoformat()}/{channel}")
-        with self.state.transaction() as connection:
-            connection.execute("UPDATE engine_outage SET noticed = 1 WHERE id = 1")
-        log.error("no SLO data for %s: outage notice sent",
-                  describe_seconds((at - since).total_seconds()))
-
-    def _source_answered(self, at: datetime) -> None:
-        rows = self.state.query("SELECT since, noticed FROM engine_outage WHERE id = 1")
-        if not rows:
-            return
-        since = datetime.fromisoformat(rows[0]["since"])
-        if rows[0]["noticed"]:
-            message = notices.recovery_message(without_credentials(self.config.prometheus.url),
-                                                since, at)
-            for channel in self._notice_channels():
-                self._send_notice(channel, message,
-                                  f"no-data-recovered/{since.isoformat()}/{channel}")
-        with self.state.transaction() as connection:
-            connection.execute("DELETE FROM engine_outage WHERE id = 1")
-        log.info("Prometheus answers again after %s",
-                 describe_seconds((at - since).total_seconds()))
+            self._send_notice(channel, message, f"{key}/{channel}")
 
     def _count_query_error(self, error: SourceError) -> None:
         kind = "unavailable" if isinstance(error, SourceUnavailable) else "rejected"
