@@ -35,7 +35,7 @@ from bench.refresh import backfill
 from slo_engine.config import EngineConfig
 from slo_engine.paging.burn_alert import BurnAlert
 from slo_engine.paging.evaluator import SLOW_LOOKBACK, burn_queries, firing_tiers
-from slo_engine.paging.notifier import DryRunDelivery
+from slo_engine.paging.slack import DryRunDelivery
 from slo_engine.prometheus.source import PrometheusSource
 from slo_engine.service.engine import Engine
 from slo_engine.spec.conventions import error_ratio_metric

@@ -9,6 +9,8 @@ what went wrong, where, and how to fix it; the CLI prints it without a traceback
     ├── ChangeError          a change event is invalid (names the file and line, or the field)
     ├── StateError           the state database cannot be opened or written
     ├── NotifyError          Slack refused the set-up (bad token, unknown channel): not retried
+    │   └── SlackRefused         one call refused with Slack's error code (blocks_all: the token)
+    ├── SlackUnavailable     Slack did not take a call (down, 5xx, rate limits): it waits, queued
     ├── RulesOutError        rules_out/ cannot be written or is stale
     ├── LedgerError          an event file or frame is not a ledger (names file and line)
     ├── BackfillError        promtool could not backfill (names the command and its output)
@@ -66,6 +68,21 @@ class StateError(SloEngineError):
 class NotifyError(SloEngineError):
     """Slack rejected the set-up itself (invalid_auth, channel_not_found, ...): retrying will not
     help, the token or the routing must be fixed. Outages are retried, never raised."""
+
+
+class SlackRefused(NotifyError):
+    """Slack refused a call for a reason retrying will not fix. `blocks_all` when it is the
+    set-up (token, base URL): every message would fail, so they stay queued for the fix."""
+
+    def __init__(self, message: str, *, code: str, blocks_all: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.blocks_all = blocks_all
+
+
+class SlackUnavailable(SloEngineError):
+    """Slack did not take the call — down, 5xx, rate-limiting past the retries, unreachable.
+    The outbox keeps the message; `notify-test` reports it."""
 
 
 class RulesOutError(SloEngineError):

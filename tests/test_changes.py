@@ -167,8 +167,8 @@ def test_a_failed_commit_is_rolled_back_and_the_next_transaction_works(tmp_path:
         state.query("PRAGMA foreign_keys = ON")
         for statement, error in (("INSERT INTO child VALUES (42)", "FOREIGN KEY constraint"),
                                  ("INSERT INTO missing VALUES (1)", "no such table: missing")):
-            with pytest.raises(StateError, match=error), state.transaction() as connection:
-                connection.execute(statement)
+            with pytest.raises(StateError, match=error), state.transaction() as unit:
+                unit.connection.execute(statement)
         assert state.add_changes([change(0)]) == [change(0)]
         assert state.query("SELECT COUNT(*) FROM child")[0][0] == 0
         assert state.writable()

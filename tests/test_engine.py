@@ -25,8 +25,8 @@ from slo_engine.budget import charts
 from slo_engine.config import load_config
 from slo_engine.paging.alertmanager import WebhookPayload
 from slo_engine.paging.burn_alert import BurnAlert
-from slo_engine.paging.evaluator import tier_id
-from slo_engine.service.engine import UNSEEN_HOLD, Engine
+from slo_engine.paging.dedup import UNSEEN_HOLD, tier_id
+from slo_engine.service.engine import Engine
 from slo_engine.spec.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
 from tests.support.binaries import require
 from tests.support.prometheus import PrometheusServer, backfill_openmetrics

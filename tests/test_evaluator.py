@@ -14,15 +14,13 @@ import pytest
 import yaml
 
 from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.paging.dedup import apply_alerts, tier_id, transitions
 from slo_engine.paging.evaluator import (
     SLOW_LOOKBACK,
     alert_burn_queries,
-    apply_alerts,
     burn_queries,
     burn_rate_in,
     firing_tiers,
-    tier_id,
-    transitions,
     unseen_tiers,
 )
 from slo_engine.prometheus.source import PrometheusSource

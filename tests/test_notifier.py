@@ -23,8 +23,9 @@ from slo_engine.cli import main
 from slo_engine.config import EngineConfig, SlackConfig
 from slo_engine.errors import ConfigError, NotifyError
 from slo_engine.paging.burn_alert import Severity
-from slo_engine.paging.notifier import DryRunDelivery, Notifier, SlackDelivery, delivery_from_config
+from slo_engine.paging.notifier import Notifier
 from slo_engine.paging.page import SUSPECT_MARK, PageContext, SlackMessage, sample_context
+from slo_engine.paging.slack import DryRunDelivery, SlackDelivery, delivery_from_config
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import SLO
 from slo_engine.storage.sqlite import StateDB
@@ -320,8 +321,8 @@ def test_a_call_cut_short_by_a_crash_goes_out_after_the_restart(
     slack.answer_500(1000)
     with StateDB(path) as first:
         notifier(first, slack).handle(alert_context(checkout, 0))
-        with first.transaction() as connection:  # killed between claiming and recording
-            connection.execute("UPDATE notify_outbox SET state = 'sending'")
+        with first.transaction() as unit:  # killed between claiming and recording
+            assert unit.claim_next() is not None
     slack.clear_faults()
     with StateDB(path) as second:
         restarted = notifier(second, slack)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pandas and the HTTP client only for the edges' callers
     from slo_engine.config import ChangesConfig
     from slo_engine.paging.burn_alert import BurnAlert
     from slo_engine.prometheus.source import PrometheusSource
-    from slo_engine.storage.sqlite import StateDB
+    from slo_engine.storage import StateStore
 
 DEFAULT_LOOKBACK_S = 6 * 3600.0
 DEFAULT_SUSPECT_WINDOW_S = 2 * 3600.0
@@ -195,7 +195,7 @@ def error_ratio_series(source: PrometheusSource, slo: SLO,
     return pd.concat(series, axis=1).max(axis=1, skipna=True).astype(float)
 
 
-def correlate_alert(alert: BurnAlert, slo: SLO, state: StateDB, ratio: pd.Series | None,
+def correlate_alert(alert: BurnAlert, slo: SLO, state: StateStore, ratio: pd.Series | None,
                     config: ChangesConfig | None = None) -> Correlation:
     """The correlation a page about `alert` shows: the onset estimated from `ratio` (the 5m
     error ratio over `ratio_window`, e.g. from `error_ratio_series`; None when Prometheus

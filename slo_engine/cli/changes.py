@@ -294,8 +294,8 @@ def _chosen(incidents: pd.DataFrame, which: str) -> dict[str, Any]:
 
 
 def _show_page(context: PageContext) -> None:
-    from slo_engine.paging.notifier import DryRunDelivery
     from slo_engine.paging.page import render_page
+    from slo_engine.paging.slack import DryRunDelivery
 
     channel = f"#{context.slo.owner} (dry run: nothing is sent)"
     DryRunDelivery().post(channel, render_page(context))

@@ -28,8 +28,8 @@ def _notify_test(args: argparse.Namespace) -> int:
     from pydantic import SecretStr
 
     from slo_engine.config import SlackConfig, load_config
-    from slo_engine.paging.notifier import DryRunDelivery, SlackDelivery
     from slo_engine.paging.page import render_page, sample_context
+    from slo_engine.paging.slack import DryRunDelivery, SlackDelivery
 
     if args.config is not None:
         config = load_config(args.config)

@@ -184,7 +184,7 @@ def _connect(config: EngineConfig, services: list[Service], problems: list[str],
     if config.slack.token is None or not config.slack.token.get_secret_value().strip():
         return  # reported above
     try:
-        from slo_engine.paging.notifier import SlackDelivery
+        from slo_engine.paging.slack import SlackDelivery
 
         notes.append(f"Slack token accepted: {SlackDelivery(config.slack).identity()}")
     except SloEngineError as error:

@@ -6,21 +6,18 @@ alert's own condition — both windows above the tier's burn rate, and at least 
 in the long window — pages exactly when the rules would, without Alertmanager, in a number
 of queries that does not grow with the number of SLOs.
 
-Pages follow transitions, not states: a tier that starts firing is handed to the notifier
-once, and once more when it stops. The notifier folds the tiers of one (service, SLO, group,
-severity) into one incident and resolves it with its last tier. The firing set is kept in
-the state database, so a restarted engine sees no new transition mid-incident. The same
-transitions come from Alertmanager's webhook, which reports tiers one by one.
+What becomes a page from one firing set to the next (transitions, the held unseen tiers,
+one message per incident) is decided in `paging.dedup`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.paging.dedup import tier_id
 from slo_engine.rules.compile import number, recorded_windows
 from slo_engine.spec import conventions as names
 from slo_engine.spec.durations import format_duration, parse_duration
@@ -144,43 +141,6 @@ def burn_rate_in(result: Result, slo: SLO) -> float | None:
     """The burn rate an `alert_burn_queries` result shows (the worst series, if several)."""
     ratios = [v for v in _values(result, {(slo.service, slo.name): slo}).values() if v == v]
     return _burn(max(ratios), slo) if ratios else None
-
-
-def tier_id(alert: BurnAlert) -> str:
-    """One tier of one incident: what the firing set (and the state database) is keyed by."""
-    return f"{alert.incident_key}/{alert.tier}"
-
-
-def transitions(previous: Mapping[str, BurnAlert], current: Mapping[str, BurnAlert],
-                at: datetime) -> list[BurnAlert]:
-    """What to tell the notifier when the firing tiers go from `previous` to `current`: each
-    tier that started (with its burn rates now), then each that stopped (resolved at `at`).
-    Starts go first, so an incident whose tiers hand over (one stops as another starts in
-    the same evaluation) stays one incident: the notifier resolves it with its last tier."""
-    started = [current[key] for key in sorted(current.keys() - previous.keys())]
-    stopped = [replace(previous[key], firing=False, at=at)
-               for key in sorted(previous.keys() - current.keys())]
-    return started + stopped
-
-
-def apply_alerts(previous: Mapping[str, BurnAlert], alerts: Iterable[BurnAlert]) -> tuple[
-        dict[str, BurnAlert], list[BurnAlert]]:
-    """Reports of single tiers (Alertmanager's webhook) applied to the firing tiers: the new
-    firing set, and the transitions — tiers that started, then tiers that were firing and
-    resolved (at the time Alertmanager gives). A repeated report of a known tier is no
-    transition: Alertmanager re-sends firing alerts every repeat_interval."""
-    current = dict(previous)
-    started: list[BurnAlert] = []
-    stopped: list[BurnAlert] = []
-    for alert in alerts:
-        key = tier_id(alert)
-        if alert.firing and key not in current:
-            current[key] = alert
-            started.append(alert)
-        elif not alert.firing and key in current:
-            del current[key]
-            stopped.append(alert)
-    return current, started + stopped
 
 
 def _ordered(windows: set[str]) -> list[str]:

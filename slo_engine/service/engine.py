@@ -7,13 +7,13 @@ readiness). Both paging modes meet in `_notify`: a burn alert, enriched with the
 budget and what changed before its onset, goes to the notifier.
 
 Nothing a job meets at run time stops the engine: Prometheus or Slack outages are logged,
-counted in its metrics and retried at the next run; an invalid set of SLO files is refused
-while the last good one keeps running.
+counted in its metrics and retried at the next run (what a Prometheus outage does is
+`service.outage`); an invalid set of SLO files is refused while the last good one keeps
+running. Which transitions page is `paging.dedup`; what is kept is `storage`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from slo_engine import app
 from slo_engine.budget import accounting as budget
@@ -42,24 +42,31 @@ from slo_engine.errors import (
 from slo_engine.paging import notices
 from slo_engine.paging.alertmanager import WebhookPayload, burn_alerts
 from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.paging.dedup import (
+    UnseenHold,
+    apply_alerts,
+    decode_firing,
+    encode_firing,
+    transitions,
+)
 from slo_engine.paging.evaluator import (
     alert_burn_queries,
-    apply_alerts,
     burn_queries,
     burn_rate_in,
     firing_tiers,
-    tier_id,
-    transitions,
     unseen_tiers,
 )
-from slo_engine.paging.notifier import Delivery, Notifier, Posted, delivery_from_config
+from slo_engine.paging.notifier import Notifier
 from slo_engine.paging.page import PageContext, SlackMessage
+from slo_engine.paging.slack import Delivery, Posted, delivery_from_config
 from slo_engine.prometheus.build_info import build_info_changes
 from slo_engine.prometheus.source import PrometheusSource, without_credentials
+from slo_engine.service.outage import PrometheusOutage
 from slo_engine.service.telemetry import Telemetry
 from slo_engine.spec.durations import describe_seconds, parse_duration
 from slo_engine.spec.loader import discover
 from slo_engine.spec.model import SLO, Service
+from slo_engine.storage import StateStore
 from slo_engine.storage.sqlite import StateDB
 
 if TYPE_CHECKING:
@@ -67,34 +74,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS engine_firing (
-    tier TEXT PRIMARY KEY,          -- evaluator.tier_id
-    body TEXT NOT NULL              -- the BurnAlert as JSON
-);
-CREATE TABLE IF NOT EXISTS engine_budget_notices (
-    service TEXT NOT NULL,
-    slo TEXT NOT NULL,
-    grp TEXT NOT NULL,
-    threshold REAL NOT NULL,
-    sent_at TEXT NOT NULL,
-    PRIMARY KEY (service, slo, grp, threshold)
-);
-CREATE TABLE IF NOT EXISTS engine_outage (
-    id INTEGER PRIMARY KEY CHECK (id = 1),  -- at most one outage at a time
-    since TEXT NOT NULL,
-    noticed INTEGER NOT NULL DEFAULT 0,
-    reason TEXT NOT NULL
-);
-"""
-
 PROBE_QUERY = "vector(1)"
 PROBE_TIMEOUT = 5.0  # seconds: /readyz must answer before the kubelet gives up
 RECENT_BUILD_INFO = timedelta(minutes=30)  # synced before each page: deploys just landed
-# A firing tier without samples stays firing this long: after an outage Prometheus records
-# the fast windows again within a rule interval, the slow ones within SLOW_GROUP_INTERVAL.
-UNSEEN_HOLD = timedelta(minutes=10)
-
 Clock = Callable[[], datetime]
 
 
@@ -105,7 +87,7 @@ def _utc_now() -> datetime:
 class Engine:
     """The service's state and jobs (implements http_api.EngineAPI)."""
 
-    def __init__(self, config: EngineConfig, services: list[Service], state: StateDB,
+    def __init__(self, config: EngineConfig, services: list[Service], state: StateStore,
                  delivery: Delivery, *, telemetry: Telemetry | None = None,
                  clock: Clock = _utc_now) -> None:
         self.config = config
@@ -123,10 +105,12 @@ class Engine:
         self._idle: list[PrometheusSource] = []  # those no thread is using now
         self._cached: PrometheusSource | None = None
         self._sources_lock = threading.Lock()
-        self._unseen_since: dict[str, datetime] = {}  # tier_id -> first evaluation without data
+        self._unseen = UnseenHold()
+        self._outage = PrometheusOutage(state, without_credentials(config.prometheus.url),
+                                        _delta(config.schedule.no_data_after),
+                                        self._announce)
         self._paging = threading.Lock()  # one transition of the firing set at a time
         self._refreshing = threading.Lock()  # the ledger cache has one writer
-        state.ensure_schema(_SCHEMA)
 
     @classmethod
     def from_config(cls, config: EngineConfig, *, telemetry: Telemetry | None = None,
@@ -160,7 +144,7 @@ class Engine:
         except SourceError as error:
             checks["prometheus"] = str(error)
         checks["state"] = "ok" if self.state.writable() else (
-            f"cannot write the state database {self.state.path}: check the disk and the "
+            f"cannot write the state database {self.state.location}: check the disk and the "
             "directory's permissions (state.path in the engine config)")
         return checks
 
@@ -203,16 +187,22 @@ class Engine:
                 else:
                     source.instant(PROBE_QUERY, at)
         except SourceError as error:
-            self._source_failed(error, at)
+            self._count_query_error(error)
+            log.warning("Prometheus query failed: %s", error)
+            self._outage.failed(str(error), at)
             self.deliver()
             return []
-        self._source_answered(at)
+        self._outage.answered(at)
         changed: list[BurnAlert] = []
         if self.config.paging == "engine":
             with self._paging:
                 previous = self.firing()
                 current = firing_tiers(slos, results, at)
-                current.update(self._held(previous, unseen_tiers(previous, slos, results), at))
+                held = self._unseen.apply(previous, unseen_tiers(previous, slos, results), at)
+                for key, unseen_for in held.released.items():
+                    log.warning("%s: no samples for %s, resolved", key,
+                                describe_seconds(unseen_for.total_seconds()))
+                current.update(held.kept)
                 changed = transitions(previous, current, at)
                 for alert in changed:
                     self._notify(alert)
@@ -480,44 +470,26 @@ class Engine:
 
     def firing(self) -> dict[str, BurnAlert]:
         """The tiers firing now, by tier_id: as last evaluated, or as Alertmanager said."""
-        rows = self.state.query("SELECT tier, body FROM engine_firing")
-        return {row["tier"]: _alert_from_json(row["body"]) for row in rows}
-
-    def _held(self, previous: Mapping[str, BurnAlert], unseen: set[str],
-              at: datetime) -> dict[str, BurnAlert]:
-        """The unseen tiers that stay firing: those without samples for less than
-        UNSEEN_HOLD (a resolution now would be a guess, and a page again a minute later)."""
-        self._unseen_since = {key: self._unseen_since.get(key, at) for key in unseen}
-        held = {key: previous[key] for key, since in self._unseen_since.items()
-                if at - since < UNSEEN_HOLD}
-        for key in sorted(unseen - held.keys()):
-            log.warning("%s: no samples for %s, resolved", key, describe_seconds(
-                (at - self._unseen_since[key]).total_seconds()))
-        return held
+        with self.state.read() as reader:
+            return decode_firing(reader.firing())
 
     def _save_firing(self, firing: Mapping[str, BurnAlert]) -> None:
-        with self.state.transaction() as connection:
-            connection.execute("DELETE FROM engine_firing")
-            connection.executemany("INSERT INTO engine_firing VALUES (?, ?)",
-                                   [(tier_id(a), _alert_json(a)) for a in firing.values()])
+        with self.state.transaction() as unit:
+            unit.save_firing(encode_firing(firing))
 
     # --- notices --------------------------------------------------------------------------
 
     def _send_budget_notices(self, statuses: list[BudgetStatus]) -> None:
-        rows = self.state.query("SELECT service, slo, grp, threshold, sent_at "
-                                "FROM engine_budget_notices")
-        sent = {(r["service"], r["slo"], r["grp"], float(r["threshold"])):
-                datetime.fromisoformat(r["sent_at"]) for r in rows}
+        with self.state.read() as reader:
+            sent = reader.budget_notices_sent()
         for notice in notices.budget_notices(statuses, self._slos(), sent):
             channel = self._channel(notice.owner, "ticket")
             if channel is None:
                 continue
             self._send_notice(channel, notice.message, notice.key)
             s = notice.status
-            with self.state.transaction() as connection:
-                connection.executemany(
-                    "INSERT OR REPLACE INTO engine_budget_notices VALUES (?, ?, ?, ?, ?)",
-                    [(s.service, s.slo, s.group, t, s.at.isoformat()) for t in notice.crossed])
+            with self.state.transaction() as unit:
+                unit.record_budget_notice(s.service, s.slo, s.group, notice.crossed, s.at)
             log.info("budget notice: %s", notice.message.text)
 
     def _send_notice(self, channel: str, message: SlackMessage, key: str,
@@ -543,47 +515,12 @@ class Engine:
         owners = {slo.owner for slo in self._slos().values()}
         return sorted({c for o in owners if (c := self._channel(o, "ticket")) is not None})
 
-    # --- Prometheus outages ---------------------------------------------------------------
+    # --- Prometheus outages (the state machine is service/outage.py) ---------------------
 
-    def _source_failed(self, error: SourceError, at: datetime) -> None:
-        """Count it; the first failure starts an outage, which is announced once when it has
-        lasted schedule.no_data_after."""
-        self._count_query_error(error)
-        log.warning("Prometheus query failed: %s", error)
-        with self.state.transaction() as connection:
-            connection.execute("INSERT OR IGNORE INTO engine_outage (id, since, reason) "
-                               "VALUES (1, ?, ?)", (at.isoformat(), str(error)))
-            connection.execute("UPDATE engine_outage SET reason = ? WHERE id = 1",
-                               (str(error),))
-        [row] = self.state.query("SELECT since, noticed FROM engine_outage WHERE id = 1")
-        since = datetime.fromisoformat(row["since"])
-        threshold = timedelta(seconds=parse_duration(self.config.schedule.no_data_after))
-        if row["noticed"] or at - since < threshold:
-            return
-        message = notices.outage_message(without_credentials(self.config.prometheus.url),
-                                         since, at, str(error))
+    def _announce(self, message: SlackMessage, key: str) -> None:
+        """An engine-wide notice (an outage, its recovery) to every notice channel."""
         for channel in self._notice_channels():
-            self._send_notice(channel, message, f"no-data/{since.isoformat()}/{channel}")
-        with self.state.transaction() as connection:
-            connection.execute("UPDATE engine_outage SET noticed = 1 WHERE id = 1")
-        log.error("no SLO data for %s: outage notice sent",
-                  describe_seconds((at - since).total_seconds()))
-
-    def _source_answered(self, at: datetime) -> None:
-        rows = self.state.query("SELECT since, noticed FROM engine_outage WHERE id = 1")
-        if not rows:
-            return
-        since = datetime.fromisoformat(rows[0]["since"])
-        if rows[0]["noticed"]:
-            message = notices.recovery_message(without_credentials(self.config.prometheus.url),
-                                                since, at)
-            for channel in self._notice_channels():
-                self._send_notice(channel, message,
-                                  f"no-data-recovered/{since.isoformat()}/{channel}")
-        with self.state.transaction() as connection:
-            connection.execute("DELETE FROM engine_outage WHERE id = 1")
-        log.info("Prometheus answers again after %s",
-                 describe_seconds((at - since).total_seconds()))
+            self._send_notice(channel, message, f"{key}/{channel}")
 
     def _count_query_error(self, error: SourceError) -> None:
         kind = "unavailable" if isinstance(error, SourceUnavailable) else "rejected"
@@ -694,16 +631,3 @@ def _fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
             continue
         found.append((str(path), stat.st_mtime_ns, stat.st_size))
     return tuple(sorted(found))
-
-
-def _alert_json(alert: BurnAlert) -> str:
-    data: dict[str, Any] = {**alert.__dict__, "at": alert.at.isoformat(),
-                            "group": [list(pair) for pair in alert.group]}
-    return json.dumps(data, sort_keys=True)
-
-
-def _alert_from_json(body: str) -> BurnAlert:
-    data = json.loads(body)
-    data["at"] = datetime.fromisoformat(data["at"])
-    data["group"] = tuple((str(k), str(v)) for k, v in data["group"])
-    return BurnAlert(**data)

@@ -1,1 +1,21 @@
-"""The state database: changes, incidents, outbox, notices and firing state."""
+"""The state database behind one interface: changes, incidents, outbox, notices, firing state.
+
+`interface` says what a store does in domain words; `sqlite` is the embedded implementation
+and the only place that writes SQL for it.
+"""
+
+from slo_engine.storage.interface import (
+    Incident,
+    NewIncident,
+    NoticeThreshold,
+    Outage,
+    OutboxItem,
+    OutboxKind,
+    OutboxState,
+    StateReader,
+    StateStore,
+    StateWriter,
+)
+
+__all__ = ["Incident", "NewIncident", "NoticeThreshold", "Outage", "OutboxItem", "OutboxKind",
+           "OutboxState", "StateReader", "StateStore", "StateWriter"]

@@ -1,24 +1,34 @@
-"""The state database: SQLite in WAL mode, shared by the CLI, the scheduler and the HTTP API.
+"""The state store in one SQLite file, WAL mode, shared by the CLI, the scheduler and the API.
 
-Everything that must survive a restart lives here (changes, incidents, the outbox, notices),
-so a restarted engine never pages twice and never loses a resolution. Modules that own a
-table declare it with `ensure_schema`; this module owns the connection and the changes.
+Every SQL statement of the state database lives here, so SQLite's dialect stays in this
+module. The schema is the one earlier versions wrote (same tables and columns), so an
+existing state.db keeps working.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Literal, cast
 
 from slo_engine.changes.events import Change
 from slo_engine.errors import StateError
+from slo_engine.storage.interface import (
+    Incident,
+    NewIncident,
+    NoticeThreshold,
+    Outage,
+    OutboxItem,
+    OutboxKind,
+)
 
-_CHANGES = """
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS changes (
     service TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -30,12 +40,67 @@ CREATE TABLE IF NOT EXISTS changes (
     PRIMARY KEY (service, kind, version, time)
 );
 CREATE INDEX IF NOT EXISTS changes_by_time ON changes (service, time_ns);
+CREATE TABLE IF NOT EXISTS notify_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,              -- post, update, reply, upload
+    channel TEXT NOT NULL,           -- as routed; a sent post keeps the ID Slack answered
+    parent_id INTEGER,               -- the post whose channel and ts an update/reply needs
+    notice_key TEXT UNIQUE,          -- send_notice's idempotency key
+    body TEXT NOT NULL,              -- message JSON; an upload's title
+    filename TEXT,
+    content BLOB,
+    state TEXT NOT NULL DEFAULT 'queued',  -- queued, sending, sent, failed
+    ts TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    sent_at TEXT
+);
+CREATE INDEX IF NOT EXISTS notify_outbox_by_state ON notify_outbox (state, id);
+CREATE TABLE IF NOT EXISTS notify_incidents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_key TEXT NOT NULL,
+    service TEXT NOT NULL,
+    slo TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    post_id INTEGER NOT NULL,
+    tiers TEXT NOT NULL,             -- JSON list of the tiers firing now
+    opened_at TEXT NOT NULL,
+    resolved_at TEXT,
+    consumed_at_open REAL,
+    budget_spent REAL,
+    fingerprint TEXT NOT NULL,       -- of the last rendered page: an identical repeat is skipped
+    message TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS notify_open_incident
+    ON notify_incidents (incident_key) WHERE resolved_at IS NULL;
+CREATE TABLE IF NOT EXISTS engine_firing (
+    tier TEXT PRIMARY KEY,          -- dedup.tier_id
+    body TEXT NOT NULL              -- the BurnAlert as JSON
+);
+CREATE TABLE IF NOT EXISTS engine_budget_notices (
+    service TEXT NOT NULL,
+    slo TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    sent_at TEXT NOT NULL,
+    PRIMARY KEY (service, slo, grp, threshold)
+);
+CREATE TABLE IF NOT EXISTS engine_outage (
+    id INTEGER PRIMARY KEY CHECK (id = 1),  -- at most one outage at a time
+    since TEXT NOT NULL,
+    noticed INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL
+);
 """
 
 
 class StateDB:
-    """One SQLite file; safe to share between threads (one connection behind a lock, WAL so
-    readers in other processes — `slo-engine changes list` — never wait for the service)."""
+    """The SQLite state store (implements storage.StateStore). One connection behind a lock,
+    so it is safe to share between threads; WAL, so readers in other processes —
+    `slo-engine changes list` — never wait for the service."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -51,7 +116,11 @@ class StateDB:
                              "path's directory exists and is writable (state.path in the "
                              "engine config)") from None
         self._lock = threading.RLock()
-        self.ensure_schema(_CHANGES)
+        self.ensure_schema(_SCHEMA)
+
+    @property
+    def location(self) -> str:
+        return self.path
 
     def close(self) -> None:
         with self._lock:
@@ -65,7 +134,7 @@ class StateDB:
         self.close()
 
     def ensure_schema(self, script: str) -> None:
-        """Create a module's tables if missing (idempotent DDL)."""
+        """Create tables if missing (idempotent DDL)."""
         try:
             with self._lock:
                 self._connection.executescript(script)
@@ -73,7 +142,7 @@ class StateDB:
             raise StateError(f"cannot create tables in {self.path}: {error}") from None
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[SqliteTransaction]:
         """All statements inside commit together or not at all (IMMEDIATE: writers queue).
         A failed COMMIT leaves SQLite's transaction open, so it is rolled back here: else
         every later transaction of this connection would fail. SQLite's own errors (disk
@@ -85,7 +154,7 @@ class StateDB:
                 raise StateError(f"cannot write the state database {self.path}: {error}") \
                     from None
             try:
-                yield self._connection
+                yield SqliteTransaction(self._connection)
                 self._connection.execute("COMMIT")
             except sqlite3.Error as error:
                 self._rollback()
@@ -95,49 +164,64 @@ class StateDB:
                 self._rollback()
                 raise
 
+    @contextmanager
+    def read(self) -> Iterator[SqliteReader]:
+        """Reads in autocommit: each statement sees the last commit, no writer waits."""
+        try:
+            with self._lock:
+                yield SqliteReader(self._connection)
+        except sqlite3.Error as error:
+            raise StateError(f"cannot read the state database {self.path}: {error}") from None
+
     def _rollback(self) -> None:
         """Roll back unless SQLite already did (it does on some errors, e.g. a full disk)."""
         if self._connection.in_transaction:
             self._connection.execute("ROLLBACK")
 
     def query(self, sql: str, parameters: Iterable[object] = ()) -> list[sqlite3.Row]:
-        try:
-            with self._lock:
-                cursor = self._connection.execute(sql, tuple(parameters))
-                cursor.row_factory = sqlite3.Row
-                return list(cursor.fetchall())
-        except sqlite3.Error as error:
-            raise StateError(f"cannot read the state database {self.path}: {error}") from None
+        """Raw SQL, for inspecting this file (tests, debugging); the engine never needs it."""
+        with self.read() as reader:
+            return reader.rows(sql, tuple(parameters))
 
     def writable(self) -> bool:
-        """Whether a write would succeed now: what /readyz reports."""
         try:
-            with self.transaction() as connection:
-                connection.execute("CREATE TABLE IF NOT EXISTS probe (x INTEGER)")
+            with self.transaction() as unit:
+                unit.connection.execute("CREATE TABLE IF NOT EXISTS probe (x INTEGER)")
             return True
         except StateError:
             return False
 
     def add_changes(self, changes: Iterable[Change]) -> list[Change]:
-        """Record changes; those already known (same service, kind, version, time) are
-        skipped. Returns the ones that were new."""
-        added: list[Change] = []
-        now = datetime.now(UTC).isoformat()
-        with self.transaction() as connection:
-            for change in changes:
-                service, kind, version, time = change.identity
-                cursor = connection.execute(
-                    "INSERT OR IGNORE INTO changes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (service, kind, version, time, _ns(change.time),
-                     change.model_dump_json(exclude_none=True), now))
-                if cursor.rowcount:
-                    added.append(change)
-        return added
+        with self.transaction() as unit:
+            return unit.add_changes(changes, datetime.now(UTC))
 
     def changes(self, services: Iterable[str] | None = None, since: datetime | None = None,
                 until: datetime | None = None, limit: int | None = None,
                 kinds: Iterable[str] | None = None) -> list[Change]:
-        """Changes newest first, optionally of some services (and kinds) within [since, until]."""
+        with self.read() as reader:
+            return reader.changes(services, since, until, limit, kinds)
+
+
+class SqliteReader:
+    """The reads of one unit of work on one SQLite connection (storage.StateReader)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def rows(self, sql: str, parameters: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        cursor = self.connection.execute(sql, parameters)
+        cursor.row_factory = sqlite3.Row
+        return list(cursor.fetchall())
+
+    def row(self, sql: str, parameters: tuple[object, ...]) -> sqlite3.Row | None:
+        cursor = self.connection.execute(sql, parameters)
+        cursor.row_factory = sqlite3.Row
+        found: sqlite3.Row | None = cursor.fetchone()
+        return found
+
+    def changes(self, services: Iterable[str] | None = None, since: datetime | None = None,
+                until: datetime | None = None, limit: int | None = None,
+                kinds: Iterable[str] | None = None) -> list[Change]:
         sql = "SELECT body FROM changes WHERE 1=1"
         parameters: list[object] = []
         for column, values in (("service", services), ("kind", kinds)):
@@ -155,7 +239,200 @@ class StateDB:
         if limit is not None:
             sql += " LIMIT ?"
             parameters.append(limit)
-        return [Change.model_validate_json(row["body"]) for row in self.query(sql, parameters)]
+        return [Change.model_validate_json(row["body"])
+                for row in self.rows(sql, tuple(parameters))]
+
+    def firing(self) -> dict[str, str]:
+        return {row["tier"]: row["body"]
+                for row in self.rows("SELECT tier, body FROM engine_firing")}
+
+    def budget_notices_sent(self) -> dict[NoticeThreshold, datetime]:
+        rows = self.rows("SELECT service, slo, grp, threshold, sent_at "
+                         "FROM engine_budget_notices")
+        return {(r["service"], r["slo"], r["grp"], float(r["threshold"])):
+                datetime.fromisoformat(r["sent_at"]) for r in rows}
+
+    def outage(self) -> Outage | None:
+        row = self.row("SELECT since, noticed, reason FROM engine_outage WHERE id = 1", ())
+        if row is None:
+            return None
+        return Outage(datetime.fromisoformat(row["since"]), bool(row["noticed"]), row["reason"])
+
+    def open_incident(self, incident_key: str) -> Incident | None:
+        row = self.row("SELECT * FROM notify_incidents WHERE incident_key = ? AND "
+                       "resolved_at IS NULL", (incident_key,))
+        return None if row is None else _incident(row)
+
+    def outbox_item(self, item_id: int) -> OutboxItem | None:
+        row = self.row("SELECT * FROM notify_outbox WHERE id = ?", (item_id,))
+        return None if row is None else _outbox_item(row)
+
+    def queued_update(self, post_id: int) -> int | None:
+        row = self.row("SELECT id FROM notify_outbox WHERE parent_id = ? AND kind = 'update' "
+                       "AND state = 'queued' ORDER BY id DESC LIMIT 1", (post_id,))
+        return None if row is None else int(row["id"])
+
+    def notice_queued(self, notice_key: str) -> bool:
+        return self.row("SELECT 1 FROM notify_outbox WHERE notice_key = ?",
+                        (notice_key,)) is not None
+
+    def outbox_depth(self) -> int:
+        rows = self.rows("SELECT COUNT(*) AS n FROM notify_outbox "
+                         "WHERE state IN ('queued', 'sending')")
+        return int(rows[0]["n"])
+
+
+class SqliteTransaction(SqliteReader):
+    """The writes of one transaction on one SQLite connection (storage.StateWriter)."""
+
+    def add_changes(self, changes: Iterable[Change], recorded_at: datetime) -> list[Change]:
+        added: list[Change] = []
+        for change in changes:
+            service, kind, version, time = change.identity
+            cursor = self.connection.execute(
+                "INSERT INTO changes VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (service, kind, version, time, _ns(change.time),
+                 change.model_dump_json(exclude_none=True), recorded_at.isoformat()))
+            if cursor.rowcount:
+                added.append(change)
+        return added
+
+    def save_firing(self, firing: Mapping[str, str]) -> None:
+        self.connection.execute("DELETE FROM engine_firing")
+        self.connection.executemany("INSERT INTO engine_firing VALUES (?, ?)",
+                                    list(firing.items()))
+
+    def record_budget_notice(self, service: str, slo: str, group: str,
+                             thresholds: Iterable[float], sent_at: datetime) -> None:
+        self.connection.executemany(
+            "INSERT INTO engine_budget_notices VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (service, slo, grp, threshold) DO UPDATE SET sent_at = excluded.sent_at",
+            [(service, slo, group, threshold, sent_at.isoformat()) for threshold in thresholds])
+
+    def start_outage(self, since: datetime, reason: str) -> Outage:
+        self.connection.execute(
+            "INSERT INTO engine_outage (id, since, reason) VALUES (1, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET reason = excluded.reason", (since.isoformat(), reason))
+        outage = self.outage()
+        assert outage is not None
+        return outage
+
+    def mark_outage_noticed(self) -> None:
+        self.connection.execute("UPDATE engine_outage SET noticed = 1 WHERE id = 1")
+
+    def end_outage(self) -> None:
+        self.connection.execute("DELETE FROM engine_outage WHERE id = 1")
+
+    def enqueue(self, kind: OutboxKind, channel: str, body: str, created_at: datetime, *,
+                parent_id: int | None = None, notice_key: str | None = None,
+                filename: str | None = None, content: bytes | None = None) -> int:
+        cursor = self.connection.execute(
+            "INSERT INTO notify_outbox (kind, channel, parent_id, notice_key, body, filename, "
+            "content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, channel, parent_id, notice_key, body, filename, content,
+             created_at.isoformat()))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def replace_queued_body(self, item_id: int, body: str) -> bool:
+        return bool(self.connection.execute(
+            "UPDATE notify_outbox SET body = ? WHERE id = ? AND state = 'queued'",
+            (body, item_id)).rowcount)
+
+    def claim_next(self) -> OutboxItem | None:
+        row = self.row("SELECT * FROM notify_outbox WHERE state = 'queued' ORDER BY id LIMIT 1",
+                       ())
+        if row is None:
+            return None
+        self.connection.execute("UPDATE notify_outbox SET state = 'sending', "
+                                "attempts = attempts + 1 WHERE id = ?", (row["id"],))
+        return _outbox_item(row)
+
+    def finish(self, item_id: int, state: Literal["sent", "failed"], *,
+               posted: tuple[str, str] | None = None, error: str | None = None,
+               sent_at: datetime | None = None, drop_content: bool = False) -> None:
+        channel, ts = posted if posted is not None else (None, None)
+        self.connection.execute(
+            "UPDATE notify_outbox SET state = ?, channel = COALESCE(?, channel), "
+            "ts = COALESCE(?, ts), last_error = ?, sent_at = ? WHERE id = ?",
+            (state, channel, ts, error, sent_at.isoformat() if sent_at else None, item_id))
+        if drop_content:
+            self.connection.execute("UPDATE notify_outbox SET content = NULL WHERE id = ?",
+                                    (item_id,))
+
+    def requeue(self, item_id: int) -> None:
+        self.connection.execute("UPDATE notify_outbox SET state = 'queued' WHERE id = ?",
+                                (item_id,))
+
+    def requeue_interrupted(self) -> int:
+        return self.connection.execute("UPDATE notify_outbox SET state = 'queued' "
+                                       "WHERE state = 'sending'").rowcount
+
+    def add_incident(self, incident: NewIncident) -> int:
+        cursor = self.connection.execute(
+            "INSERT INTO notify_incidents (incident_key, service, slo, group_key, severity, "
+            "channel, post_id, tiers, opened_at, consumed_at_open, fingerprint, message) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (incident.incident_key, incident.service, incident.slo, incident.group_key,
+             incident.severity, incident.channel, incident.post_id,
+             json.dumps(list(incident.tiers)), incident.opened_at.isoformat(),
+             incident.consumed_at_open, incident.fingerprint, incident.message))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def repost_incident(self, incident_id: int, channel: str, post_id: int,
+                        tiers: tuple[str, ...], fingerprint: str, message: str) -> None:
+        self.connection.execute(
+            "UPDATE notify_incidents SET channel = ?, post_id = ?, fingerprint = ?, "
+            "message = ?, tiers = ? WHERE id = ?",
+            (channel, post_id, fingerprint, message, json.dumps(list(tiers)), incident_id))
+
+    def update_incident_page(self, incident_id: int, fingerprint: str, message: str) -> None:
+        self.connection.execute("UPDATE notify_incidents SET fingerprint = ?, message = ? "
+                                "WHERE id = ?", (fingerprint, message, incident_id))
+
+    def update_incident_tiers(self, incident_id: int, tiers: tuple[str, ...]) -> None:
+        self.connection.execute("UPDATE notify_incidents SET tiers = ? WHERE id = ?",
+                                (json.dumps(list(tiers)), incident_id))
+
+    def resolve_incident(self, incident_id: int, resolved_at: datetime,
+                         budget_spent: float | None, message: str) -> None:
+        self.connection.execute(
+            "UPDATE notify_incidents SET resolved_at = ?, budget_spent = ?, tiers = '[]', "
+            "message = ? WHERE id = ?",
+            (resolved_at.isoformat(), budget_spent, message, incident_id))
+
+    def prune(self, before: datetime) -> None:
+        cutoff = before.isoformat()
+        self.connection.execute(
+            "DELETE FROM notify_outbox WHERE state IN ('sent', 'failed') "
+            "AND created_at < ? "
+            "AND id NOT IN (SELECT post_id FROM notify_incidents WHERE resolved_at IS NULL) "
+            "AND id NOT IN (SELECT parent_id FROM notify_outbox "
+            "               WHERE parent_id IS NOT NULL AND state IN ('queued', 'sending'))",
+            (cutoff,))
+        self.connection.execute("DELETE FROM notify_incidents WHERE resolved_at IS NOT NULL "
+                                "AND opened_at < ?", (cutoff,))
+
+
+def _incident(row: sqlite3.Row) -> Incident:
+    resolved = row["resolved_at"]
+    return Incident(
+        id=int(row["id"]), incident_key=row["incident_key"], service=row["service"],
+        slo=row["slo"], group_key=row["group_key"], severity=row["severity"],
+        channel=row["channel"], post_id=int(row["post_id"]),
+        tiers=tuple(json.loads(row["tiers"])), opened_at=datetime.fromisoformat(row["opened_at"]),
+        resolved_at=datetime.fromisoformat(resolved) if resolved is not None else None,
+        consumed_at_open=row["consumed_at_open"], budget_spent=row["budget_spent"],
+        fingerprint=row["fingerprint"], message=row["message"])
+
+
+def _outbox_item(row: sqlite3.Row) -> OutboxItem:
+    return OutboxItem(
+        id=int(row["id"]), kind=cast(OutboxKind, row["kind"]), channel=row["channel"],
+        parent_id=row["parent_id"], notice_key=row["notice_key"], body=row["body"],
+        filename=row["filename"], content=row["content"], state=row["state"], ts=row["ts"],
+        attempts=int(row["attempts"]), last_error=row["last_error"])
 
 
 def _ns(moment: datetime) -> int:

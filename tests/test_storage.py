@@ -1,0 +1,205 @@
+"""The state store's contract, run against every implementation (SQLite for now; the
+PostgreSQL one joins the `store` fixture's parameters): units of work commit together or
+not at all, writes keyed by natural keys are idempotent, the outbox goes out in order, and
+the firing set, outages and budget notices survive a reopen."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from slo_engine.changes.events import Change
+from slo_engine.errors import StateError
+from slo_engine.storage import NewIncident, StateStore
+from slo_engine.storage.sqlite import StateDB
+
+T = datetime(2026, 5, 12, 14, 0, tzinfo=UTC)
+
+Opener = Callable[[], StateStore]
+
+
+@pytest.fixture(params=["sqlite"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens the same store again each call: what a restart sees."""
+    path = tmp_path / "state.db"
+    return lambda: StateDB(path)
+
+
+@pytest.fixture
+def store(opener: Opener) -> Iterator[StateStore]:
+    opened = opener()
+    yield opened
+    opened.close()
+
+
+def change(minutes: int, version: str | None = None) -> Change:
+    return Change(time=T + timedelta(minutes=minutes), service="checkout", kind="deploy",
+                  version=version or f"v{minutes}")
+
+
+def incident(key: str, post_id: int) -> NewIncident:
+    return NewIncident(incident_key=key, service="checkout", slo="availability", group_key="",
+                       severity="page", channel="C0PAGE", post_id=post_id, tiers=("1h/5m",),
+                       opened_at=T, consumed_at_open=0.25, fingerprint="f1", message="{}")
+
+
+def test_a_failed_unit_of_work_writes_nothing(store: StateStore) -> None:
+    with pytest.raises(RuntimeError), store.transaction() as unit:
+        unit.save_firing({"checkout/availability//page/1h/5m": "{}"})
+        unit.enqueue("post", "C0PAGE", "{}", T)
+        unit.add_changes([change(0)], T)
+        raise RuntimeError("the process dies between the two writes")
+    with store.read() as reader:
+        assert reader.firing() == {}
+        assert reader.outbox_depth() == 0
+        assert reader.changes() == []
+
+
+def test_the_firing_set_and_its_outbox_rows_commit_together(opener: Opener) -> None:
+    with opener() as first, first.transaction() as unit:
+        unit.save_firing({"a/1h/5m": '{"a": 1}', "b/6h/30m": '{"b": 2}'})
+        unit.enqueue("post", "C0PAGE", "{}", T)
+    with opener() as second, second.read() as reader:
+        assert reader.firing() == {"a/1h/5m": '{"a": 1}', "b/6h/30m": '{"b": 2}'}
+        assert reader.outbox_depth() == 1
+    with opener() as third:
+        with third.transaction() as unit:
+            unit.save_firing({"b/6h/30m": '{"b": 3}'})  # replaces the whole set
+        with third.read() as reader:
+            assert reader.firing() == {"b/6h/30m": '{"b": 3}'}
+
+
+def test_changes_are_inserted_once_by_their_identity(store: StateStore) -> None:
+    assert store.add_changes([change(0), change(5)]) == [change(0), change(5)]
+    assert store.add_changes([change(5), change(10)]) == [change(10)]
+    with store.transaction() as unit:  # the same inside a larger unit of work
+        assert unit.add_changes([change(0), change(15)], T) == [change(15)]
+    assert [c.version for c in store.changes()] == ["v15", "v10", "v5", "v0"]
+    assert [c.version for c in store.changes(since=T + timedelta(minutes=5),
+                                             until=T + timedelta(minutes=10))] == ["v10", "v5"]
+
+
+def test_the_outbox_is_claimed_oldest_first_and_a_claim_counts_an_attempt(
+        store: StateStore) -> None:
+    with store.transaction() as unit:
+        first = unit.enqueue("post", "#a", "1", T)
+        second = unit.enqueue("reply", "#a", "2", T, parent_id=first)
+        third = unit.enqueue("upload", "#b", "chart", T, filename="c.png", content=b"png")
+    with store.transaction() as unit:
+        claimed = unit.claim_next()
+        assert claimed is not None and (claimed.id, claimed.attempts) == (first, 0)
+        unit.finish(first, "sent", posted=("C0A", "1.0"), sent_at=T)
+    with store.transaction() as unit:
+        claimed = unit.claim_next()
+        assert claimed is not None and (claimed.id, claimed.parent_id) == (second, first)
+        unit.requeue(second)  # its delivery did not finish: it goes first again
+    with store.transaction() as unit:
+        assert [getattr(unit.claim_next(), "id", None) for _ in range(2)] == [second, third]
+        assert unit.claim_next() is None
+        assert unit.requeue_interrupted() == 2  # a crash left both being sent
+    with store.read() as reader:
+        post = reader.outbox_item(first)
+        assert post is not None and (post.state, post.channel, post.ts) == ("sent", "C0A", "1.0")
+        item = reader.outbox_item(second)
+        assert item is not None and (item.state, item.attempts) == ("queued", 2)
+        assert reader.outbox_depth() == 2
+
+
+def test_a_notice_key_is_queued_once(store: StateStore) -> None:
+    with store.transaction() as unit:
+        unit.enqueue("post", "#a", "digest", T, notice_key="digest/#a/2026-05-12")
+    with store.read() as reader:
+        assert reader.notice_queued("digest/#a/2026-05-12")
+        assert not reader.notice_queued("digest/#a/2026-05-13")
+    with pytest.raises(StateError), store.transaction() as unit:
+        unit.enqueue("post", "#a", "again", T, notice_key="digest/#a/2026-05-12")
+    with store.read() as reader:
+        assert reader.outbox_depth() == 1
+
+
+def test_an_incident_key_has_one_open_incident_and_pruning_keeps_what_it_needs(
+        store: StateStore) -> None:
+    with store.transaction() as unit:
+        post = unit.enqueue("post", "#a", "{}", T)
+        opened = unit.add_incident(incident("checkout/availability//page", post))
+        assert unit.replace_queued_body(post, '{"v": 2}')
+        unit.enqueue("update", "#a", "{}", T, parent_id=post)
+        update = unit.queued_update(post)
+    assert update is not None
+    with pytest.raises(StateError), store.transaction() as unit:
+        unit.add_incident(incident("checkout/availability//page", post))
+    with store.transaction() as unit:
+        for item in (post, update):
+            unit.claim_next()
+            unit.finish(item, "sent", posted=("C0A", "1.0"), sent_at=T)
+        assert not unit.replace_queued_body(post, "{}")  # it has left
+        unit.update_incident_tiers(opened, ("1h/5m", "6h/30m"))
+        unit.prune(T + timedelta(days=1))  # the open incident's post stays
+    with store.read() as reader:
+        found = reader.open_incident("checkout/availability//page")
+        assert found is not None and found.id == opened and found.opened_at == T
+        assert found.tiers == ("1h/5m", "6h/30m")
+        assert reader.outbox_item(post) is not None and reader.outbox_item(update) is None
+    with store.transaction() as unit:
+        unit.resolve_incident(opened, T + timedelta(hours=1), 0.01, "{}")
+        unit.prune(T + timedelta(days=1))
+    with store.read() as reader:
+        assert reader.open_incident("checkout/availability//page") is None
+        assert reader.outbox_item(post) is None
+
+
+def test_an_outage_keeps_its_start_and_is_noticed_once(opener: Opener) -> None:
+    with opener() as store:
+        with store.transaction() as unit:
+            assert unit.start_outage(T, "refused") == (T, False, "refused")
+        with store.transaction() as unit:
+            assert unit.start_outage(T + timedelta(minutes=1), "timeout") == (T, False, "timeout")
+            unit.mark_outage_noticed()
+    with opener() as store, store.transaction() as unit:
+        assert unit.outage() == (T, True, "timeout")
+        unit.end_outage()
+        assert unit.outage() is None
+
+
+def test_budget_notices_are_upserted_by_slo_group_and_threshold(store: StateStore) -> None:
+    with store.transaction() as unit:
+        unit.record_budget_notice("checkout", "availability", "", [0.5, 0.75], T)
+        unit.record_budget_notice("checkout", "availability", "", [0.75], T + timedelta(days=1))
+    with store.read() as reader:
+        assert reader.budget_notices_sent() == {
+            ("checkout", "availability", "", 0.5): T,
+            ("checkout", "availability", "", 0.75): T + timedelta(days=1)}
+
+
+def test_an_existing_sqlite_file_keeps_its_tables_and_columns(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    StateDB(path).close()
+    connection = sqlite3.connect(path)
+    tables = {name: [column[1] for column in connection.execute(f"PRAGMA table_info({name})")]
+              for (name,) in connection.execute(
+                  "SELECT name FROM sqlite_master WHERE type = 'table' "
+                  "AND name != 'sqlite_sequence'")}
+    connection.close()
+    assert tables == {
+        "changes": ["service", "kind", "version", "time", "time_ns", "body", "recorded_at"],
+        "notify_outbox": ["id", "kind", "channel", "parent_id", "notice_key", "body",
+                          "filename", "content", "state", "ts", "attempts", "last_error",
+                          "created_at", "sent_at"],
+        "notify_incidents": ["id", "incident_key", "service", "slo", "group_key", "severity",
+                             "channel", "post_id", "tiers", "opened_at", "resolved_at",
+                             "consumed_at_open", "budget_spent", "fingerprint", "message"],
+        "engine_firing": ["tier", "body"],
+        "engine_budget_notices": ["service", "slo", "grp", "threshold", "sent_at"],
+        "engine_outage": ["id", "since", "noticed", "reason"]}
+
+
+def test_sqlite_implements_the_interface() -> None:
+    def typed(store: StateStore) -> StateStore:  # mypy checks the structural match
+        return store
+
+    with StateDB(":memory:") as store:
+        assert typed(store).location == ":memory:"
