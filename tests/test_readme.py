@@ -10,8 +10,10 @@ import re
 import shlex
 import unicodedata
 from pathlib import Path
+from typing import cast
 
 import pytest
+from _pytest.mark.structures import ParameterSet
 
 from slo_engine.budget.backtest import load_policy as load_alert_policy
 from slo_engine.cli import _parser, main
@@ -40,7 +42,7 @@ def _yaml_blocks() -> list[tuple[str, str]]:
             for lang, body in FENCE.findall(text) if lang == "yaml"]
 
 
-def _blocks(kind: str) -> list[pytest.param]:
+def _blocks(kind: str) -> list[ParameterSet]:
     return [pytest.param(block, id=page) for page, block in _yaml_blocks()
             if re.search(rf"^kind: {kind}$", block, flags=re.M)]
 
@@ -49,13 +51,13 @@ def _top_level_keys(block: str) -> set[str]:
     return set(re.findall(r"^([a-z_]+):", block, flags=re.M))
 
 
-def _config_fragments() -> list[pytest.param]:
+def _config_fragments() -> list[ParameterSet]:
     """Blocks that show some sections of slo-engine.yaml without the rest."""
     return [pytest.param(block, id=page) for page, block in _yaml_blocks()
             if (keys := _top_level_keys(block)) and keys <= set(CONFIG_SECTIONS)]
 
 
-def _slo_files() -> list[pytest.param]:
+def _slo_files() -> list[ParameterSet]:
     return [pytest.param(block, id=page) for page, block in _yaml_blocks()
             if re.search(r"^apiVersion: slo-engine/v1$", block, flags=re.M)
             and {"service", "slos"} <= _top_level_keys(block)]
@@ -158,18 +160,20 @@ def _command_lines(lang: str, body: str) -> list[str]:
 
 def _inline_commands(text: str) -> list[str]:
     prose = FENCE.sub("", text)
-    return [m for m in re.findall(r"`slo-engine ([a-z][^`]*)`", prose)]
+    return list(re.findall(r"`slo-engine ([a-z][^`]*)`", prose))
 
 
 def _words(command: str) -> list[str]:
     """A command as the words up to its placeholders: the subcommand and the options."""
     text = re.sub(r"[][(){}|]", " ", command.split("  #")[0]).replace("\n", " ")
-    words = shlex.split(text, comments=True, posix=True) if text.count('"') % 2 == 0 \
-        and text.count("'") % 2 == 0 else text.split()
+    try:
+        words = shlex.split(text, comments=True)
+    except ValueError:  # a quote opened in the shown line and closed on one not shown
+        words = text.split()
     return [w for w in words if re.fullmatch(r"--?[a-z-]+|[a-z-]+", w)]
 
 
-def _listed_commands() -> list[pytest.param]:
+def _listed_commands() -> list[ParameterSet]:
     commands = []
     for page, text in TEXTS.items():
         shown = [c for lang, body in FENCE.findall(text) for c in _command_lines(lang, body)]
@@ -201,7 +205,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def test_every_command_of_the_cli_is_documented() -> None:
-    shown = [p.values[0] for p in _listed_commands()]
+    shown = [cast(list[str], p.values[0]) for p in _listed_commands()]
     documented = {" ".join(w[:2]) for w in shown} | {w[0] for w in shown}
     missing = [name for name in _subcommands(_parser()) if name not in documented]
     assert not missing, f"not shown in README.md or docs/: slo-engine {', '.join(missing)}"
@@ -220,7 +224,7 @@ def _anchors(page: Path) -> set[str]:
     return {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", prose, flags=re.M)}
 
 
-def _relative_links() -> list[pytest.param]:
+def _relative_links() -> list[ParameterSet]:
     links = []
     for page, text in TEXTS.items():
         prose = re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
