@@ -4,14 +4,14 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup prometheus demo demo-prometheus test lint golden rules bench clean
+.PHONY: setup prometheus demo demo-prometheus test lint docs golden rules bench clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,docs]"
 	touch $@
 
 # Debian's Prometheus 2.42, promtool and Alertmanager, for the tests that use the real thing.
@@ -62,6 +62,11 @@ lint: setup
 	$(BIN)/ruff check slo_engine tests bench
 	$(BIN)/mypy --strict slo_engine
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict turns every warning, a broken
+# link or anchor included, into a failure. Builds offline: no web fonts, no plugin that fetches.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # Regenerate the committed artifacts (review them as diffs): rules_out/, the schema,
 # tests/golden/, and the README's chart (docs/burn-down.png, from the demo's month).
 golden: setup
@@ -78,4 +83,4 @@ bench: setup prometheus
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -1,9 +1,9 @@
 """The bench's markdown: the machine it ran on, the figures, and ratios between schemes.
 
-Published into README.md between markers, so re-running replaces the previous results and
-nothing else; without a README the results go to bench/RESULTS.md. Each part (compile,
-eval, refresh) starts with a `<!-- bench:part NAME -->` line: a run of some parts only
-(`python -m bench --only refresh`) replaces those parts and keeps the others.
+Published into the documentation's performance page (docs/performance.md) between markers,
+so re-running replaces the previous results and nothing else of the page. Each part (compile,
+eval, refresh, service) starts with a `<!-- bench:part NAME -->` line: a run of some parts
+only (`python -m bench --only refresh`) replaces those parts and keeps the others.
 """
 
 from __future__ import annotations
@@ -358,20 +358,23 @@ def merge(current: str, new: str) -> str:
     return (head.rstrip("\n") + "\n\n" if head.strip() else "") + body
 
 
+PAGE = Path("docs") / "performance.md"
+
+
 def publish(text: str, root: Path) -> Path:
-    """Replace the README's bench section (markers appended if missing), or only the parts
-    this run made (see `merge`); without a README, write bench/RESULTS.md."""
-    readme = root / "README.md"
-    target = readme if readme.exists() else root / "bench" / "RESULTS.md"
+    """Replace the performance page's bench section (markers appended if missing), or only
+    the parts this run made (see `merge`); the page is created when it does not exist."""
+    target = root / PAGE
     current = target.read_text(encoding="utf-8") if target.exists() else ""
     if START in current and END in current:
         head, rest = current.split(START, 1)
         old, tail = rest.split(END, 1)
         block = f"{START}\n{merge(old.strip(chr(10)) + chr(10), text)}{END}\n"
         updated = head + block + tail.removeprefix("\n")
-    elif readme.exists():
+    elif current:
         updated = current.rstrip("\n") + "\n\n" + f"{START}\n{text}{END}\n"
     else:
-        updated = f"# Benchmark results\n\n{START}\n{text}{END}\n"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        updated = f"# Performance\n\n{START}\n{text}{END}\n"
     target.write_text(updated, encoding="utf-8")
     return target

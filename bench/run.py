@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="evaluations of the service loop, one per minute of data "
                              "(default %(default)s)")
     parser.add_argument("--only", action="append", choices=report.PARTS, default=[],
-                        help="run only this part (repeatable); the README keeps the others")
+                        help="run only this part (repeatable); docs/performance.md keeps "
+                             "the others")
     parser.add_argument("--loop-seconds", type=float,
                         default=refresh.RefreshConfig.loop_seconds,
                         help="time budget of the per-SLO loop before it is extrapolated "
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=Path,
                         help="keep data, rules and logs here instead of a temporary dir")
     parser.add_argument("--no-write", action="store_true",
-                        help="print the results only; leave README.md alone")
+                        help="print the results only; leave docs/performance.md alone")
     return parser
 
 
