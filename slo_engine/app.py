@@ -19,10 +19,13 @@ if TYPE_CHECKING:  # pandas costs compile's start-up 0.2 s it does not need
 
     from slo_engine.budget.accounting import BudgetStatus, Calendar
     from slo_engine.budget.backtest import BacktestResult
+    from slo_engine.changes.correlation import Correlation
     from slo_engine.changes.events import Change
     from slo_engine.config import ChangesConfig
+    from slo_engine.paging.burn_alert import BurnAlert
     from slo_engine.paging.page import PageContext
     from slo_engine.rules.backfill import BackfillResult, Progress
+    from slo_engine.storage import StateStore
 
 EventSource: TypeAlias = Callable[[list[Service], datetime, datetime],
                                   "tuple[pd.DataFrame, list[str]]"]
@@ -201,3 +204,43 @@ def incident_page(slos: Iterable[SLO], ledger: pd.DataFrame, incident: Mapping[s
         suspect_window_s=parse_duration(settings.suspect_window),
         rollback_template=settings.rollback_template, services=services_of(slo))
     return PageContext(alert, slo, status, correlation)
+
+
+def ratio_window(alert: BurnAlert, slo: SLO) -> tuple[datetime, datetime]:
+    """The span of the 5m ratio `estimate_onset` reads for an alert: its tier's long window."""
+    from slo_engine.changes.correlation import DEFAULT_LOOKBACK_S, tier_of
+
+    tier = tier_of(slo, alert.severity, alert.long_window, alert.short_window)
+    long_seconds = tier.long_seconds if tier is not None else DEFAULT_LOOKBACK_S
+    return alert.at - timedelta(seconds=long_seconds), alert.at
+
+
+def correlate_alert(alert: BurnAlert, slo: SLO, state: StateStore, ratio: pd.Series | None,
+                    config: ChangesConfig | None = None) -> Correlation:
+    """The correlation a page about `alert` shows: the onset estimated from `ratio` (the 5m
+    error ratio over `ratio_window`, e.g. from `prometheus.queries.error_ratio_series`; None
+    when Prometheus could not be read, which leaves the onset unknown and anchors the lookback
+    at the alert's time), and the changes of the SLO's service and its `depends_on` from the
+    state database.
+    """
+    from slo_engine.changes.correlation import (
+        correlate,
+        estimate_onset,
+        services_of,
+        tier_of,
+    )
+    from slo_engine.config import ChangesConfig
+    from slo_engine.spec.durations import parse_duration
+
+    config = config or ChangesConfig()
+    lookback = parse_duration(config.lookback)
+    tier = tier_of(slo, alert.severity, alert.long_window, alert.short_window)
+    onset = estimate_onset(ratio, alert.at, slo, tier) \
+        if ratio is not None and tier is not None else None
+    end = onset or alert.at
+    services = services_of(slo)
+    changes = state.changes(services=services, since=end - timedelta(seconds=lookback),
+                            until=end)
+    return correlate(changes, onset, fired_at=alert.at, lookback_s=lookback,
+                     suspect_window_s=parse_duration(config.suspect_window),
+                     rollback_template=config.rollback_template, services=services)

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from slo_engine.changes.correlation import correlate_alert, error_ratio_series, ratio_window
+from slo_engine.app import correlate_alert, ratio_window
 from slo_engine.cli import main
 from slo_engine.config import BuildInfoSource
 from slo_engine.paging.burn_alert import BurnAlert
 from slo_engine.prometheus.build_info import build_info_changes, deploys
+from slo_engine.prometheus.queries import error_ratio_series
 from slo_engine.prometheus.source import PrometheusSource
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import SLO

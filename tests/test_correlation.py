@@ -10,12 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from slo_engine.app import correlate_alert, ratio_window
 from slo_engine.changes.correlation import (
     correlate,
-    correlate_alert,
     estimate_onset,
     ratio_from_ledger,
-    ratio_window,
     services_of,
     tier_of,
 )

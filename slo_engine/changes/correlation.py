@@ -3,31 +3,25 @@
 The window ends at the burn's onset, not at the page: a 6h/30m tier fires long after the
 burn began, and what caused it landed before the burn, not before the page. The onset is
 read from the 5m error ratio (the recorded `slo:error_ratio:rate5m`, or a ledger's bad/total
-per bucket). Everything here is pure except the two edges, `error_ratio_series` (Prometheus)
-and `correlate_alert` (the state database).
+per bucket). Everything here is pure: the ratio comes from `prometheus.queries` (or a
+ledger), the changes from the state database through `app.correlate_alert`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from slo_engine.changes.events import DEFAULT_ROLLBACK_TEMPLATE, SUSPECT_KINDS, Change, newest_first
 from slo_engine.rules.compile import number
-from slo_engine.spec.durations import parse_duration
 from slo_engine.spec.model import SLO, AlertTier
 
-if TYPE_CHECKING:  # pandas and the HTTP client only for the edges' callers
+if TYPE_CHECKING:  # pandas only for the callers that hand it a ratio
     import pandas as pd
-
-    from slo_engine.config import ChangesConfig
-    from slo_engine.paging.burn_alert import BurnAlert
-    from slo_engine.prometheus.source import PrometheusSource
-    from slo_engine.storage import StateStore
 
 DEFAULT_LOOKBACK_S = 6 * 3600.0
 DEFAULT_SUSPECT_WINDOW_S = 2 * 3600.0
@@ -148,71 +142,3 @@ def ratio_from_ledger(ledger: pd.DataFrame, slo: SLO, group: str = "") -> pd.Ser
     ratio = [b / t if t > 0 else math.nan for b, t in zip(bad, total, strict=True)]
     index = pd.DatetimeIndex(pd.to_datetime(rows["timestamp"], utc=True))
     return pd.Series(ratio, index=index, dtype=float).sort_index()
-
-
-def ratio_window(alert: BurnAlert, slo: SLO) -> tuple[datetime, datetime]:
-    """The span of the 5m ratio `estimate_onset` reads for an alert: its tier's long window."""
-    tier = tier_of(slo, alert.severity, alert.long_window, alert.short_window)
-    long_seconds = tier.long_seconds if tier is not None else DEFAULT_LOOKBACK_S
-    return alert.at - timedelta(seconds=long_seconds), alert.at
-
-
-# --- the edges ------------------------------------------------------------------------------
-
-
-def error_ratio_series(source: PrometheusSource, slo: SLO,
-                       group: Mapping[str, str] | Iterable[tuple[str, str]],
-                       start: datetime, end: datetime,
-                       step_seconds: int = RATIO_STEP_SECONDS) -> pd.Series:
-    """The recorded `slo:error_ratio:rate5m` of one SLO group from Prometheus.
-
-    Where the group labels match several series (a grouped SLO asked without its group), the
-    worst group's ratio at each point is returned: the onset of the first group to burn.
-    Raises SourceUnavailable or QueryError as `PrometheusSource` does.
-    """
-    import pandas as pd
-
-    from slo_engine.spec.conventions import (
-        BASE_WINDOW,
-        SERVICE_LABEL,
-        SLO_LABEL,
-        error_ratio_metric,
-    )
-    from slo_engine.spec.promql import Matcher, Selector
-
-    labels = dict(group.items() if isinstance(group, Mapping) else group)
-    matchers = (Matcher(SLO_LABEL, "=", slo.name), Matcher(SERVICE_LABEL, "=", slo.service),
-                *(Matcher(name, "=", value) for name, value in sorted(labels.items())))
-    query = Selector(error_ratio_metric(BASE_WINDOW), matchers).render()
-    series = [pd.Series([float(v) for _, v in item["values"]],
-                        index=pd.to_datetime([float(t) for t, _ in item["values"]], unit="s",
-                                             utc=True), dtype=float)
-              for item in source.query_range(query, start, end, step_seconds)]
-    if not series:
-        return pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=float)
-    if len(series) == 1:
-        return series[0]
-    return pd.concat(series, axis=1).max(axis=1, skipna=True).astype(float)
-
-
-def correlate_alert(alert: BurnAlert, slo: SLO, state: StateStore, ratio: pd.Series | None,
-                    config: ChangesConfig | None = None) -> Correlation:
-    """The correlation a page about `alert` shows: the onset estimated from `ratio` (the 5m
-    error ratio over `ratio_window`, e.g. from `error_ratio_series`; None when Prometheus
-    could not be read, which leaves the onset unknown and anchors the lookback at the alert's
-    time), and the changes of the SLO's service and its `depends_on` from the state database.
-    """
-    from slo_engine.config import ChangesConfig
-
-    config = config or ChangesConfig()
-    lookback = parse_duration(config.lookback)
-    tier = tier_of(slo, alert.severity, alert.long_window, alert.short_window)
-    onset = estimate_onset(ratio, alert.at, slo, tier) \
-        if ratio is not None and tier is not None else None
-    end = onset or alert.at
-    services = services_of(slo)
-    changes = state.changes(services=services, since=end - timedelta(seconds=lookback),
-                            until=end)
-    return correlate(changes, onset, fired_at=alert.at, lookback_s=lookback,
-                     suspect_window_s=parse_duration(config.suspect_window),
-                     rollback_template=config.rollback_template, services=services)

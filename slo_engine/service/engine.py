@@ -28,7 +28,6 @@ from slo_engine import app
 from slo_engine.budget import accounting as budget
 from slo_engine.budget import charts
 from slo_engine.budget.accounting import BudgetStatus
-from slo_engine.changes.correlation import correlate_alert, error_ratio_series, ratio_window
 from slo_engine.changes.events import Change, read_change_lines
 from slo_engine.config import EngineConfig
 from slo_engine.errors import (
@@ -60,6 +59,7 @@ from slo_engine.paging.notifier import Notifier
 from slo_engine.paging.page import PageContext, SlackMessage
 from slo_engine.paging.slack import Delivery, Posted, delivery_from_config
 from slo_engine.prometheus.build_info import build_info_changes
+from slo_engine.prometheus.queries import error_ratio_series
 from slo_engine.prometheus.source import PrometheusSource, without_credentials
 from slo_engine.service.outage import PrometheusOutage
 from slo_engine.service.telemetry import Telemetry
@@ -362,7 +362,7 @@ class Engine:
         if alert.firing:
             ratio = None
             try:
-                start, end = ratio_window(alert, slo)
+                start, end = app.ratio_window(alert, slo)
                 with self._source() as source:
                     ratio = error_ratio_series(source, slo, alert.group, start, end)
             except SourceError as error:
@@ -370,7 +370,7 @@ class Engine:
                 log.warning("%s: onset unknown: %s", alert.incident_key, error)
             if self.config.changes.build_info:
                 self.sync_changes(alert.at - RECENT_BUILD_INFO, alert.at)
-            correlation = correlate_alert(alert, slo, self.state, ratio, self.config.changes)
+            correlation = app.correlate_alert(alert, slo, self.state, ratio, self.config.changes)
         return PageContext(alert=alert, slo=slo, status=status, correlation=correlation,
                            prometheus_url=without_credentials(self.config.prometheus.url))
 
