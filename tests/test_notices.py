@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from slo_engine.budget.accounting import BudgetStatus
+from slo_engine.paging.blocks import MAX_BLOCKS, MAX_TEXT, SlackMessage, as_plain_text
 from slo_engine.paging.notices import (
     BUDGET_THRESHOLDS,
     POLICY,
@@ -22,7 +23,6 @@ from slo_engine.paging.notices import (
     outage_message,
     recovery_message,
 )
-from slo_engine.paging.page import MAX_BLOCKS, MAX_TEXT, SlackMessage, as_plain_text
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import SLO
 

@@ -26,10 +26,9 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from slo_engine.config import SlackConfig
 from slo_engine.errors import ConfigError, NotifyError, SloEngineError
+from slo_engine.paging.blocks import SlackMessage, as_plain_text
 from slo_engine.paging.page import (
     PageContext,
-    SlackMessage,
-    as_plain_text,
     mark_resolved,
     render_page,
     render_resolution,
