@@ -138,10 +138,10 @@ class Loop:
 
 # Where a refresh's time goes: (file suffix, function) → how the table names it.
 PROFILED = {
-    ("prometheus/source.py", "_load_cache"): "source._load_cache (parquet read + normalise)",
+    ("prometheus/cache.py", "load"): "cache.load (Arrow read + normalise)",
     ("budget/ledger.py", "normalise"): "ledger.normalise (sort by key and time)",
-    ("prometheus/source.py", "_merge"): "source._merge (concat + drop_duplicates)",
-    ("prometheus/source.py", "_save_cache"): "source._save_cache (whole parquet rewritten)",
+    ("prometheus/cache.py", "merge"): "cache.merge (concat + drop_duplicates)",
+    ("prometheus/cache.py", "save"): "cache.save (whole Arrow file rewritten)",
     ("prometheus/source.py", "_recorded"): "source._recorded (HTTP, JSON, rows)",
     ("budget/accounting.py", "report"): "budget.report",
 }
