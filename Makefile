@@ -58,9 +58,12 @@ test: setup prometheus
 	$(BIN)/slo-engine compile slo_definitions --out rules_out --check
 	$(BIN)/pytest -q
 
+# ruff, mypy, and the import rules of pyproject.toml (stages import only earlier stages; the
+# pure core does no I/O).
 lint: setup
 	$(BIN)/ruff check slo_engine tests bench
 	$(BIN)/mypy --strict slo_engine
+	$(BIN)/lint-imports
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict turns every warning, a broken
 # link or anchor included, into a failure. Builds offline: no web fonts, no plugin that fetches.

@@ -45,7 +45,8 @@ import requests
 import yaml
 
 from slo_engine.budget import accounting as budget
-from slo_engine.prometheus.source import PrometheusSource, wait_for_cache_writes
+from slo_engine.prometheus.cache import wait_for_cache_writes
+from slo_engine.prometheus.source import PrometheusSource
 from slo_engine.spec.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
 from slo_engine.spec.durations import parse_duration
 from slo_engine.spec.loader import load_services
@@ -138,10 +139,10 @@ class Loop:
 
 # Where a refresh's time goes: (file suffix, function) → how the table names it.
 PROFILED = {
-    ("prometheus/source.py", "_load_cache"): "source._load_cache (parquet read + normalise)",
+    ("prometheus/cache.py", "load"): "cache.load (Arrow read + normalise)",
     ("budget/ledger.py", "normalise"): "ledger.normalise (sort by key and time)",
-    ("prometheus/source.py", "_merge"): "source._merge (concat + drop_duplicates)",
-    ("prometheus/source.py", "_save_cache"): "source._save_cache (whole parquet rewritten)",
+    ("prometheus/cache.py", "merge"): "cache.merge (concat + drop_duplicates)",
+    ("prometheus/cache.py", "save"): "cache.save (whole Arrow file rewritten)",
     ("prometheus/source.py", "_recorded"): "source._recorded (HTTP, JSON, rows)",
     ("budget/accounting.py", "report"): "budget.report",
 }

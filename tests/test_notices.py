@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from slo_engine.budget.accounting import BudgetStatus
+from slo_engine.paging.blocks import MAX_BLOCKS, MAX_TEXT, SlackMessage, as_plain_text
 from slo_engine.paging.notices import (
     BUDGET_THRESHOLDS,
     POLICY,
@@ -22,7 +23,6 @@ from slo_engine.paging.notices import (
     outage_message,
     recovery_message,
 )
-from slo_engine.paging.page import MAX_BLOCKS, MAX_TEXT, SlackMessage, as_plain_text
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import SLO
 
@@ -183,3 +183,19 @@ def test_outage_and_recovery_notices_name_the_server_and_the_duration() -> None:
     assert "connection refused" in as_plain_text(down)
     back = recovery_message("http://prometheus:9090", since, AT + timedelta(minutes=3))
     assert "answers again" in back.text and "15m" in back.text
+
+
+def test_notices_escape_user_text_and_encode_links_as_pages_do(
+        slos: dict[tuple[str, str], SLO]) -> None:
+    """The drift the shared Block Kit module closed: the digest's table and the notices'
+    links once took names and URLs as they came."""
+    odd = _status(0.3, group="path=<admin>&x", burn=4.0, state="burning")
+    digest = digest_messages([odd], slos, _routes, AT)["#shop"]
+    table = next(b["text"]["text"] for b in digest.blocks
+                 if b["type"] == "section" and b["text"]["text"].startswith("```"))
+    assert "path=&lt;admin&gt;&amp;x" in table and "<admin>" not in table
+    slo = replace(slos[("checkout", "success")], runbook_url="https://rb.example.com/a|b c>")
+    notice = budget_notices([odd], {("checkout", "success"): slo}, {})[0]
+    elements = [e["text"] for b in notice.message.blocks if b["type"] == "context"
+                for e in b["elements"]]
+    assert "<https://rb.example.com/a%7Cb%20c%3E|Runbook>" in elements

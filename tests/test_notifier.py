@@ -22,9 +22,10 @@ from slo_engine.changes.events import Change
 from slo_engine.cli import main
 from slo_engine.config import EngineConfig, SlackConfig
 from slo_engine.errors import ConfigError, NotifyError
+from slo_engine.paging.blocks import SlackMessage
 from slo_engine.paging.burn_alert import Severity
 from slo_engine.paging.notifier import Notifier
-from slo_engine.paging.page import SUSPECT_MARK, PageContext, SlackMessage, sample_context
+from slo_engine.paging.page import SUSPECT_MARK, PageContext, sample_context
 from slo_engine.paging.slack import DryRunDelivery, SlackDelivery, delivery_from_config
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import SLO

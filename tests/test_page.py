@@ -16,11 +16,10 @@ from hypothesis import strategies as st
 
 from slo_engine.changes.correlation import Correlation
 from slo_engine.changes.events import Change
+from slo_engine.paging.blocks import MAX_HEADER, as_plain_text
 from slo_engine.paging.page import (
-    MAX_HEADER,
     SUSPECT_MARK,
     PageContext,
-    as_plain_text,
     mark_resolved,
     render_page,
     render_resolution,

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from slo_engine.budget.accounting import BudgetStatus
-from slo_engine.paging.page import MAX_TEXT, SlackMessage, fit_blocks
+from slo_engine.paging import blocks as kit
+from slo_engine.paging.blocks import MAX_TEXT, SlackMessage
 from slo_engine.spec.durations import describe_seconds
 from slo_engine.spec.model import SLO
 
@@ -94,23 +94,24 @@ def budget_message(status: BudgetStatus, slo: SLO, threshold: float) -> SlackMes
     what = "exhausted" if threshold == 0 else f"below {threshold:.0%}"
     burn = status.burn_rates.get(BURN_WINDOW)
     fields = [
-        f"*Error budget left*\n{_percent(status.error_budget_remaining)} of {slo.period}",
-        f"*SLI over {slo.period}*\n{_percent(status.sli, 3)} (objective "
+        f"*Error budget left*\n{kit.percent(status.error_budget_remaining)} of {slo.period}",
+        f"*SLI over {slo.period}*\n{kit.percent(status.sli, 3)} (objective "
         f"{slo.objective_percent}%)",
-        f"*Burn rate {BURN_WINDOW}*\n{_burn(burn)}",
+        f"*Burn rate {BURN_WINDOW}*\n{kit.burn(burn)}",
         f"*Budget exhausted*\n{_exhaustion(status)}",
     ]
-    links = [f"<{url}|{label}>" for url, label in ((slo.runbook_url, "Runbook"),
-                                                   (slo.dashboard_url, "Dashboard")) if url]
-    blocks: list[dict[str, Any]] = [
-        _header(f"Error budget {what}: {title}"),
-        _section(f"*{_escape(POLICY[threshold])}*", fields),
-        _context([f"Owner: *{_escape(slo.owner)}*", f"SLO file: `{_escape(slo.source_file)}`",
-                  *links, f"Budget as of {_when(status.at)}"]),
+    links = [kit.link(url, label) for url, label in ((slo.runbook_url, "Runbook"),
+                                                     (slo.dashboard_url, "Dashboard")) if url]
+    blocks: list[kit.Block] = [
+        kit.header(f"Error budget {what}: {title}"),
+        kit.section(f"*{kit.escape(POLICY[threshold])}*", fields),
+        kit.context([f"Owner: *{kit.escape(slo.owner)}*",
+                     f"SLO file: `{kit.escape(slo.source_file)}`",
+                     *links, f"Budget as of {kit.when(status.at)}"]),
     ]
-    text = (f"{title}: error budget {what} ({_percent(status.error_budget_remaining)} left "
+    text = (f"{title}: error budget {what} ({kit.percent(status.error_budget_remaining)} left "
             f"of {slo.period}). {POLICY[threshold]}")
-    return SlackMessage(text=text, blocks=fit_blocks(blocks))
+    return kit.message(text, blocks)
 
 
 def _exhaustion(status: BudgetStatus) -> str:
@@ -160,7 +161,7 @@ def _least_key(status: BudgetStatus) -> tuple[float, str]:
 
 def digest_chart_title(status: BudgetStatus) -> str:
     """The title of the digest's chart: whose burn-down, and why this one."""
-    return (f"Burn-down of {_name(status)}: {_percent(status.error_budget_remaining)} of its "
+    return (f"Burn-down of {_name(status)}: {kit.percent(status.error_budget_remaining)} of its "
             "error budget left, the least in this digest")
 
 
@@ -172,25 +173,25 @@ def _digest(rows: list[tuple[BudgetStatus, SLO]], at: datetime, worst: int) -> S
     summary = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(counts.items()))
     burners = sorted((r for r in rows if (r[0].burn_rates.get(BURN_WINDOW) or 0) > 1),
                      key=lambda r: -(r[0].burn_rates.get(BURN_WINDOW) or 0))[:worst]
-    lines = [f"• *{_escape(_name(s))}* burning *{_burn(s.burn_rates.get(BURN_WINDOW))}* "
-             f"over {BURN_WINDOW}, {_percent(s.error_budget_remaining)} left"
+    lines = [f"• *{kit.escape(_name(s))}* burning *{kit.burn(s.burn_rates.get(BURN_WINDOW))}* "
+             f"over {BURN_WINDOW}, {kit.percent(s.error_budget_remaining)} left"
              + (f", exhausted in {describe_seconds(s.time_to_exhaustion_s)}"
                 if s.time_to_exhaustion_s is not None else "")
              for s, _ in burners]
     worst_text = ("*Worst burners*\n" + "\n".join(lines) if lines else
                   f"*Worst burners*\nNo SLO burns faster than its budget over {BURN_WINDOW}.")
     table = sorted(rows, key=lambda r: (_sort_remaining(r[0]), _name(r[0])))
-    blocks: list[dict[str, Any]] = [
-        _header(f"SLO digest {at:%Y-%m-%d}: {', '.join(owners)}"),
-        _section(f"{_slos(len(rows))}: {summary}."),
-        _section(worst_text),
-        *[_section(chunk) for chunk in _table_chunks([s for s, _ in table])],
-        _context([f"Budgets as of {_when(at)}", "`GET /api/v1/slos` for every figure"]),
+    blocks: list[kit.Block] = [
+        kit.header(f"SLO digest {at:%Y-%m-%d}: {', '.join(owners)}"),
+        kit.section(f"{_slos(len(rows))}: {summary}."),
+        kit.section(worst_text),
+        *[kit.section(chunk) for chunk in _table_chunks([s for s, _ in table])],
+        kit.context([f"Budgets as of {kit.when(at)}", "`GET /api/v1/slos` for every figure"]),
     ]
     text = (f"SLO digest {at:%Y-%m-%d} for {', '.join(owners)}: {_slos(len(rows))}, {summary}."
             + (f" Worst: {_name(burners[0][0])} at "
-               f"{_burn(burners[0][0].burn_rates.get(BURN_WINDOW))}." if burners else ""))
-    return SlackMessage(text=text, blocks=fit_blocks(blocks))
+               f"{kit.burn(burners[0][0].burn_rates.get(BURN_WINDOW))}." if burners else ""))
+    return kit.message(text, blocks)
 
 
 def _slos(count: int) -> str:
@@ -198,14 +199,17 @@ def _slos(count: int) -> str:
 
 
 def _table_chunks(statuses: list[BudgetStatus]) -> list[str]:
-    """The budget table as code blocks of at most MAX_TEXT characters each."""
+    """The budget table as code blocks of at most MAX_TEXT characters each. Names are
+    escaped like every user text (a code block does not stop Slack reading `<...>`); the
+    columns are aligned on the names as shown."""
     names = [_name(s) for s in statuses]
     width = min(max((len(n) for n in names), default=3), 48)
     header = f"{'SLO':<{width}}  {'objective':>9}  {'SLI':>8}  {'left':>7}  " \
              f"{'burn ' + BURN_WINDOW:>7}  status"
-    rows = [f"{name[:width]:<{width}}  {s.objective:>8.6g}%  {_percent(s.sli, 3):>8}  "
-            f"{_percent(s.error_budget_remaining):>7}  "
-            f"{_burn(s.burn_rates.get(BURN_WINDOW)):>7}  {s.status.replace('_', ' ')}"
+    rows = [kit.escape(f"{name[:width]:<{width}}  {s.objective:>8.6g}%  "
+                       f"{kit.percent(s.sli, 3):>8}  {kit.percent(s.error_budget_remaining):>7}  "
+                       f"{kit.burn(s.burn_rates.get(BURN_WINDOW)):>7}  "
+                       f"{s.status.replace('_', ' ')}")
             for name, s in zip(names, statuses, strict=True)]
     chunks: list[str] = []
     current = [header]
@@ -237,60 +241,17 @@ def outage_message(url: str, since: datetime, at: datetime, reason: str) -> Slac
             f"({lasted}): burn-rate pages and budget figures are paused until it answers "
             "again. This is not a page: no SLO is known to be broken.")
     blocks = [
-        _header(f"No SLO data for {lasted}: Prometheus unreachable"),
-        _section(_escape(text)),
-        _context([f"Last error: `{_escape(_cut(reason, 500).replace('`', chr(39)))}`",
-                  "The engine keeps retrying; `GET /readyz` shows the check."]),
+        kit.header(f"No SLO data for {lasted}: Prometheus unreachable"),
+        kit.section(kit.escape(text)),
+        kit.context([f"Last error: `{kit.escape(kit.one_line(reason, 500).replace('`', chr(39)))}`",
+                     "The engine keeps retrying; `GET /readyz` shows the check."]),
     ]
-    return SlackMessage(text=text, blocks=fit_blocks(blocks))
+    return kit.message(text, blocks)
 
 
 def recovery_message(url: str, since: datetime, until: datetime) -> SlackMessage:
     lasted = describe_seconds((until - since).total_seconds())
     text = (f"Prometheus at {url} answers again since {until:%Y-%m-%d %H:%M} UTC after "
             f"{lasted} without data: burn-rate pages and budget figures are back.")
-    return SlackMessage(text=text, blocks=fit_blocks([
-        _header(f"SLO data is back after {lasted}"), _section(_escape(text))]))
-
-
-# --- Block Kit -----------------------------------------------------------------------------
-
-
-def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": text, "emoji": True}}
-
-
-def _section(text: str, fields: list[str] | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-    if fields:
-        block["fields"] = [{"type": "mrkdwn", "text": f} for f in fields]
-    return block
-
-
-def _context(texts: list[str]) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": t} for t in texts]}
-
-
-def _escape(text: str) -> str:
-    """Slack's mrkdwn control characters, so names cannot inject links or mentions."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _cut(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _when(moment: datetime) -> str:
-    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|" \
-           f"{moment:%Y-%m-%d %H:%M} UTC>"
-
-
-def _percent(value: float | None, decimals: int = 1) -> str:
-    return "-" if value is None else f"{value * 100:.{decimals}f}%"
-
-
-def _burn(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.1f}x" if value < 100 else f"{value:.0f}x"
+    return kit.message(text, [kit.header(f"SLO data is back after {lasted}"),
+                              kit.section(kit.escape(text))])

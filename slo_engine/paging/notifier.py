@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from slo_engine.errors import NotifyError, SlackRefused, SlackUnavailable
+from slo_engine.paging.blocks import SlackMessage
 from slo_engine.paging.page import (
     PageContext,
-    SlackMessage,
     mark_resolved,
     render_page,
     render_resolution,

@@ -7,14 +7,15 @@ phone, so it answers those questions in that order and stays within Block Kit's 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from slo_engine.changes.correlation import Correlation
 from slo_engine.changes.events import Change
+from slo_engine.paging import blocks as kit
+from slo_engine.paging.blocks import MAX_TEXT, SlackMessage
 from slo_engine.paging.burn_alert import BurnAlert
 from slo_engine.rules.compile import number
 from slo_engine.spec.conventions import SERVICE_LABEL, SLO_LABEL, error_ratio_metric
@@ -24,14 +25,6 @@ from slo_engine.spec.model import SLO, AlertTier
 if TYPE_CHECKING:
     from slo_engine.budget.accounting import BudgetStatus
 
-# Block Kit's limits (https://api.slack.com/reference/block-kit/blocks).
-MAX_BLOCKS = 50
-MAX_TEXT = 3000
-MAX_HEADER = 150
-MAX_FIELD = 2000
-MAX_FIELDS = 10
-MAX_CONTEXT_ELEMENTS = 10
-MAX_FALLBACK = 3000  # notifications show the first line; the rest is for screen readers
 MAX_CHANGE_LINES = 10  # more is noise at 3 a.m.; the rest are one command away
 MAX_VALUE = 80  # a version or author inside a change line
 MAX_NOTE = 200  # a change's description inside its line
@@ -52,36 +45,22 @@ class PageContext:
     prometheus_url: str | None = None  # for a graph link of the alert's burn
 
 
-@dataclass(frozen=True)
-class SlackMessage:
-    """A message as chat.postMessage takes it: Block Kit plus the plain-text fallback."""
-
-    text: str  # plain-text fallback (notifications, screen readers)
-    blocks: list[dict[str, Any]]
-
-    def as_json(self) -> dict[str, Any]:
-        return {"text": self.text, "blocks": self.blocks}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SlackMessage:
-        return cls(text=str(data["text"]), blocks=list(data["blocks"]))
-
-
 def render_page(context: PageContext) -> SlackMessage:
     """The page of a firing alert. Deterministic: the same state renders the same JSON, so a
     repeat that changes nothing is recognised and not sent."""
     alert, slo = context.alert, context.slo
     tier = tier_of(slo, alert)
-    blocks: list[dict[str, Any]] = [
-        _header(f"{_EMOJI.get(alert.severity, '')} {alert.severity.upper()}: {_title(alert)}"),
+    blocks: list[kit.Block] = [
+        kit.header(f"{_EMOJI.get(alert.severity, '')} {alert.severity.upper()}: "
+                   f"{_title(alert)}", "header"),
         _broken(context, tier),
         _impact(context),
         _links(context, tier),
-        {"type": "divider"},
+        kit.divider(),
         *_changes(context),
         _owner(context),
     ]
-    return SlackMessage(text=_fallback(context, tier), blocks=fit_blocks(blocks))
+    return kit.message(_fallback(context, tier), blocks)
 
 
 def render_resolution(context: PageContext, duration_s: float,
@@ -91,16 +70,12 @@ def render_resolution(context: PageContext, duration_s: float,
     lasted = describe_seconds(max(duration_s, 0))
     spent = ("budget spent: unknown (no budget figures at the start or the end)"
              if budget_spent is None else
-             f"it spent *{_percent(budget_spent)}* of the {context.slo.period} error budget")
+             f"it spent *{kit.percent(budget_spent)}* of the {context.slo.period} error budget")
     left = ("" if status is None or status.error_budget_remaining is None else
-            f"; *{_percent(status.error_budget_remaining)}* left")
-    text = (f"{RESOLVED_EMOJI} *Resolved* after *{lasted}* at {_when(alert.at)}: "
-            f"{_escape(_title(alert))}; {spent}{left}.")
-    fallback = _strip_mrkdwn(text)
-    return SlackMessage(
-        text=_clip(fallback, MAX_FALLBACK),
-        blocks=[{"type": "section", "block_id": "resolution",
-                 "text": {"type": "mrkdwn", "text": _clip(text, MAX_TEXT)}}])
+            f"; *{kit.percent(status.error_budget_remaining)}* left")
+    text = (f"{RESOLVED_EMOJI} *Resolved* after *{lasted}* at {kit.when(alert.at)}: "
+            f"{kit.escape(_title(alert))}; {spent}{left}.")
+    return kit.message(kit.plain(text), [kit.section(text, block_id="resolution")])
 
 
 def mark_resolved(message: SlackMessage, at: datetime, duration_s: float) -> SlackMessage:
@@ -108,10 +83,9 @@ def mark_resolved(message: SlackMessage, at: datetime, duration_s: float) -> Sla
     for the post-incident review, with a banner saying the numbers are from the last update."""
     lasted = describe_seconds(max(duration_s, 0))
     blocks = [dict(block) for block in message.blocks if block.get("block_id") != "resolved"]
-    banner = {"type": "section", "block_id": "resolved", "text": {
-        "type": "mrkdwn",
-        "text": f"{RESOLVED_EMOJI} *Resolved* at {_when(at)} after *{lasted}*. The figures "
-                "below are from the last update while it fired."}}
+    banner = kit.section(f"{RESOLVED_EMOJI} *Resolved* at {kit.when(at)} after *{lasted}*. "
+                         "The figures below are from the last update while it fired.",
+                         block_id="resolved")
     position = 0
     if blocks and blocks[0].get("type") == "header":
         title = str(blocks[0]["text"]["text"])
@@ -119,12 +93,12 @@ def mark_resolved(message: SlackMessage, at: datetime, duration_s: float) -> Sla
             title = title.removeprefix(f"{emoji} ")
         if not title.startswith("RESOLVED"):
             title = f"RESOLVED {title}"
-        blocks[0] = _header(f"{RESOLVED_EMOJI} {title}")
+        blocks[0] = kit.header(f"{RESOLVED_EMOJI} {title}", "header")
         position = 1
     blocks.insert(position, banner)
     text = message.text if message.text.startswith("RESOLVED") else (
         f"RESOLVED after {lasted}: {message.text}")
-    return SlackMessage(text=_clip(text, MAX_FALLBACK), blocks=fit_blocks(blocks))
+    return kit.message(text, blocks)
 
 
 def tier_of(slo: SLO, alert: BurnAlert) -> AlertTier | None:
@@ -147,38 +121,6 @@ def graph_url(prometheus_url: str, slo: SLO, alert: BurnAlert) -> str:
         parameters[f"g{index}.tab"] = "0"
         parameters[f"g{index}.range_input"] = format_duration(span)
     return f"{prometheus_url.rstrip('/')}/graph?{urlencode(parameters)}"
-
-
-def fit_blocks(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Blocks within Block Kit's limits, whatever went into them: every text clipped, and past
-    50 blocks the tail replaced by one "+N more" line."""
-    fitted = [_fit_block(block) for block in blocks]
-    if len(fitted) > MAX_BLOCKS:
-        dropped = len(fitted) - MAX_BLOCKS + 1
-        fitted = [*fitted[:MAX_BLOCKS - 1], _context("cut", [f"+{dropped} more blocks"])]
-    return fitted
-
-
-def as_plain_text(message: SlackMessage) -> str:
-    """The message as a terminal shows it (dry runs, the README): mrkdwn unwrapped."""
-    lines: list[str] = []
-    for block in message.blocks:
-        kind = block.get("type")
-        if kind == "header":
-            title = str(block["text"]["text"])
-            lines += [title, "=" * len(title)]
-        elif kind == "divider":
-            lines.append("-" * 60)
-        elif kind == "section":
-            if "text" in block:
-                lines.append(_unwrap(str(block["text"]["text"])))
-            for field in block.get("fields", []):
-                name, _, value = _unwrap(str(field["text"])).partition("\n")
-                lines.append(f"  {name}: {value.replace(chr(10), ' ')}")
-        elif kind == "context":
-            lines.append(_unwrap(" · ".join(str(e.get("text", "")) for e in block["elements"])))
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
 
 
 def sample_context(at: datetime, prometheus_url: str | None = None) -> PageContext:
@@ -233,27 +175,27 @@ def _title(alert: BurnAlert) -> str:
     return f"{alert.service} / {alert.slo}{group}"
 
 
-def _broken(context: PageContext, tier: AlertTier | None) -> dict[str, Any]:
+def _broken(context: PageContext, tier: AlertTier | None) -> kit.Block:
     alert, slo, status = context.alert, context.slo, context.status
     long_burn = _burn_in(context, alert.long_window, alert.burn_rate_long)
     short_burn = _burn_in(context, alert.short_window, alert.burn_rate_short)
     threshold = f"{number(round(tier.burn_rate, 2))}x" if tier else "its threshold"
     sli_now = None if short_burn is None else max(0.0, 1 - short_burn * slo.error_budget)
-    what = (f"*What is broken*\nThe error budget is burning *{_burn(long_burn)}* as fast as "
-            f"the objective allows over {alert.long_window}, and *{_burn(short_burn)}* over "
+    what = (f"*What is broken*\nThe error budget is burning *{kit.burn(long_burn)}* as fast as "
+            f"the objective allows over {alert.long_window}, and *{kit.burn(short_burn)}* over "
             f"{alert.short_window}: the {alert.severity} tier {alert.tier} fires above "
             f"{threshold} in both.")
     fields = [
         f"*SLI now ({alert.short_window})*\n{_sli(sli_now, slo)} "
         f"(objective {slo.objective_percent}%)",
         f"*SLI over {slo.period}*\n{_sli(status.sli if status else None, slo)}",
-        f"*Burn rate {alert.long_window}*\n{_burn(long_burn)} (fires above {threshold})",
-        f"*Burn rate {alert.short_window}*\n{_burn(short_burn)} (fires above {threshold})",
+        f"*Burn rate {alert.long_window}*\n{kit.burn(long_burn)} (fires above {threshold})",
+        f"*Burn rate {alert.short_window}*\n{kit.burn(short_burn)} (fires above {threshold})",
     ]
-    return _section("broken", what, fields)
+    return kit.section(what, fields, "broken")
 
 
-def _impact(context: PageContext) -> dict[str, Any]:
+def _impact(context: PageContext) -> kit.Block:
     slo, status, alert = context.slo, context.status, context.alert
     remaining = status.error_budget_remaining if status else None
     if remaining is not None and remaining <= 0:
@@ -270,39 +212,40 @@ def _impact(context: PageContext) -> dict[str, Any]:
     description = ""
     if slo.description:
         room = MAX_TEXT - len(heading) - len(cost) - 3
-        description = "\n>" + _escape_cut(slo.description.replace("\n", " "), room)
+        description = "\n>" + kit.escape_cut(slo.description.replace("\n", " "), room)
     fields = [
-        f"*Error budget left*\n{_percent(remaining)} of {slo.period}",
+        f"*Error budget left*\n{kit.percent(remaining)} of {slo.period}",
         f"*Budget exhausted*\n{exhaustion}",
     ]
-    return _section("impact", heading + description + cost, fields)
+    return kit.section(heading + description + cost, fields, "impact")
 
 
-def _links(context: PageContext, tier: AlertTier | None) -> dict[str, Any]:
+def _links(context: PageContext, tier: AlertTier | None) -> kit.Block:
     slo = context.slo
     links = [(slo.runbook_url, "Runbook"), (slo.dashboard_url, "Dashboard")]
     if context.prometheus_url:
         links.append((graph_url(context.prometheus_url, slo, context.alert),
                       f"Burn rate in Prometheus ({context.alert.tier})"))
-    shown = [f"• <{_link_target(url)}|{label}>" for url, label in links if url]
+    shown = [f"• {kit.link(url, label)}" for url, label in links if url]
     if not slo.runbook_url:
         shown.append("• no runbook: add runbook_url to the SLO file "
-                     f"{_escape(slo.source_file)}")
-    return _section("links", "*Where to look*\n" + "\n".join(shown))
+                     f"{kit.escape(slo.source_file)}")
+    return kit.section("*Where to look*\n" + "\n".join(shown), block_id="links")
 
 
-def _changes(context: PageContext) -> list[dict[str, Any]]:
+def _changes(context: PageContext) -> list[kit.Block]:
     correlation, slo = context.correlation, context.slo
     if correlation is None:
-        return [_section("changes", "*What changed*\nNo change history was consulted for this "
-                         "alert: record deploys with `slo-engine changes add`.")]
+        return [kit.section("*What changed*\nNo change history was consulted for this alert: "
+                            "record deploys with `slo-engine changes add`.", block_id="changes")]
     lookback = describe_seconds(correlation.lookback_seconds)
-    onset = (f"the onset at {_when(correlation.onset)}" if correlation.onset
+    onset = (f"the onset at {kit.when(correlation.onset)}" if correlation.onset
              else "the alert (onset unknown)")
     heading = f"*What changed* in the {lookback} before {onset}, newest first"
     if not correlation.changes:
         services = ", ".join((slo.service, *slo.depends_on))
-        return [_section("changes", f"{heading}\nNo changes recorded for {_escape(services)}.")]
+        return [kit.section(f"{heading}\nNo changes recorded for {kit.escape(services)}.",
+                            block_id="changes")]
     text, shown = heading, 0
     for change in correlation.changes[:MAX_CHANGE_LINES]:
         line = "\n" + _change_line(change, slo, correlation)
@@ -310,62 +253,62 @@ def _changes(context: PageContext) -> list[dict[str, Any]]:
             break
         text += line
         shown += 1
-    blocks = [_section("changes", text)]
+    blocks = [kit.section(text, block_id="changes")]
     hidden = len(correlation.changes) - shown
     if hidden:
-        blocks.append(_context("changes_more", [
+        blocks.append(kit.context([
             f"+{hidden} more change{'s' if hidden != 1 else ''} in the {lookback} before the "
-            "onset: `slo-engine changes list`"]))
+            "onset: `slo-engine changes list`"], "changes_more"))
     blocks.append(_suspect(correlation))
     return blocks
 
 
 def _change_line(change: Change, slo: SLO, correlation: Correlation) -> str:
     suspect = correlation.suspect is not None and change.identity == correlation.suspect.identity
-    parts = [f"{SUSPECT_MARK} ·" if suspect else "•", _when(change.time),
+    parts = [f"{SUSPECT_MARK} ·" if suspect else "•", kit.when(change.time),
              f"*{change.kind.replace('_', ' ')}*"]
     if change.service != slo.service:
-        parts.append(f"of *{_escape_cut(change.service, MAX_VALUE)}* (dependency)")
+        parts.append(f"of *{kit.escape_cut(change.service, MAX_VALUE)}* (dependency)")
     if change.version:
-        parts.append(f"`{_escape_cut(change.version, MAX_VALUE)}`")
+        parts.append(f"`{kit.escape_cut(change.version, MAX_VALUE)}`")
     if change.previous_version:
-        parts.append(f"(was `{_escape_cut(change.previous_version, MAX_VALUE)}`)")
+        parts.append(f"(was `{kit.escape_cut(change.previous_version, MAX_VALUE)}`)")
     if change.author:
-        parts.append(f"by {_escape_cut(change.author, MAX_VALUE)}")
+        parts.append(f"by {kit.escape_cut(change.author, MAX_VALUE)}")
     if change.url and len(change.url) <= MAX_TEXT // 4:
-        parts.append(f"<{_link_target(change.url)}|details>")
+        parts.append(kit.link(change.url, "details"))
     if change.description:
-        parts.append(f"— {_escape_cut(change.description.replace(chr(10), ' '), MAX_NOTE)}")
+        parts.append(f"— {kit.escape_cut(change.description.replace(chr(10), ' '), MAX_NOTE)}")
     return " ".join(parts)
 
 
-def _suspect(correlation: Correlation) -> dict[str, Any]:
+def _suspect(correlation: Correlation) -> kit.Block:
     suspect = correlation.suspect
     if suspect is None:
-        return _section("suspect", "*Suspect:* none — no deploy, config or flag change "
-                        "landed shortly before the onset.")
+        return kit.section("*Suspect:* none — no deploy, config or flag change landed "
+                           "shortly before the onset.", block_id="suspect")
     before = ""
     if correlation.onset is not None:
         before = f", {describe_seconds((correlation.onset - suspect.time).total_seconds())} " \
                  "before the onset"
     what = (f"{SUSPECT_MARK}: {suspect.kind.replace('_', ' ')} "
-            f"`{_escape_cut(suspect.version or '?', MAX_VALUE)}` of "
-            f"{_escape_cut(suspect.service, MAX_VALUE)} at {_when(suspect.time)}{before}.")
+            f"`{kit.escape_cut(suspect.version or '?', MAX_VALUE)}` of "
+            f"{kit.escape_cut(suspect.service, MAX_VALUE)} at {kit.when(suspect.time)}{before}.")
     command = correlation.rollback_command
     if not command:
-        return _section("suspect", f"{what}\nNo rollback command known: record changes with "
-                        "--rollback-command or --previous-version.")
-    code = _escape_cut(command.replace("```", "'''"), MAX_TEXT - len(what) - 40)
-    return _section("suspect", f"{what}\n*Roll back:*\n```{code}```")
+        return kit.section(f"{what}\nNo rollback command known: record changes with "
+                           "--rollback-command or --previous-version.", block_id="suspect")
+    code = kit.escape_cut(command.replace("```", "'''"), MAX_TEXT - len(what) - 40)
+    return kit.section(f"{what}\n*Roll back:*\n```{code}```", block_id="suspect")
 
 
-def _owner(context: PageContext) -> dict[str, Any]:
+def _owner(context: PageContext) -> kit.Block:
     alert, slo = context.alert, context.slo
-    return _context("owner", [
-        f"Owner: *{_escape_cut(slo.owner, MAX_VALUE)}*",
-        f"SLO file: `{_escape_cut(slo.source_file, MAX_NOTE)}`",
+    return kit.context([
+        f"Owner: *{kit.escape_cut(slo.owner, MAX_VALUE)}*",
+        f"SLO file: `{kit.escape_cut(slo.source_file, MAX_NOTE)}`",
         f"Alert from {alert.source}",  # no time: a repeat with the same figures is no change
-    ])
+    ], "owner")
 
 
 def _fallback(context: PageContext, tier: AlertTier | None) -> str:
@@ -375,10 +318,10 @@ def _fallback(context: PageContext, tier: AlertTier | None) -> str:
     short_burn = _burn_in(context, alert.short_window, alert.burn_rate_short)
     threshold = f"{number(round(tier.burn_rate, 2))}x" if tier else "the threshold"
     parts = [f"{alert.severity.upper()} {_title(alert)}: error budget burning "
-             f"{_burn(long_burn)} over {alert.long_window} and {_burn(short_burn)} over "
+             f"{kit.burn(long_burn)} over {alert.long_window} and {kit.burn(short_burn)} over "
              f"{alert.short_window} (fires above {threshold})."]
     if status is not None:
-        parts.append(f"Budget left: {_percent(status.error_budget_remaining)}.")
+        parts.append(f"Budget left: {kit.percent(status.error_budget_remaining)}.")
     if correlation is not None and correlation.suspect is not None:
         suspect = correlation.suspect
         parts.append(f"Suspect: {suspect.kind} {suspect.version or ''} at "
@@ -388,82 +331,14 @@ def _fallback(context: PageContext, tier: AlertTier | None) -> str:
     if context.slo.runbook_url:
         parts.append(f"Runbook: {context.slo.runbook_url}")
     parts.append(f"Owner: {context.slo.owner}.")
-    return _clip(" ".join(parts), MAX_FALLBACK)
-
-
-# --- Block Kit building blocks
-
-
-def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "block_id": "header",
-            "text": {"type": "plain_text", "text": _clip(text, MAX_HEADER), "emoji": True}}
-
-
-def _section(block_id: str, text: str, fields: list[str] | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section", "block_id": block_id,
-                             "text": {"type": "mrkdwn", "text": text}}
-    if fields:
-        block["fields"] = [{"type": "mrkdwn", "text": f} for f in fields]
-    return block
-
-
-def _context(block_id: str, texts: list[str]) -> dict[str, Any]:
-    return {"type": "context", "block_id": block_id,
-            "elements": [{"type": "mrkdwn", "text": t} for t in texts]}
-
-
-def _fit_block(block: dict[str, Any]) -> dict[str, Any]:
-    fitted = dict(block)
-    if block.get("type") == "header":
-        fitted["text"] = {**block["text"], "text": _clip(block["text"]["text"], MAX_HEADER)}
-    if block.get("type") == "section":
-        if "text" in block:
-            fitted["text"] = {**block["text"], "text": _clip(block["text"]["text"], MAX_TEXT)}
-        if "fields" in block:
-            fitted["fields"] = [{**f, "text": _clip(f["text"], MAX_FIELD)}
-                                for f in block["fields"][:MAX_FIELDS]]
-    if block.get("type") == "context":
-        fitted["elements"] = [{**e, "text": _clip(e["text"], MAX_TEXT)} if "text" in e else e
-                              for e in block["elements"][:MAX_CONTEXT_ELEMENTS]]
-    return fitted
+    return " ".join(parts)  # kit.message clips it to Slack's limit
 
 
 # --- text
 
 
-def _clip(text: str, limit: int) -> str:
-    """At most `limit` characters; a cut ends in "…" so the reader knows there was more."""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _escape(text: str) -> str:
-    """Slack's mrkdwn control characters, so a description cannot inject links or mentions."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _escape_cut(text: str, limit: int) -> str:
-    """Escaped text of at most `limit` characters, never cutting an entity in half."""
-    escaped = _escape(text)
-    if len(escaped) <= limit:
-        return escaped
-    keep = limit - 1
-    while keep > 0 and len(_escape(text[:keep])) > limit - 1:
-        keep -= max(1, len(_escape(text[:keep])) - (limit - 1))
-    return _escape(text[:max(keep, 0)]) + "…"
-
-
-def _link_target(url: str) -> str:
-    return url.replace("|", "%7C").replace(">", "%3E").replace("<", "%3C").replace(" ", "%20")
-
-
 def _promql_string(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _when(moment: datetime) -> str:
-    """A time each reader sees in their own timezone; the fallback is UTC."""
-    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|" \
-           f"{moment:%Y-%m-%d %H:%M} UTC>"
 
 
 def _burn_in(context: PageContext, window: str, from_alert: float | None) -> float | None:
@@ -472,38 +347,9 @@ def _burn_in(context: PageContext, window: str, from_alert: float | None) -> flo
     return context.status.burn_rates.get(window) if context.status else None
 
 
-def _burn(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.1f}x" if value < 100 else f"{value:.0f}x"
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
-
-
 def _sli(value: float | None, slo: SLO) -> str:
     """As many decimals as the objective has, plus one: 99.95% needs 99.941%, not 99.9%."""
     if value is None:
         return "-"
     decimals = len(slo.objective_percent.partition(".")[2]) + 1
     return f"{value * 100:.{min(max(decimals, 1), 5)}f}%"
-
-
-_DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
-_LINK = re.compile(r"<([^|>]+)\|([^>]*)>")
-_BOLD = re.compile(r"\*([^*\n]+)\*")
-_CODE = re.compile(r"```(.*?)```", re.DOTALL)
-
-
-def _strip_mrkdwn(text: str) -> str:
-    text = _DATE.sub(r"\1", text)
-    text = _LINK.sub(r"\2 (\1)", text)
-    text = _BOLD.sub(r"\1", text)
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-
-def _unwrap(text: str) -> str:
-    text = _CODE.sub(lambda m: "\n    " + m.group(1).replace("\n", "\n    "), text)
-    return _strip_mrkdwn(text).replace("\n>", "\n  ")
-

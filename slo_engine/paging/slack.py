@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from slo_engine.config import SlackConfig
 from slo_engine.errors import ConfigError, SlackRefused, SlackUnavailable, SloEngineError
-from slo_engine.paging.page import SlackMessage, as_plain_text
+from slo_engine.paging.blocks import SlackMessage, as_plain_text
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -21,39 +21,32 @@ range starts) are read from their SLI's raw series instead, one query per SLO an
 (URL, tenant, step), and a refresh asks only for what is new (from one bucket before the
 newest cached one, which may have been incomplete).
 
-Every failure of prometheus-api-client and requests is translated here into
-SourceUnavailable (refused, timeout, 5xx, retries exhausted, not a Prometheus API) or
-QueryError (4xx) whose message names the URL and the query: no traceback for the user.
+HTTP, retries and the mapping of failures to SourceUnavailable and QueryError live in
+`prometheus/client.py` (what happens when Prometheus is down is answered there); the cache
+file in `prometheus/cache.py`. This module plans the queries and turns answers into rows.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import math
-import os
 import re
-import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from urllib3.util.retry import Retry
 
 from slo_engine.budget import ledger
-from slo_engine.errors import QueryError, SourceError, SourceUnavailable
+from slo_engine.errors import QueryError
+from slo_engine.prometheus import cache
+from slo_engine.prometheus.cache import bucket_time, pair_mask
+from slo_engine.prometheus.client import PrometheusClient, Result, utc
 from slo_engine.rules.compile import le_matcher
 from slo_engine.spec import conventions as names
 from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, RatioSLI, Service
@@ -64,19 +57,11 @@ __all__ = ["POINTS_PER_QUERY", "FetchStats", "PrometheusSource", "fallback_queri
 
 # Prometheus refuses a range query over more than 11,000 points per series.
 POINTS_PER_QUERY = 11_000
-RETRY_STATUS = (502, 503, 504)
-RETRY_BACKOFF = 0.5  # seconds; sleeps 0, 1, 2 … between attempts
-QUERY_IN_MESSAGE = 500  # characters of a query quoted in an error message
 MAX_MATCHER_CHARS = 16_000  # longer slo/service regexes are left out (rows are filtered anyway)
 REFETCH_SECONDS = 300  # a refresh asks again for this much (≥ a bucket) of the newest cache
-CACHE_VERSION = 3
-CACHE_ATTR = "slo_engine_cache"
-TENANT_HEADER = "x-scope-orgid"  # Mimir/Cortex tenant: part of the cache key
 
 _TOTAL, _BAD, _GOOD = 0, 1, 2
 _KINDS = {"total": _TOTAL, "bad": _BAD, "good": _GOOD}
-
-Result = list[dict[str, Any]]
 
 
 def slo_id(slo: SLO) -> str:
@@ -118,78 +103,26 @@ class FetchStats:
         return text
 
 
-class _FormPostSession(requests.Session):
-    """prometheus-api-client sends parameters with `params=`, which puts them in the URL even
-    for POST; this moves them into a form body, so long queries do not hit URL limits."""
-
-    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
-        if (request.method or "").upper() == "POST" and request.params and not request.data:
-            request.data, request.params = request.params, {}
-        return super().prepare_request(request)
-
-
-class _Span(NamedTuple):
-    """The buckets of one SLO in the cache, and the definition they were fetched with."""
-
-    first: int  # unix s
-    last: int
-    fingerprint: str
-
-
-@dataclass
-class _Cache:
-    frame: pd.DataFrame
-    coverage: dict[str, _Span]  # by SLO id
-
-
-_log = logging.getLogger(__name__)
-_CACHE_WRITES: list[threading.Thread] = []
-
-
-def wait_for_cache_writes() -> None:
-    """Block until every cache write this process started is on disk."""
-    while _CACHE_WRITES:
-        _CACHE_WRITES.pop().join()
-
-
 class PrometheusSource:
     """Reads event ledgers and instant queries from Prometheus (or Thanos, Mimir).
 
     `headers` go with every request (e.g. `X-Scope-OrgID` for a Mimir tenant, or an
     Authorization header); `timeout` bounds each HTTP request and the server's evaluation;
-    failed connections and 502/503/504 answers are retried `retries` times. Not thread-safe:
-    give each thread its own source.
+    failed connections and 502/503/504 answers are retried `retries` times (see
+    `prometheus/client.py`). Not thread-safe: give each thread its own source.
     """
 
     def __init__(self, url: str, headers: Mapping[str, str] | None = None,
                  timeout: float = 30.0, *, cache_dir: Path | None = None,
                  retries: int = 2) -> None:
-        if not re.match(r"^https?://[^/]", url):
-            raise SourceError(f"Prometheus URL {url!r} must start with http:// or https://, "
-                              "e.g. http://prometheus:9090", url=url)
-        self.url = url.rstrip("/")
-        self.shown_url = without_credentials(self.url)  # what messages and logs may show
-        self.timeout = float(timeout)
+        self.client = PrometheusClient(url, headers, timeout, retries=retries)
+        self.url = self.client.url
+        self.shown_url = self.client.shown_url  # what messages and logs may show
+        self.timeout = self.client.timeout
         self.cache_dir = cache_dir
-        self._tenant = next((v for k, v in (headers or {}).items()
-                             if k.lower() == TENANT_HEADER), "")
-        self._received = 0
-        self._server_warnings: list[str] = []
-        self._last_response: requests.Response | None = None
-        session = _FormPostSession()
-        session.hooks["response"].append(self._on_response)
-        retry = Retry(total=retries, connect=retries, read=False, status=retries, other=0,
-                      backoff_factor=RETRY_BACKOFF, status_forcelist=RETRY_STATUS,
-                      allowed_methods=frozenset({"GET", "POST"}),
-                      respect_retry_after_header=False, raise_on_status=True)
-        self._client = PrometheusConnect(url=self.url, headers=dict(headers or {}) or None,
-                                         retry=retry, session=session, timeout=self.timeout,
-                                         method="POST")
-        self._session = session
 
     def close(self) -> None:
-        self._last_response = None  # it holds the socket until garbage collection otherwise
-        self._session.close()
+        self.client.close()
 
     def __enter__(self) -> PrometheusSource:
         return self
@@ -203,19 +136,7 @@ class PrometheusSource:
     def instant(self, query: str, at: datetime | None = None) -> Result:
         """An instant query at `at` (default: now) as Prometheus' result list: dicts with
         `metric` (labels) and `value` ([unix seconds, "value"]); scalars have no labels."""
-        params = {"timeout": self._server_timeout()}
-        detail = ""
-        if at is not None:
-            when = _utc(at, "at")
-            params["time"] = f"{when.timestamp():.3f}"
-            detail = f" at {_iso(when)}"
-        result = self._call("query", query, detail, self._client.custom_query, query,
-                            params=params)
-        if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
-            return [{"metric": {}, "value": result}]  # a scalar or string result
-        if not _is_result(result, "value"):
-            raise self._not_prometheus("query", query, detail)
-        return list(result)
+        return self.client.instant(query, at)
 
     def query_range(self, query: str, start: datetime, end: datetime,
                     step_seconds: int = ledger.DEFAULT_STEP_SECONDS,
@@ -223,8 +144,8 @@ class PrometheusSource:
         """A range query split into chunks of ≤ POINTS_PER_QUERY points; chunks of one
         series are merged, so each label set appears once with all its `values`."""
         step = _step(step_seconds)
-        lo = math.ceil(_utc(start, "start").timestamp() / step) * step
-        hi = math.floor(_utc(end, "end").timestamp() / step) * step
+        lo = math.ceil(utc(start, "start").timestamp() / step) * step
+        hi = math.floor(utc(end, "end").timestamp() / step) * step
         merged: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
         if hi < lo:
             return []
@@ -248,16 +169,16 @@ class PrometheusSource:
         failing fallback query of one SLO only makes the result partial (see its warnings).
         """
         step = _step(step_seconds)
-        first, last = _bucket_bounds(_utc(start, "start"), _utc(end, "end"), step)
+        first, last = _bucket_bounds(utc(start, "start"), utc(end, "end"), step)
         slos = {slo_id(s): s for service in services for s in service.slos}
         stats = FetchStats()
-        received, warned = self._received, len(self._server_warnings)
+        received, warned = self.client.received, len(self.client.server_warnings)
         try:
             frame = self._fetch(slos, first, last, step, stats) \
                 if slos and first <= last else ledger.empty()
         finally:
-            stats.bytes = self._received - received
-            server = self._server_warnings[warned:]
+            stats.bytes = self.client.received - received
+            server = self.client.server_warnings[warned:]
             if server:
                 stats.partial = True
                 stats.warnings.extend(f"Prometheus at {self.shown_url} warned: {w}"
@@ -270,11 +191,11 @@ class PrometheusSource:
 
     def _fetch(self, slos: Mapping[str, SLO], first: int, last: int, step: int,
                stats: FetchStats) -> pd.DataFrame:
-        cache = self._load_cache(step, stats)
+        cached = cache.load(self.cache_path(step), self.shown_url, step, stats.warnings)
         spans: dict[str, tuple[int, int] | None] = {}
         for sid, slo in slos.items():
-            span = cache.coverage.get(sid)
-            same = span is not None and span.fingerprint == _fingerprint(slo)
+            span = cached.coverage.get(sid)
+            same = span is not None and span.fingerprint == cache.fingerprint(slo)
             spans[sid] = (span.first, span.last) if span is not None and same else None
         plan, reset = _plan(spans, first, last, step)
         fresh: list[pd.DataFrame] = []
@@ -297,19 +218,20 @@ class PrometheusSource:
                     fresh.append(raw)
                 elif raw_hi < hi:  # its recorded series begin within the range
                     stats.unrecorded.append(slo_id(slo))
-        merged = _merge(cache.frame, fresh, plan, reset, first, slos)
-        wanted = _pair_mask(merged, [(s.service, s.name) for s in slos.values()])
-        result = merged[wanted & (merged["timestamp"] <= _ts(last)).to_numpy()]
+        merged = cache.merge(cached.frame, fresh, plan, reset, first, slos)
+        wanted = pair_mask(merged, [(s.service, s.name) for s in slos.values()])
+        result = merged[wanted & (merged["timestamp"] <= bucket_time(last)).to_numpy()]
         stats.cached_rows = max(0, len(result) - sum(len(f) for f in fresh))
-        if self.cache_dir is not None:
+        path = self.cache_path(step)
+        if path is not None:
             # Buckets after now may still fill: never count them as fetched.
             newest = min(last, math.floor(time.time() / step) * step)
-            coverage = _new_coverage(cache.coverage, slos, reset, first, newest)
+            coverage = cache.new_coverage(cached.coverage, slos, reset, first, newest)
             for sid in failed:  # fetched in full next time rather than left with a hole
                 coverage.pop(sid, None)
-            keep = _pair_mask(merged, [(sid.split("/", 1)[0], sid.split("/", 1)[1])
-                                       for sid in coverage])
-            self._save_cache(step, merged[keep], coverage, stats)
+            keep = pair_mask(merged, [(sid.split("/", 1)[0], sid.split("/", 1)[1])
+                                      for sid in coverage])
+            cache.save(path, self.shown_url, step, merged[keep], coverage, stats.warnings)
         if result.empty:
             return ledger.empty()
         return result.reset_index(drop=True)
@@ -339,159 +261,23 @@ class PrometheusSource:
                           item["values"]) for item in self._range(query, lo, hi, step, stats))
         return _events(keyed, step, good_based="good" in queries)
 
-    # --- HTTP and error translation ---------------------------------------------------
+    # --- range queries in chunks ------------------------------------------------------
 
     def _range(self, query: str, lo: int, hi: int, step: int, stats: FetchStats) -> Result:
         result: Result = []
         for a, b in _chunks(lo, hi, step):
             stats.queries += 1
-            detail = f" ({_iso(_at(a))} to {_iso(_at(b))}, step {step}s)"
-            part = self._call("query_range", query, detail, self._client.custom_query_range,
-                              query, _at(a), _at(b), str(step),
-                              params={"timeout": self._server_timeout()})
-            if not _is_result(part, "values"):
-                raise self._not_prometheus("query_range", query, detail)
+            part = self.client.range_query(query, _at(a), _at(b), step)
             stats.points += sum(len(item["values"]) for item in part)
             result.extend(part)
         return result
 
-    def _server_timeout(self) -> str:
-        return f"{self.timeout:g}"  # seconds; Prometheus' durations take no fractions
-
-    def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        self._last_response = response
-        content = response.content or b""
-        self._received += len(content)
-        if response.status_code == 200 and b'"warnings"' in content:
-            try:
-                warnings = json.loads(content).get("warnings") or []
-            except (ValueError, AttributeError):
-                return
-            self._server_warnings.extend(str(w) for w in warnings)
-
-    def _call(self, what: str, query: str, detail: str, function: Callable[..., Any],
-              *args: Any, **kwargs: Any) -> Any:
-        self._last_response = None
-        try:
-            return function(*args, **kwargs)
-        except PrometheusApiClientException as error:
-            raise self._http_error(what, query, detail, str(error)) from None
-        except requests.exceptions.RetryError as error:
-            status = re.search(r"too many (\d+) error responses", str(error))
-            reason = f"HTTP {status.group(1)} on every attempt" if status else str(error)
-            raise self._unavailable(what, query, detail, reason) from None
-        except requests.exceptions.Timeout:
-            reason = f"no answer within {self.timeout:g} s (timeout)"
-            raise self._unavailable(what, query, detail, reason) from None
-        except requests.exceptions.ConnectionError as error:
-            raise self._unavailable(what, query, detail, _connection_reason(error)) from None
-        except requests.exceptions.JSONDecodeError:
-            raise self._not_prometheus(what, query, detail) from None
-        except requests.exceptions.RequestException as error:
-            raise self._unavailable(what, query, detail,
-                                    f"{type(error).__name__}: {_short(str(error))}") from None
-        except (ValueError, KeyError, TypeError):
-            raise self._not_prometheus(what, query, detail) from None
-
-    def _unavailable(self, what: str, query: str, detail: str, reason: str) -> SourceUnavailable:
-        return SourceUnavailable(
-            f"Prometheus at {self.shown_url} is unavailable: {reason}; {what} `{_quoted(query)}`"
-            f"{detail}. Check that it is running and reachable at that URL, then retry.",
-            url=self.shown_url, query=query)
-
-    def _not_prometheus(self, what: str, query: str, detail: str) -> SourceUnavailable:
-        return SourceUnavailable(
-            f"{self.shown_url} did not answer like the Prometheus HTTP API (no JSON "
-            f"`data.result`) to {what} `{_quoted(query)}`{detail}; the URL should be "
-            "Prometheus' root, e.g. http://prometheus:9090 or a Thanos/Mimir Prometheus-API "
-            "prefix, without /api/v1.", url=self.shown_url, query=query)
-
-    def _http_error(self, what: str, query: str, detail: str, message: str) -> SourceError:
-        response = self._last_response
-        if response is not None:
-            status, body = response.status_code, response.content or b""
-        else:  # "HTTP Status Code 400 (b'...')"
-            found = re.match(r"HTTP Status Code (\d+)", message)
-            status, body = (int(found.group(1)) if found else 0), message.encode()
-        reason = f"HTTP {status}" + _api_error(body)
-        if status >= 500 or status in (408, 429):
-            return self._unavailable(what, query, detail, reason)
-        hint = {
-            400: "Fix the query",
-            401: "Check the credentials in the headers configured for this Prometheus",
-            403: "Check the credentials (and tenant) in the headers configured for it",
-            404: "Check the URL: it should be Prometheus' root, without /api/v1",
-            422: "Prometheus could not evaluate it (a limit such as query.max-samples): "
-                 "ask for a shorter range or a coarser step",
-        }.get(status, "Check the query and the URL")
-        return QueryError(f"Prometheus at {self.shown_url} rejected {what} "
-                          f"`{_quoted(query)}`{detail}: {reason}. {hint}.",
-                          url=self.shown_url, query=query)
-
-    # --- cache ------------------------------------------------------------------------
-
     def cache_path(self, step_seconds: int = ledger.DEFAULT_STEP_SECONDS) -> Path | None:
-        """The Arrow IPC file caching this source's ledger at that step (None: no cache).
-
-        Arrow rather than Parquet: a periodic refresh rewrites the whole cache, and for
-        1,000 SLOs over 30 days Arrow writes in 0.14 s where Parquet takes 0.51 s."""
+        """The file caching this source's ledger at that step (None: no cache)."""
         if self.cache_dir is None:
             return None
-        key = hashlib.sha256(f"{self.shown_url}\n{self._tenant}".encode()).hexdigest()[:16]
-        return self.cache_dir / f"ledger-{key}-{_step(step_seconds)}s.arrow"
-
-    def _load_cache(self, step: int, stats: FetchStats) -> _Cache:
-        wait_for_cache_writes()
-        path = self.cache_path(step)
-        if path is None or not path.exists():
-            return _Cache(ledger.empty(), {})
-        try:
-            frame = pd.read_feather(path)
-            meta = frame.attrs.get(CACHE_ATTR)
-            if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION \
-                    or meta.get("url") != self.shown_url or meta.get("step") != step:
-                raise ValueError("written by another version, URL or step")
-            coverage = {str(k): _Span(int(v[0]), int(v[1]), str(v[2]))
-                        for k, v in meta["coverage"].items()}
-            frame.attrs = {}
-            # Written normalised; a full normalise would sort millions of rows again.
-            frame = ledger.concat([frame]) if len(frame) else ledger.empty()
-        except Exception as error:  # a cache is only an optimisation: any fault → refetch
-            stats.warnings.append(f"cache {path} unreadable ({_short(str(error))}); "
-                                  "fetched the whole range again")
-            return _Cache(ledger.empty(), {})
-        return _Cache(frame, coverage)
-
-    def _save_cache(self, step: int, frame: pd.DataFrame,
-                    coverage: Mapping[str, _Span], stats: FetchStats) -> None:
-        """Write the cache behind the caller's back: the refresh does not wait for a file of
-        millions of rows. The thread is not a daemon, so a process finishes the write before
-        it exits; the next load in this process waits for it."""
-        path = self.cache_path(step)
-        assert path is not None
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            stats.warnings.append(f"cache {path} not written: {_short(str(error))}")
-            return
-        frame = frame.reset_index(drop=True)
-        frame.attrs = {CACHE_ATTR: {"version": CACHE_VERSION, "url": self.shown_url,
-                                    "step": step,
-                                    "coverage": {k: list(v) for k, v in coverage.items()}}}
-
-        def write() -> None:
-            try:
-                frame.to_feather(tmp, compression="uncompressed")
-                os.replace(tmp, path)
-            except (OSError, ValueError, TypeError, ImportError) as error:
-                _log.warning("cache %s not written: %s", path, _short(str(error)))
-                tmp.unlink(missing_ok=True)
-
-        wait_for_cache_writes()
-        thread = threading.Thread(target=write, name="slo-engine-cache-write")
-        _CACHE_WRITES.append(thread)
-        thread.start()
+        return cache.path_for(self.cache_dir, self.shown_url, self.client.tenant,
+                              _step(step_seconds))
 
 
 # --- queries ---------------------------------------------------------------------------
@@ -607,13 +393,6 @@ def _group(slo: SLO, labels: Mapping[str, str]) -> str:
     return ledger.group_key({k: labels.get(k, "") for k in slo.group_by})
 
 
-def _is_result(result: Any, values_key: str) -> bool:
-    """Whether `result` is a list of series as the Prometheus API returns them."""
-    return isinstance(result, list) and all(
-        isinstance(item, dict) and isinstance(item.get("metric"), dict)
-        and isinstance(item.get(values_key), list) for item in result)
-
-
 def _needs_fallback(group: Sequence[SLO], recorded: pd.DataFrame, lo: int, hi: int,
                     step: int) -> Iterator[tuple[SLO, tuple[int, int]]]:
     """SLOs whose recorded series are absent over [lo, hi] or start late in it, with the
@@ -655,55 +434,6 @@ def _plan(coverage: Mapping[str, tuple[int, int] | None], first: int, last: int,
     return plan, reset
 
 
-def _merge(cached: pd.DataFrame, fresh: Sequence[pd.DataFrame],
-           plan: Mapping[tuple[int, int], Sequence[str]], reset: set[str], first: int,
-           slos: Mapping[str, SLO]) -> pd.DataFrame:
-    """Cached rows from `first` on, less the SLOs and ranges fetched again, plus the fresh."""
-    old = cached[cached["timestamp"] >= _ts(first)]
-
-    def of(ids: Iterable[str]) -> npt.NDArray[np.bool_]:
-        return _pair_mask(old, [(slos[i].service, slos[i].name) for i in ids])
-
-    drop = of(reset) if len(old) else np.zeros(0, dtype=bool)
-    for (lo, hi), ids in plan.items():
-        if len(old):
-            inside = ((old["timestamp"] >= _ts(lo)) & (old["timestamp"] <= _ts(hi))).to_numpy()
-            drop |= inside & of(ids)
-    new = ledger.concat(list(fresh))
-    if sum(1 for f in fresh if len(f)) > 1:  # raw history before recorded: order, dedupe
-        new = ledger.normalise(new, source="Prometheus").drop_duplicates(
-            subset=[*ledger.KEY, "timestamp"], keep="last").reset_index(drop=True)
-    kept = old[~drop]
-    if not len(new):
-        return kept.reset_index(drop=True)
-    if len(kept) and new["timestamp"].min() <= kept["timestamp"].max():
-        # Not a suffix of every key's history (a range fetched before the cached one):
-        # order it in full.
-        return ledger.normalise(ledger.concat([kept, new]), source="cache")
-    # The usual refresh: only newer buckets, so every key stays in time order.
-    return ledger.concat([kept, new])
-
-
-def _new_coverage(old: Mapping[str, _Span], slos: Mapping[str, SLO], reset: set[str],
-                  first: int, newest: int) -> dict[str, _Span]:
-    """Spans after a fetch of [first, newest]: other SLOs keep theirs, cut at `first`."""
-    coverage: dict[str, _Span] = {}
-    for sid, span in old.items():
-        if sid not in slos and max(span.first, first) <= span.last:
-            coverage[sid] = span._replace(first=max(span.first, first))
-    for sid, slo in slos.items():
-        extended = sid in old and sid not in reset
-        last = max(newest, old[sid].last) if extended else newest
-        if first <= last:
-            coverage[sid] = _Span(first, last, _fingerprint(slo))
-    return coverage
-
-
-def _fingerprint(slo: SLO) -> str:
-    """Changes when what the rows of an SLO are computed from changes (SLI, group_by)."""
-    return hashlib.sha256(repr(slo.sli).encode()).hexdigest()[:16]
-
-
 # --- small helpers ---------------------------------------------------------------------
 
 
@@ -712,12 +442,6 @@ def _step(step_seconds: float) -> int:
         raise ValueError(f"step_seconds must be a whole number of seconds > 0, "
                          f"got {step_seconds!r}")
     return int(step_seconds)
-
-
-def _utc(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value.isoformat()}")
-    return value.astimezone(UTC)
 
 
 def _bucket_bounds(start: datetime, end: datetime, step: int) -> tuple[int, int]:
@@ -738,53 +462,10 @@ def _at(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _ts(seconds: int) -> pd.Timestamp:
-    return pd.Timestamp(seconds, unit="s", tz="UTC")
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _regex(values: Iterable[str]) -> str:
     """An RE2 alternation of literal values, escaped for a double-quoted PromQL string."""
     pattern = "|".join(re.escape(v) for v in sorted(values))
     return pattern.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _quoted(query: str) -> str:
-    query = " ".join(query.split())
-    return query if len(query) <= QUERY_IN_MESSAGE else query[:QUERY_IN_MESSAGE] + "…"
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _api_error(body: bytes) -> str:
-    """` bad_data: parse error …` from Prometheus' error JSON, or the start of the body."""
-    try:
-        payload = json.loads(body)
-        return f" {payload.get('errorType', 'error')}: {payload['error']}"
-    except (ValueError, KeyError, TypeError, AttributeError):
-        text = body.decode(errors="replace").strip()
-        return f": {_short(text, 200)}" if text else ""
-
-
-def _connection_reason(error: BaseException) -> str:
-    text = str(error)
-    lowered = text.lower()
-    if "refused" in lowered:
-        return "connection refused"
-    if "resolve" in lowered or "name or service not known" in lowered \
-            or "nodename nor servname" in lowered:
-        return "the host name does not resolve"
-    if "timed out" in lowered:
-        return "connection timed out"
-    if "reset" in lowered or "aborted" in lowered or "disconnected" in lowered:
-        return "the connection closed before an answer"
-    return _short(text, 200)
 
 
 def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
@@ -796,27 +477,3 @@ def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
     width = len(slo.categories) + 1
     return {(str(service.categories[c // width]), str(slo.categories[c % width]))
             for c in pd.unique(codes).tolist()}
-
-
-def _pair_mask(frame: pd.DataFrame, pairs: Iterable[tuple[str, str]]) -> npt.NDArray[np.bool_]:
-    """Rows whose (service, slo) is one of `pairs`, compared as category codes."""
-    if frame.empty:
-        return np.zeros(0, dtype=bool)
-    codes, (service, slo) = ledger.key_codes(frame, ("service", "slo"))
-    width = len(slo.categories) + 1
-    services = {str(name): code for code, name in enumerate(service.categories)}
-    slos = {str(name): code for code, name in enumerate(slo.categories)}
-    table = np.zeros((len(service.categories) + 1) * width, dtype=bool)
-    table[[services[a] * width + slos[b] for a, b in pairs if a in services and b in slos]] = True
-    mask: npt.NDArray[np.bool_] = table[codes]
-    return mask
-
-
-def without_credentials(url: str) -> str:
-    """`url` with any user:password@ masked, so no error or log line shows a secret."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

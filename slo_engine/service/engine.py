@@ -40,6 +40,7 @@ from slo_engine.errors import (
 )
 from slo_engine.paging import notices
 from slo_engine.paging.alertmanager import WebhookPayload, burn_alerts
+from slo_engine.paging.blocks import SlackMessage
 from slo_engine.paging.burn_alert import BurnAlert
 from slo_engine.paging.dedup import (
     UnseenHold,
@@ -56,11 +57,12 @@ from slo_engine.paging.evaluator import (
     unseen_tiers,
 )
 from slo_engine.paging.notifier import Notifier
-from slo_engine.paging.page import PageContext, SlackMessage
+from slo_engine.paging.page import PageContext
 from slo_engine.paging.slack import Delivery, Posted, delivery_from_config
 from slo_engine.prometheus.build_info import build_info_changes
+from slo_engine.prometheus.client import without_credentials
 from slo_engine.prometheus.queries import error_ratio_series
-from slo_engine.prometheus.source import PrometheusSource, without_credentials
+from slo_engine.prometheus.source import PrometheusSource
 from slo_engine.service.outage import PrometheusOutage
 from slo_engine.service.telemetry import Telemetry
 from slo_engine.spec.durations import describe_seconds, parse_duration

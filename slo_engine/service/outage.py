@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from slo_engine.paging import notices
-from slo_engine.paging.page import SlackMessage
+from slo_engine.paging.blocks import SlackMessage
 from slo_engine.spec.durations import describe_seconds
 from slo_engine.storage import StateStore
 
