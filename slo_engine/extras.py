@@ -8,6 +8,8 @@ import traceback.
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from slo_engine.errors import MissingExtra
 
 EXTRA_OF_LIBRARY = {
@@ -38,3 +40,9 @@ def missing_extra(error: ModuleNotFoundError, command: str) -> MissingExtra | No
     return MissingExtra(
         f"'slo-engine {command}' needs the '{extra}' extra ({WHAT_EXTRA_BRINGS[extra]}; "
         f"{library} is not installed): pip install 'slo-engine[{extra}]'")
+
+
+def ensure_installed(library: str) -> None:
+    """Import `library` now, so a command that will need it fails before it prints anything
+    (the CLI turns the ModuleNotFoundError into `missing_extra`'s one line)."""
+    import_module(library)

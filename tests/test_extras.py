@@ -73,6 +73,7 @@ def test_a_command_without_its_extra_says_which_to_install(
     done = core(*argv)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
+    assert done.stdout == ""  # nothing half done: the error comes before any output
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"error: 'slo-engine {argv[0]}' needs the '{extra}' extra")
     assert line.endswith(f"pip install 'slo-engine[{extra}]'")

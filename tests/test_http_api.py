@@ -246,7 +246,8 @@ def test_openapi_documents_every_route_and_body(client: httpx.Client) -> None:
         "#/components/schemas/Change"
 
 
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+_json = st.recursive(st.none() | st.booleans() | st.integers()
+                     | st.floats(allow_nan=False, allow_infinity=False)  # JSON has neither
                      | st.text(max_size=20),
                      lambda inner: st.lists(inner, max_size=4)
                      | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)

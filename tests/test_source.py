@@ -30,6 +30,7 @@ import pytest
 
 from slo_engine.budget import ledger
 from slo_engine.errors import QueryError, SourceError, SourceUnavailable
+from slo_engine.prometheus.cache import wait_for_cache_writes
 from slo_engine.prometheus.source import (
     POINTS_PER_QUERY,
     FetchStats,
@@ -39,7 +40,6 @@ from slo_engine.prometheus.source import (
     _plan,
     fallback_queries,
     recorded_queries,
-    wait_for_cache_writes,
 )
 from slo_engine.rules.compile import compile_service
 from slo_engine.rules.files import render

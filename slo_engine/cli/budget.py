@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from slo_engine import app
 from slo_engine.cli.arguments import Commands, duration, moment, slo_paths
 from slo_engine.errors import SloEngineError
+from slo_engine.extras import ensure_installed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,7 +103,8 @@ def _report(args: argparse.Namespace) -> int:
 
     at = args.at or datetime.now(UTC)
     changes = _read_changes(args.changes)
-    if args.chart is not None:
+    if args.chart is not None:  # a missing charts extra, too, fails before the report prints
+        ensure_installed("matplotlib")
         _chart_directory(args.chart)
     source = events(args)
     fetched: list[pd.DataFrame] = []
