@@ -17,9 +17,16 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from slo_engine.changes.events import DEFAULT_ROLLBACK_TEMPLATE, SUSPECT_KINDS, Change, newest_first
-from slo_engine.rules.compile import number
+from slo_engine.spec.burn_rate import (
+    AlertTier,
+    burning,
+    most_sensitive_tier,
+    rule_budget,
+    rule_threshold,
+    tier_of,
+)
 from slo_engine.spec.durations import parse_duration
-from slo_engine.spec.model import SLO, AlertTier
+from slo_engine.spec.model import SLO
 
 if TYPE_CHECKING:  # pandas and the HTTP client only for the edges' callers
     import pandas as pd
@@ -55,15 +62,12 @@ def services_of(slo: SLO) -> tuple[str, ...]:
     return tuple(dict.fromkeys((slo.service, *slo.depends_on)))
 
 
-def tier_of(slo: SLO, severity: str, long_window: str, short_window: str) -> AlertTier | None:
+def onset_tier(slo: SLO, severity: str, long_window: str, short_window: str) -> AlertTier | None:
     """The SLO's tier an alert reports. An alert whose windows match no tier (the spec changed
     since it fired) gets the most sensitive tier of its severity, so an onset is still found;
     None when the SLO has no tier of that severity either."""
-    same = [t for t in slo.tiers if t.severity == severity]
-    exact = [t for t in same if (t.long_window, t.short_window) == (long_window, short_window)]
-    if exact:
-        return exact[0]
-    return min(same, key=lambda t: t.burn_rate, default=None)
+    return tier_of(slo.tiers, severity, long_window, short_window) \
+        or most_sensitive_tier(slo.tiers, severity)
 
 
 def estimate_onset(ratio: pd.Series, at: datetime, slo: SLO, tier: AlertTier) -> datetime | None:
@@ -81,7 +85,7 @@ def estimate_onset(ratio: pd.Series, at: datetime, slo: SLO, tier: AlertTier) ->
     """
     import pandas as pd
 
-    budget, threshold = float(number(slo.error_budget)), float(number(tier.burn_rate))
+    budget, threshold = rule_budget(slo.error_budget), rule_threshold(tier)
     index = pd.DatetimeIndex(ratio.index)
     index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
     times: list[datetime] = list(index.to_pydatetime())
@@ -89,7 +93,7 @@ def estimate_onset(ratio: pd.Series, at: datetime, slo: SLO, tier: AlertTier) ->
               zip(times, ratio.to_numpy(dtype=float), strict=True) if not math.isnan(value)]
     since = at - timedelta(seconds=tier.long_seconds)
     above = sorted(when for when, value in points
-                   if since <= when <= at and value / budget > threshold)
+                   if since <= when <= at and burning(value / budget, threshold))
     if not above or (at - above[-1]).total_seconds() > tier.short_seconds:
         return None
     step = _step(sorted(when for when, _ in points))
@@ -152,7 +156,7 @@ def ratio_from_ledger(ledger: pd.DataFrame, slo: SLO, group: str = "") -> pd.Ser
 
 def ratio_window(alert: BurnAlert, slo: SLO) -> tuple[datetime, datetime]:
     """The span of the 5m ratio `estimate_onset` reads for an alert: its tier's long window."""
-    tier = tier_of(slo, alert.severity, alert.long_window, alert.short_window)
+    tier = onset_tier(slo, alert.severity, alert.long_window, alert.short_window)
     long_seconds = tier.long_seconds if tier is not None else DEFAULT_LOOKBACK_S
     return alert.at - timedelta(seconds=long_seconds), alert.at
 
@@ -206,7 +210,7 @@ def correlate_alert(alert: BurnAlert, slo: SLO, state: StateDB, ratio: pd.Series
 
     config = config or ChangesConfig()
     lookback = parse_duration(config.lookback)
-    tier = tier_of(slo, alert.severity, alert.long_window, alert.short_window)
+    tier = onset_tier(slo, alert.severity, alert.long_window, alert.short_window)
     onset = estimate_onset(ratio, alert.at, slo, tier) \
         if ratio is not None and tier is not None else None
     end = onset or alert.at

@@ -20,18 +20,27 @@ from typing import Any
 
 import numpy as np
 
-from slo_engine.rules.compile import (
-    VALUE_TEMPLATE,
-    burn_alert,
-    data_absent_alert,
-    le_matcher,
-    number,
-)
+from slo_engine.rules.compile import VALUE_TEMPLATE, burn_alert, data_absent_alert, le_matcher
 from slo_engine.rules.files import TESTS_DIR, header, rules_file_name
 from slo_engine.spec import conventions as names
+from slo_engine.spec.burn_rate import (
+    AlertTier,
+    burning,
+    enough_events,
+    fires_array,
+    rule_budget,
+    rule_threshold,
+)
 from slo_engine.spec.durations import format_duration
-from slo_engine.spec.model import SLO, AlertTier, LatencySLI, QuerySLI, Service
-from slo_engine.spec.promql import Matcher, Selector, SelectorSyntaxError, divide, parse_selector
+from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, Service
+from slo_engine.spec.promql import (
+    Matcher,
+    Selector,
+    SelectorSyntaxError,
+    divide,
+    number,
+    parse_selector,
+)
 
 EVENTS_PER_MINUTE = 100_000
 
@@ -315,15 +324,16 @@ class Replay:
         return mean * float(number(window_seconds)) if count else math.nan
 
     def burn(self, tier: AlertTier, window_seconds: float, t: int) -> float:
-        return self.error_ratio(window_seconds, t) / float(number(self.slo.error_budget))
+        return self.error_ratio(window_seconds, t) / rule_budget(self.slo.error_budget)
 
     def firing(self, tier: AlertTier, t: int) -> bool:
         """Exactly as Prometheus decides: sums in time order, in float64."""
-        threshold = float(number(tier.burn_rate))
-        if not (self.burn(tier, tier.long_seconds, t) > threshold
-                and self.burn(tier, tier.short_seconds, t) > threshold):
-            return False
-        return not self.slo.min_events or self.events(tier.long_seconds, t) >= self.slo.min_events
+        threshold, min_events = rule_threshold(tier), self.slo.min_events
+        # `fires`, its parts short-circuited: the events' running mean is slow to replay.
+        return (burning(self.burn(tier, tier.long_seconds, t), threshold)
+                and burning(self.burn(tier, tier.short_seconds, t), threshold)
+                and enough_events(self.events(tier.long_seconds, t) if min_events else None,
+                                  min_events))
 
     def firing_matrix(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
         """Firing state of every tier at every minute: [tier, minute].
@@ -333,23 +343,23 @@ class Replay:
         """
         bad = np.nan_to_num(self.bad_rate)
         total = np.nan_to_num(self.total_rate)
-        budget = float(number(self.slo.error_budget))
+        budget = rule_budget(self.slo.error_budget)
         minutes = np.arange(len(bad))
         result = np.zeros((len(self.slo.tiers), len(bad)), dtype=bool)
         for row, tier in enumerate(self.slo.tiers):
-            threshold = float(number(tier.burn_rate))
-            firing = np.ones(len(bad), dtype=bool)
-            close = np.zeros(len(bad), dtype=bool)
-            for seconds in (tier.long_seconds, tier.short_seconds):
-                burn = _window_ratio(bad, total, int(seconds // 60), minutes) / budget
-                with np.errstate(invalid="ignore"):
-                    firing &= burn > threshold
-                    close |= np.abs(burn - threshold) <= 1e-9 * max(1.0, threshold)
+            threshold = rule_threshold(tier)
+            long, short = (_window_ratio(bad, total, int(seconds // 60), minutes) / budget
+                           for seconds in (tier.long_seconds, tier.short_seconds))
+            with np.errstate(invalid="ignore"):
+                close = (np.abs(long - threshold) <= 1e-9 * max(1.0, threshold)) \
+                    | (np.abs(short - threshold) <= 1e-9 * max(1.0, threshold))
+            events = None
             if self.slo.min_events:
                 window = int(tier.long_seconds // 60)
                 events = _window_mean(total, window, minutes) * tier.long_seconds
-                firing &= events >= self.slo.min_events
-                close |= np.abs(events - self.slo.min_events) <= 1e-6 * self.slo.min_events
+                with np.errstate(invalid="ignore"):
+                    close |= np.abs(events - self.slo.min_events) <= 1e-6 * self.slo.min_events
+            firing = fires_array(long, short, threshold, events, self.slo.min_events)
             for t in np.flatnonzero(close):
                 firing[t] = self.firing(tier, int(t))
             result[row] = firing

@@ -288,3 +288,8 @@ def divide(a: float, b: float) -> float:
     if b == 0:
         return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
     return a / b
+
+
+def number(value: float) -> str:
+    """A float as PromQL and annotations show it: 14.4, not 14.399999999999999."""
+    return format(value, ".10g")
