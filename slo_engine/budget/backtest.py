@@ -22,7 +22,7 @@ later than a one-minute backtest says.
 
 Prefix sums decide every bucket of every group at once. Where a float error bound says a
 prefix-sum difference could land on the other side of a threshold, the bucket is decided
-again exactly as Prometheus adds (in time order), so the vectorised result equals a
+again exactly as Prometheus adds (in time order, compensated), so the vectorised result equals a
 bucket-by-bucket replay (`rule_tests.Replay`), to the bucket.
 """
 
@@ -56,7 +56,7 @@ from slo_engine.spec.document import TierSpec
 from slo_engine.spec.durations import format_duration, parse_duration
 from slo_engine.spec.loader import PathKey, SpecDocument, format_path, parse_yaml
 from slo_engine.spec.model import SLO
-from slo_engine.spec.promql import divide
+from slo_engine.spec.promql import avg_over_time, divide, sum_over_time
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -519,7 +519,7 @@ def _burn(chunk: _Chunk, first: int, width: int, back: int, budget: float,
         burn[count == 0] = np.nan
         # Each prefix sum is off by at most (j · u · itself); Prometheus' own sum of the
         # window by (k · u · the window's sum). A bucket within that of the threshold is
-        # decided again below, adding in time order as Prometheus does.
+        # decided again below, adding as Prometheus does.
         scale = _U * (2.0 * hi + back + 1)
         bad_error = np.where(bad_nonzero > 0,
                              scale * _columns(chunk.cum_bad, first + 1, width), 0.0)
@@ -533,8 +533,8 @@ def _burn(chunk: _Chunk, first: int, width: int, back: int, budget: float,
     for row, column in zip(*np.nonzero(doubt), strict=True):
         t = first + int(column)
         start = max(t - back, 0)
-        bad_sum = float(np.cumsum(chunk.bad[row, start:t + 1])[-1])
-        total_sum = float(np.cumsum(chunk.total[row, start:t + 1])[-1])
+        bad_sum = sum_over_time(chunk.bad[row, start:t + 1].tolist())
+        total_sum = sum_over_time(chunk.total[row, start:t + 1].tolist())
         burn[row, column] = divide(bad_sum, total_sum) / budget
     return burn
 
@@ -561,10 +561,7 @@ def _events(chunk: _Chunk, first: int, width: int, back: int, window_seconds: fl
         t = first + int(column)
         start = max(t - back, 0)
         values = chunk.total[row, start:t + 1][chunk.present[row, start:t + 1]] / step_seconds
-        mean = seen = 0.0
-        for value in values.tolist():  # Prometheus 2.42's running mean, term by term
-            seen += 1
-            mean += value / seen - mean / seen
+        mean = avg_over_time(values.tolist())
         events[row, column] = mean * window_seconds
     return events
 

@@ -37,9 +37,11 @@ from slo_engine.spec.promql import (
     Matcher,
     Selector,
     SelectorSyntaxError,
+    avg_over_time,
     divide,
     number,
     parse_selector,
+    sum_over_time,
 )
 
 EVENTS_PER_MINUTE = 100_000
@@ -274,12 +276,14 @@ def expanding(values: Sequence[int] | Counts) -> str:
 
 def _rates5m(counter: Counts) -> np.ndarray[Any, np.dtype[np.float64]]:
     """rate(x[5m]) at every minute for a counter sampled each minute from 0. In Prometheus
-    2.42 a counter that starts at 0 extrapolates to zero, so no extrapolation factor
-    applies; minute 0 has one sample and no rate (NaN here)."""
+    2.42 a counter that starts at 0 extrapolates to zero, so the extrapolation factor is 1;
+    the increase is multiplied by that factor over the range (1/300), not divided by 300,
+    which differs in the last digit (720 × (1/300) is 2.4000000000000004). Minute 0 has one
+    sample and no rate (NaN here)."""
     values = np.asarray(counter, dtype=np.float64)
     rates = np.full(len(values), np.nan)
     earlier = values[np.maximum(np.arange(len(values)) - 5, 0)]
-    rates[1:] = (values[1:] - earlier[1:]) / 300
+    rates[1:] = (values[1:] - earlier[1:]) * (1.0 / 300)
     return rates
 
 
@@ -305,29 +309,25 @@ class Replay:
         return slice(max(1, t - int(window_seconds // 60)), t + 1)
 
     def error_ratio(self, window_seconds: float, t: int) -> float:
-        """As Prometheus computes it: sum_over_time adds the samples in time order."""
+        """As Prometheus computes it: sum_over_time's compensated sum in time order."""
         if int(window_seconds // 60) == 5:
             return divide(float(self.bad_rate[t]), float(self.total_rate[t])) if t else math.nan
         span = self._span(window_seconds, t)
         if span.start >= span.stop:
             return math.nan
-        # np.cumsum adds sequentially, as Go's loop does (np.sum would add pairwise).
-        return divide(float(np.cumsum(self.bad_rate[span])[-1]),
-                       float(np.cumsum(self.total_rate[span])[-1]))
+        return divide(sum_over_time(self.bad_rate[span].tolist()),
+                      sum_over_time(self.total_rate[span].tolist()))
 
     def events(self, window_seconds: float, t: int) -> float:
         """avg_over_time(total[w]) * w, with Prometheus 2.42's incremental mean."""
-        mean = count = 0.0
-        for value in self.total_rate[self._span(window_seconds, t)]:
-            count += 1
-            mean += float(value) / count - mean / count
-        return mean * float(number(window_seconds)) if count else math.nan
+        span = self.total_rate[self._span(window_seconds, t)].tolist()
+        return avg_over_time(span) * float(number(window_seconds))
 
     def burn(self, tier: AlertTier, window_seconds: float, t: int) -> float:
         return self.error_ratio(window_seconds, t) / rule_budget(self.slo.error_budget)
 
     def firing(self, tier: AlertTier, t: int) -> bool:
-        """Exactly as Prometheus decides: sums in time order, in float64."""
+        """Exactly as Prometheus decides: its sums and means, in float64."""
         threshold, min_events = rule_threshold(tier), self.slo.min_events
         # `fires`, its parts short-circuited: the events' running mean is slow to replay.
         return (burning(self.burn(tier, tier.long_seconds, t), threshold)
