@@ -10,9 +10,9 @@ The arithmetic is the generated rules' (`compile`), bucket for bucket, so a back
 - a longer window W sums the buckets whose timestamp lies in the CLOSED range [t − W, t]
   (`sum_over_time` in Prometheus 2.42), bad over total: traffic-weighted, and a bucket with no
   traffic adds nothing instead of making the window NaN;
-- a tier fires when both windows burn faster than its threshold (ratio / budget > threshold,
-  both numbers as the rules print them) and, with `min_events`, the long window's mean event
-  rate × W reaches it;
+- a tier fires as `spec.burn_rate.fires_array` decides: both windows burn faster than its
+  threshold (ratio over budget, both numbers as the rules print them) and, with
+  `min_events`, the long window's mean event rate × W reaches it;
 - a missing bucket is a missing sample: it is left out of sums and counts, and its 5m window
   has no value, so nothing that needs it fires.
 

@@ -11,7 +11,9 @@ the budget report all decide firing here, so none of them can disagree with what
 does with the rules. That is why the numbers are the ones the rules print (`number`: 14.4,
 not 14.399999999999999) and why the comparisons are PromQL's: `>` for the burn, `>=` for the
 events, and a NaN or missing value never fires (a comparison with NaN is false in PromQL and
-drops the series; a window without samples returns nothing).
+drops the series; a window without samples returns nothing). The ratios and event counts
+fed to the rule are each caller's own; where they must match Prometheus to the last digit,
+`spec.promql` has its arithmetic (`divide`, `sum_over_time`, `avg_over_time`).
 """
 
 from __future__ import annotations
