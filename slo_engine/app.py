@@ -208,9 +208,9 @@ def incident_page(slos: Iterable[SLO], ledger: pd.DataFrame, incident: Mapping[s
 
 def ratio_window(alert: BurnAlert, slo: SLO) -> tuple[datetime, datetime]:
     """The span of the 5m ratio `estimate_onset` reads for an alert: its tier's long window."""
-    from slo_engine.changes.correlation import DEFAULT_LOOKBACK_S, tier_of
+    from slo_engine.changes.correlation import DEFAULT_LOOKBACK_S, onset_tier
 
-    tier = tier_of(slo, alert.severity, alert.long_window, alert.short_window)
+    tier = onset_tier(slo, alert.severity, alert.long_window, alert.short_window)
     long_seconds = tier.long_seconds if tier is not None else DEFAULT_LOOKBACK_S
     return alert.at - timedelta(seconds=long_seconds), alert.at
 
@@ -226,15 +226,15 @@ def correlate_alert(alert: BurnAlert, slo: SLO, state: StateStore, ratio: pd.Ser
     from slo_engine.changes.correlation import (
         correlate,
         estimate_onset,
+        onset_tier,
         services_of,
-        tier_of,
     )
     from slo_engine.config import ChangesConfig
     from slo_engine.spec.durations import parse_duration
 
     config = config or ChangesConfig()
     lookback = parse_duration(config.lookback)
-    tier = tier_of(slo, alert.severity, alert.long_window, alert.short_window)
+    tier = onset_tier(slo, alert.severity, alert.long_window, alert.short_window)
     onset = estimate_onset(ratio, alert.at, slo, tier) \
         if ratio is not None and tier is not None else None
     end = onset or alert.at

@@ -34,11 +34,11 @@ from slo_engine.budget.backtest import (
     load_alert_policy,
 )
 from slo_engine.errors import LedgerError, SpecError
-from slo_engine.rules.compile import number
 from slo_engine.rules.promtool_tests import NotDerivable, Replay, input_series, scenarios
 from slo_engine.spec.document import ServiceSpec
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import SLO, TierPolicy, detection_seconds, to_model
+from slo_engine.spec.promql import number
 from tests.support.paths import GOLDEN_CASES, ROOT
 
 T0 = pd.Timestamp("2026-03-01T00:00:00Z")

@@ -61,6 +61,19 @@ def test_an_hour_long_incident_hand_computed() -> None:
     assert not status.partial
 
 
+def test_firing_at_the_threshold_is_decided_as_the_rules_decide() -> None:
+    """A 1h and 5m error ratio of exactly 1.44%: 14.4x over the exact budget
+    (1 − 0.999 = 0.000999…89) is a hair above the page threshold, but the rules divide by
+    0.001 as printed, get 14.4 and do not fire; neither does the report."""
+    slo = _reference()
+    buckets = 30 * 24 * 12
+    totals = [1000.0] * (buckets - 12) + [0.0] * 11 + [1000.0]
+    bads = [0.0] * (buckets - 1) + [14.4]
+    status = budget.status_of(slo, "", _frame(slo, totals, bads), AT)
+    assert status.burn_rates["1h"] == status.burn_rates["5m"] > 14.4
+    assert status.firing == ()
+
+
 def test_overspent_budget_goes_negative_and_is_exhausted() -> None:
     slo = _reference()
     status = budget.status_of(slo, "", _month(slo, 120, 1000), AT)  # 10h at 100% errors

@@ -14,9 +14,9 @@ from slo_engine.app import correlate_alert, ratio_window
 from slo_engine.changes.correlation import (
     correlate,
     estimate_onset,
+    onset_tier,
     ratio_from_ledger,
     services_of,
-    tier_of,
 )
 from slo_engine.changes.events import Change
 from slo_engine.config import ChangesConfig
@@ -139,9 +139,9 @@ def test_onset_from_a_ledger_frame(slo: SLO) -> None:
 
 
 def test_tier_of_an_alert_and_its_ratio_window(slo: SLO) -> None:
-    found = tier_of(slo, "page", "6h", "30m")
+    found = onset_tier(slo, "page", "6h", "30m")
     assert found is not None and found.burn_rate == 6
-    unknown = tier_of(slo, "page", "2h", "10m")  # the spec changed: most sensitive page tier
+    unknown = onset_tier(slo, "page", "2h", "10m")  # the spec changed: most sensitive page tier
     assert unknown is not None and unknown.long_window == "6h"
     assert ratio_window(alert(at("14:00"), "ticket", ("3d", "6h")), slo) == (
         at("14:00") - timedelta(days=3), at("14:00"))

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from slo_engine.budget.ledger import group_labels, key_codes
+from slo_engine.spec.burn_rate import fires, rule_budget, rule_threshold
 from slo_engine.spec.durations import parse_duration
 from slo_engine.spec.model import SLO, Service
 
@@ -159,14 +160,13 @@ def _status(slo: SLO, group: str, sums: _Sums, at: datetime,
     period_seconds = (full_end - start).total_seconds()
     bad, total = sums.between(start, at)
     windows = dict.fromkeys((*slo.windows, RATE_WINDOW))
-    burn_rates = {w: burn_rate(slo, *sums.between(at - timedelta(seconds=parse_duration(w)), at))
-                  for w in windows}
+    events = {w: sums.between(at - timedelta(seconds=parse_duration(w)), at) for w in windows}
+    burn_rates = {w: burn_rate(slo, *events[w]) for w in windows}
     firing = tuple(
         tier.name for tier in slo.tiers
-        if _above(burn_rates[tier.long_window], tier.burn_rate)
-        and _above(burn_rates[tier.short_window], tier.burn_rate)
-        and (not slo.min_events or sums.between(
-            at - timedelta(seconds=tier.long_seconds), at)[1] >= slo.min_events)
+        if fires(_rule_burn(slo, *events[tier.long_window]),
+                 _rule_burn(slo, *events[tier.short_window]), rule_threshold(tier),
+                 events[tier.long_window][1], slo.min_events)
     )
     budget_events = slo.error_budget * total
     consumed = bad / budget_events if budget_events > 0 else (None if total <= 0 else 0.0)
@@ -195,8 +195,10 @@ def _status(slo: SLO, group: str, sums: _Sums, at: datetime,
     )
 
 
-def _above(value: float | None, threshold: float) -> bool:
-    return value is not None and value > threshold
+def _rule_burn(slo: SLO, bad: float, total: float) -> float | None:
+    """The burn rate as the rules compute it, over the budget as they print it, so the
+    report says "firing" exactly when Prometheus would on the same sums."""
+    return None if total <= 0 else bad / total / rule_budget(slo.error_budget)
 
 
 def _exhaustion(remaining: float | None, burn: float | None, period_seconds: float, *,

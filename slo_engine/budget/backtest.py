@@ -10,9 +10,9 @@ The arithmetic is the generated rules' (`compile`), bucket for bucket, so a back
 - a longer window W sums the buckets whose timestamp lies in the CLOSED range [t − W, t]
   (`sum_over_time` in Prometheus 2.42), bad over total: traffic-weighted, and a bucket with no
   traffic adds nothing instead of making the window NaN;
-- a tier fires when both windows burn faster than its threshold (ratio / budget > threshold,
-  both numbers as the rules print them) and, with `min_events`, the long window's mean event
-  rate × W reaches it;
+- a tier fires as `spec.burn_rate.fires_array` decides: both windows burn faster than its
+  threshold (ratio over budget, both numbers as the rules print them) and, with
+  `min_events`, the long window's mean event rate × W reaches it;
 - a missing bucket is a missing sample: it is left out of sums and counts, and its 5m window
   has no value, so nothing that needs it fires.
 
@@ -22,7 +22,7 @@ later than a one-minute backtest says.
 
 Prefix sums decide every bucket of every group at once. Where a float error bound says a
 prefix-sum difference could land on the other side of a threshold, the bucket is decided
-again exactly as Prometheus adds (in time order), so the vectorised result equals a
+again exactly as Prometheus adds (in time order, compensated), so the vectorised result equals a
 bucket-by-bucket replay (`rule_tests.Replay`), to the bucket.
 """
 
@@ -42,13 +42,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slo_engine.budget.ledger import DEFAULT_STEP_SECONDS
 from slo_engine.errors import LedgerError, SpecError, SpecIssue
-from slo_engine.rules.compile import number
+from slo_engine.spec.burn_rate import (
+    AlertTier,
+    TierPolicy,
+    alert_tier,
+    burning_array,
+    fires_array,
+    rule_budget,
+    rule_threshold,
+)
 from slo_engine.spec.conventions import API_VERSION, BASE_WINDOW
 from slo_engine.spec.document import TierSpec
 from slo_engine.spec.durations import format_duration, parse_duration
 from slo_engine.spec.loader import PathKey, SpecDocument, format_path, parse_yaml
-from slo_engine.spec.model import SLO, AlertTier, TierPolicy, burn_rate_threshold
-from slo_engine.spec.promql import divide
+from slo_engine.spec.model import SLO
+from slo_engine.spec.promql import avg_over_time, divide, sum_over_time
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -183,20 +191,6 @@ def _tier_issues(spec: _PolicySpec, document: SpecDocument) -> list[SpecIssue]:
                                          f"tiers[{first}]); alerts of both would carry the "
                                          "same labels"))
     return issues
-
-
-def alert_tier(policy: TierPolicy, period_seconds: float) -> AlertTier:
-    """A tier with its threshold scaled to a period, exactly as the compiled SLO's are."""
-    long_seconds = parse_duration(policy.long_window)
-    return AlertTier(
-        severity=policy.severity,
-        long_window=policy.long_window,
-        short_window=policy.short_window,
-        long_seconds=long_seconds,
-        short_seconds=parse_duration(policy.short_window),
-        budget_fraction=policy.budget_percent / 100,
-        burn_rate=burn_rate_threshold(policy.budget_percent, period_seconds, long_seconds),
-    )
 
 
 def apply_policy(slo: SLO, policy: AlertPolicy) -> SLO:
@@ -504,14 +498,15 @@ def _window_sum(prefix: npt.NDArray[Any], first: int, width: int,
 
 
 def _burn(chunk: _Chunk, first: int, width: int, back: int, budget: float,
-          threshold: float) -> tuple[Bools, Floats]:
-    """(burn > threshold, burn) of one window at every evaluated bucket of every group."""
+          threshold: float) -> Floats:
+    """The burn rate of one window at every evaluated bucket of every group, NaN without a
+    sample; exact as Prometheus adds wherever it is close enough to `threshold` to matter."""
     with np.errstate(divide="ignore", invalid="ignore"):
         if back == 0:
-            burn = _columns(chunk.bad, first, width) / _columns(chunk.total, first, width) \
-                / budget
+            burn: Floats = _columns(chunk.bad, first, width) \
+                / _columns(chunk.total, first, width) / budget
             burn[~_columns(chunk.present, first, width)] = np.nan
-            return burn > threshold, burn
+            return burn
         hi = np.arange(first + 1, first + 1 + width, dtype=np.float64)
         count = _window_sum(chunk.cum_present, first, width, back)
         bad_nonzero = _window_sum(chunk.cum_bad_nonzero, first, width, back)
@@ -522,10 +517,9 @@ def _burn(chunk: _Chunk, first: int, width: int, back: int, budget: float,
         ratio = bad / total
         burn = ratio / budget
         burn[count == 0] = np.nan
-        fires = burn > threshold
         # Each prefix sum is off by at most (j · u · itself); Prometheus' own sum of the
         # window by (k · u · the window's sum). A bucket within that of the threshold is
-        # decided again below, adding in time order as Prometheus does.
+        # decided again below, adding as Prometheus does.
         scale = _U * (2.0 * hi + back + 1)
         bad_error = np.where(bad_nonzero > 0,
                              scale * _columns(chunk.cum_bad, first + 1, width), 0.0)
@@ -539,24 +533,23 @@ def _burn(chunk: _Chunk, first: int, width: int, back: int, budget: float,
     for row, column in zip(*np.nonzero(doubt), strict=True):
         t = first + int(column)
         start = max(t - back, 0)
-        bad_sum = float(np.cumsum(chunk.bad[row, start:t + 1])[-1])
-        total_sum = float(np.cumsum(chunk.total[row, start:t + 1])[-1])
-        exact = divide(bad_sum, total_sum) / budget
-        burn[row, column] = exact
-        fires[row, column] = exact > threshold
-    return fires, burn
+        bad_sum = sum_over_time(chunk.bad[row, start:t + 1].tolist())
+        total_sum = sum_over_time(chunk.total[row, start:t + 1].tolist())
+        burn[row, column] = divide(bad_sum, total_sum) / budget
+    return burn
 
 
-def _enough_events(chunk: _Chunk, first: int, width: int, back: int, window_seconds: float,
-                   step_seconds: float, min_events: int) -> Bools:
-    """avg_over_time(total rate[W]) × W ≥ min_events, the rate of a bucket being total/step."""
+def _events(chunk: _Chunk, first: int, width: int, back: int, window_seconds: float,
+            step_seconds: float, min_events: int) -> Floats:
+    """avg_over_time(total rate[W]) × W, the rate of a bucket being total/step, NaN without a
+    sample; exact as Prometheus averages wherever it is close to `min_events`."""
     hi = np.arange(first + 1, first + 1 + width, dtype=np.float64)
     count = _window_sum(chunk.cum_present, first, width, back)
     nonzero = _window_sum(chunk.cum_total_nonzero, first, width, back)
     total = np.where(nonzero > 0, _window_sum(chunk.cum_total, first, width, back), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        events = total / step_seconds / count * window_seconds
-        enough: Bools = (count > 0) & (events >= min_events)
+        events: Floats = total / step_seconds / count * window_seconds
+        events[count == 0] = np.nan
         # The prefix sums' error as in _burn, plus the running mean's (k · count · u).
         relative = _U * (6.0 * (back + 1) * count
                          + (2.0 * hi + back + 1) * _columns(chunk.cum_total, first + 1, width)
@@ -568,12 +561,9 @@ def _enough_events(chunk: _Chunk, first: int, width: int, back: int, window_seco
         t = first + int(column)
         start = max(t - back, 0)
         values = chunk.total[row, start:t + 1][chunk.present[row, start:t + 1]] / step_seconds
-        mean = seen = 0.0
-        for value in values.tolist():  # Prometheus 2.42's running mean, term by term
-            seen += 1
-            mean += value / seen - mean / seen
-        enough[row, column] = mean * window_seconds >= min_events
-    return enough
+        mean = avg_over_time(values.tolist())
+        events[row, column] = mean * window_seconds
+    return events
 
 
 def _runs(firing: Bools) -> tuple[Ints, Ints, Ints]:
@@ -592,25 +582,27 @@ _Columns = dict[str, npt.NDArray[Any]]
 def _evaluate(slo: SLO, grid: _Grid, chunk: _Chunk, evaluated: Ints,
               alerts: list[_Columns], per_group: list[_Columns]) -> None:
     """Firing intervals of every tier and the budget summary of one chunk of groups."""
-    budget = float(number(slo.error_budget))  # as the rules print it
+    budget = rule_budget(slo.error_budget)
     step_seconds = grid.step_ns / _NS
     period_back = int(round(slo.period_seconds * _NS) // grid.step_ns)
     first_index, span = int(evaluated[0]) if len(evaluated) else 0, len(evaluated)
     any_firing = np.zeros((chunk.rows, span), dtype=bool)
     severities: dict[str, Bools] = {}
     for tier in slo.tiers:
-        threshold = float(number(tier.burn_rate))
+        threshold = rule_threshold(tier)
         long_back = _window_buckets(tier.long_seconds, grid.step_ns, ratio=True)
         short_back = _window_buckets(tier.short_seconds, grid.step_ns, ratio=True)
-        firing, long_burn = _burn(chunk, first_index, span, long_back, budget, threshold)
+        long_burn = _burn(chunk, first_index, span, long_back, budget, threshold)
         lead = min(long_back, first_index)  # history before `since`, to find onsets there
-        short_over = _burn(chunk, first_index - lead, span + lead, short_back, budget,
-                           threshold)[0]
-        firing &= short_over[:, lead:]
+        short_burn = _burn(chunk, first_index - lead, span + lead, short_back, budget,
+                           threshold)
+        events = None
         if slo.min_events:
             events_back = _window_buckets(tier.long_seconds, grid.step_ns, ratio=False)
-            firing &= _enough_events(chunk, first_index, span, events_back, tier.long_seconds,
-                                     step_seconds, slo.min_events)
+            events = _events(chunk, first_index, span, events_back, tier.long_seconds,
+                             step_seconds, slo.min_events)
+        firing = fires_array(long_burn, short_burn[:, lead:], threshold, events, slo.min_events)
+        short_over = burning_array(short_burn, threshold)
         any_firing |= firing
         seen = severities.setdefault(tier.severity, np.zeros_like(firing))
         seen |= firing

@@ -17,8 +17,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from slo_engine.changes.events import DEFAULT_ROLLBACK_TEMPLATE, SUSPECT_KINDS, Change, newest_first
-from slo_engine.rules.compile import number
-from slo_engine.spec.model import SLO, AlertTier
+from slo_engine.spec.burn_rate import (
+    AlertTier,
+    burning,
+    most_sensitive_tier,
+    rule_budget,
+    rule_threshold,
+    tier_of,
+)
+from slo_engine.spec.model import SLO
 
 if TYPE_CHECKING:  # pandas only for the callers that hand it a ratio
     import pandas as pd
@@ -49,15 +56,12 @@ def services_of(slo: SLO) -> tuple[str, ...]:
     return tuple(dict.fromkeys((slo.service, *slo.depends_on)))
 
 
-def tier_of(slo: SLO, severity: str, long_window: str, short_window: str) -> AlertTier | None:
+def onset_tier(slo: SLO, severity: str, long_window: str, short_window: str) -> AlertTier | None:
     """The SLO's tier an alert reports. An alert whose windows match no tier (the spec changed
     since it fired) gets the most sensitive tier of its severity, so an onset is still found;
     None when the SLO has no tier of that severity either."""
-    same = [t for t in slo.tiers if t.severity == severity]
-    exact = [t for t in same if (t.long_window, t.short_window) == (long_window, short_window)]
-    if exact:
-        return exact[0]
-    return min(same, key=lambda t: t.burn_rate, default=None)
+    return tier_of(slo.tiers, severity, long_window, short_window) \
+        or most_sensitive_tier(slo.tiers, severity)
 
 
 def estimate_onset(ratio: pd.Series, at: datetime, slo: SLO, tier: AlertTier) -> datetime | None:
@@ -75,7 +79,7 @@ def estimate_onset(ratio: pd.Series, at: datetime, slo: SLO, tier: AlertTier) ->
     """
     import pandas as pd
 
-    budget, threshold = float(number(slo.error_budget)), float(number(tier.burn_rate))
+    budget, threshold = rule_budget(slo.error_budget), rule_threshold(tier)
     index = pd.DatetimeIndex(ratio.index)
     index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
     times: list[datetime] = list(index.to_pydatetime())
@@ -83,7 +87,7 @@ def estimate_onset(ratio: pd.Series, at: datetime, slo: SLO, tier: AlertTier) ->
               zip(times, ratio.to_numpy(dtype=float), strict=True) if not math.isnan(value)]
     since = at - timedelta(seconds=tier.long_seconds)
     above = sorted(when for when, value in points
-                   if since <= when <= at and value / budget > threshold)
+                   if since <= when <= at and burning(value / budget, threshold))
     if not above or (at - above[-1]).total_seconds() > tier.short_seconds:
         return None
     step = _step(sorted(when for when, _ in points))

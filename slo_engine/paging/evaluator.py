@@ -18,8 +18,9 @@ from typing import Any
 
 from slo_engine.paging.burn_alert import BurnAlert
 from slo_engine.paging.dedup import tier_id
-from slo_engine.rules.compile import number, recorded_windows
+from slo_engine.rules.compile import recorded_windows
 from slo_engine.spec import conventions as names
+from slo_engine.spec.burn_rate import fires, rule_budget, rule_threshold
 from slo_engine.spec.durations import format_duration, parse_duration
 from slo_engine.spec.model import SLO
 from slo_engine.spec.promql import Matcher, Selector
@@ -74,14 +75,12 @@ def firing_tiers(slos: Iterable[SLO], results: Mapping[str, Result],
             events = values.get(_events_name(tier.long_window), {})
             groups = {g for (service, name, g) in long if (service, name) == (slo.service,
                                                                               slo.name)}
-            threshold = float(number(tier.burn_rate))
+            threshold = rule_threshold(tier)
             for group in sorted(groups):
                 key = (slo.service, slo.name, group)
                 burn_long = _burn(long.get(key), slo)
                 burn_short = _burn(short.get(key), slo)
-                if not (_above(burn_long, threshold) and _above(burn_short, threshold)):
-                    continue
-                if slo.min_events and not events.get(key, 0.0) >= slo.min_events:
+                if not fires(burn_long, burn_short, threshold, events.get(key), slo.min_events):
                     continue
                 alert = BurnAlert(
                     service=slo.service, slo=slo.name, group=group,
@@ -173,8 +172,4 @@ def _values(result: Result, by_pair: Mapping[tuple[str, str], SLO]) -> dict[
 
 def _burn(ratio: float | None, slo: SLO) -> float | None:
     """The burn rate as the rule computes it: over the budget as the rule writes it."""
-    return None if ratio is None or ratio != ratio else ratio / float(number(slo.error_budget))
-
-
-def _above(value: float | None, threshold: float) -> bool:
-    return value is not None and value > threshold
+    return None if ratio is None or ratio != ratio else ratio / rule_budget(slo.error_budget)

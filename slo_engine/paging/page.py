@@ -17,10 +17,11 @@ from slo_engine.changes.events import Change
 from slo_engine.paging import blocks as kit
 from slo_engine.paging.blocks import MAX_TEXT, SlackMessage
 from slo_engine.paging.burn_alert import BurnAlert
-from slo_engine.rules.compile import number
+from slo_engine.spec.burn_rate import AlertTier, budget_literal, tier_of
 from slo_engine.spec.conventions import SERVICE_LABEL, SLO_LABEL, error_ratio_metric
 from slo_engine.spec.durations import describe_seconds, format_duration, parse_duration
-from slo_engine.spec.model import SLO, AlertTier
+from slo_engine.spec.model import SLO
+from slo_engine.spec.promql import number
 
 if TYPE_CHECKING:
     from slo_engine.budget.accounting import BudgetStatus
@@ -49,7 +50,7 @@ def render_page(context: PageContext) -> SlackMessage:
     """The page of a firing alert. Deterministic: the same state renders the same JSON, so a
     repeat that changes nothing is recognised and not sent."""
     alert, slo = context.alert, context.slo
-    tier = tier_of(slo, alert)
+    tier = tier_of(slo.tiers, alert.severity, alert.long_window, alert.short_window)
     blocks: list[kit.Block] = [
         kit.header(f"{_EMOJI.get(alert.severity, '')} {alert.severity.upper()}: "
                    f"{_title(alert)}", "header"),
@@ -101,13 +102,6 @@ def mark_resolved(message: SlackMessage, at: datetime, duration_s: float) -> Sla
     return kit.message(text, blocks)
 
 
-def tier_of(slo: SLO, alert: BurnAlert) -> AlertTier | None:
-    """The SLO's tier that fired (None when the alert names windows the spec no longer has)."""
-    return next((t for t in slo.tiers if t.severity == alert.severity
-                 and t.long_window == alert.long_window
-                 and t.short_window == alert.short_window), None)
-
-
 def graph_url(prometheus_url: str, slo: SLO, alert: BurnAlert) -> str:
     """Prometheus's graph page with the alert's burn rate in both windows, over a span that
     shows the onset: the same recorded series the alert reads, divided by the budget."""
@@ -117,7 +111,7 @@ def graph_url(prometheus_url: str, slo: SLO, alert: BurnAlert) -> str:
     parameters: dict[str, str] = {}
     for index, window in enumerate((alert.long_window, alert.short_window)):
         parameters[f"g{index}.expr"] = (f"{error_ratio_metric(window)}{{{selector}}} / "
-                                        f"{number(slo.error_budget)}")
+                                        f"{budget_literal(slo.error_budget)}")
         parameters[f"g{index}.tab"] = "0"
         parameters[f"g{index}.range_input"] = format_duration(span)
     return f"{prometheus_url.rstrip('/')}/graph?{urlencode(parameters)}"
@@ -204,7 +198,7 @@ def _impact(context: PageContext) -> kit.Block:
         exhaustion = "-"
     else:
         exhaustion = f"in {describe_seconds(status.time_to_exhaustion_s)} at the current rate"
-    tier = tier_of(slo, alert)
+    tier = tier_of(slo.tiers, alert.severity, alert.long_window, alert.short_window)
     cost = (f"\nA burn of {number(round(tier.burn_rate, 2))}x spends "
             f"{number(tier.budget_fraction * 100)}% of the budget in {tier.long_window}."
             if tier else "")

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from slo_engine.spec import conventions as names
+from slo_engine.spec.burn_rate import AlertTier, budget_literal, threshold_literal
 from slo_engine.spec.durations import format_duration
-from slo_engine.spec.model import SLO, AlertTier, LatencySLI, RatioSLI, Service
-from slo_engine.spec.promql import WINDOW_PLACEHOLDER, Matcher
+from slo_engine.spec.model import SLO, LatencySLI, RatioSLI, Service
+from slo_engine.spec.promql import WINDOW_PLACEHOLDER, Matcher, number
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,6 @@ class RuleSet:
     service: str
     source_file: str
     groups: tuple[RuleGroup, ...] = field(default_factory=tuple)
-
-
-def number(value: float) -> str:
-    """A float as PromQL and annotations show it: 14.4, not 14.399999999999999."""
-    return format(value, ".10g")
 
 
 def compile_service(service: Service) -> RuleSet:
@@ -172,7 +168,8 @@ def _window_ratios(slo: SLO, windows: set[str]) -> list[Rule]:
 
 
 def burn_condition(slo: SLO, tier: AlertTier) -> str:
-    budget, threshold = number(slo.error_budget), number(tier.burn_rate)
+    """The tier's firing rule (`burn_rate.fires`) in PromQL, with the same printed numbers."""
+    budget, threshold = budget_literal(slo.error_budget), threshold_literal(tier)
     long = f"{recorded(names.error_ratio_metric(tier.long_window), slo)} / {budget} > {threshold}"
     short = f"{recorded(names.error_ratio_metric(tier.short_window), slo)} / {budget} > {threshold}"
     expr = f"{long}\nand\n{short}"
@@ -184,7 +181,7 @@ def burn_condition(slo: SLO, tier: AlertTier) -> str:
 
 
 def burn_alert(slo: SLO, tier: AlertTier) -> AlertingRule:
-    threshold = number(tier.burn_rate)
+    threshold = threshold_literal(tier)
     lasts = format_duration(round(slo.period_seconds / tier.burn_rate / 60) * 60)
     what = f"{slo.description.rstrip('.')}. " if slo.description else ""
     return AlertingRule(

@@ -20,18 +20,29 @@ from typing import Any
 
 import numpy as np
 
-from slo_engine.rules.compile import (
-    VALUE_TEMPLATE,
-    burn_alert,
-    data_absent_alert,
-    le_matcher,
-    number,
-)
+from slo_engine.rules.compile import VALUE_TEMPLATE, burn_alert, data_absent_alert, le_matcher
 from slo_engine.rules.files import TESTS_DIR, header, rules_file_name
 from slo_engine.spec import conventions as names
+from slo_engine.spec.burn_rate import (
+    AlertTier,
+    burning,
+    enough_events,
+    fires_array,
+    rule_budget,
+    rule_threshold,
+)
 from slo_engine.spec.durations import format_duration
-from slo_engine.spec.model import SLO, AlertTier, LatencySLI, QuerySLI, Service
-from slo_engine.spec.promql import Matcher, Selector, SelectorSyntaxError, divide, parse_selector
+from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, Service
+from slo_engine.spec.promql import (
+    Matcher,
+    Selector,
+    SelectorSyntaxError,
+    avg_over_time,
+    divide,
+    number,
+    parse_selector,
+    sum_over_time,
+)
 
 EVENTS_PER_MINUTE = 100_000
 
@@ -265,12 +276,14 @@ def expanding(values: Sequence[int] | Counts) -> str:
 
 def _rates5m(counter: Counts) -> np.ndarray[Any, np.dtype[np.float64]]:
     """rate(x[5m]) at every minute for a counter sampled each minute from 0. In Prometheus
-    2.42 a counter that starts at 0 extrapolates to zero, so no extrapolation factor
-    applies; minute 0 has one sample and no rate (NaN here)."""
+    2.42 a counter that starts at 0 extrapolates to zero, so the extrapolation factor is 1;
+    the increase is multiplied by that factor over the range (1/300), not divided by 300,
+    which differs in the last digit (720 × (1/300) is 2.4000000000000004). Minute 0 has one
+    sample and no rate (NaN here)."""
     values = np.asarray(counter, dtype=np.float64)
     rates = np.full(len(values), np.nan)
     earlier = values[np.maximum(np.arange(len(values)) - 5, 0)]
-    rates[1:] = (values[1:] - earlier[1:]) / 300
+    rates[1:] = (values[1:] - earlier[1:]) * (1.0 / 300)
     return rates
 
 
@@ -296,34 +309,31 @@ class Replay:
         return slice(max(1, t - int(window_seconds // 60)), t + 1)
 
     def error_ratio(self, window_seconds: float, t: int) -> float:
-        """As Prometheus computes it: sum_over_time adds the samples in time order."""
+        """As Prometheus computes it: sum_over_time's compensated sum in time order."""
         if int(window_seconds // 60) == 5:
             return divide(float(self.bad_rate[t]), float(self.total_rate[t])) if t else math.nan
         span = self._span(window_seconds, t)
         if span.start >= span.stop:
             return math.nan
-        # np.cumsum adds sequentially, as Go's loop does (np.sum would add pairwise).
-        return divide(float(np.cumsum(self.bad_rate[span])[-1]),
-                       float(np.cumsum(self.total_rate[span])[-1]))
+        return divide(sum_over_time(self.bad_rate[span].tolist()),
+                      sum_over_time(self.total_rate[span].tolist()))
 
     def events(self, window_seconds: float, t: int) -> float:
         """avg_over_time(total[w]) * w, with Prometheus 2.42's incremental mean."""
-        mean = count = 0.0
-        for value in self.total_rate[self._span(window_seconds, t)]:
-            count += 1
-            mean += float(value) / count - mean / count
-        return mean * float(number(window_seconds)) if count else math.nan
+        span = self.total_rate[self._span(window_seconds, t)].tolist()
+        return avg_over_time(span) * float(number(window_seconds))
 
     def burn(self, tier: AlertTier, window_seconds: float, t: int) -> float:
-        return self.error_ratio(window_seconds, t) / float(number(self.slo.error_budget))
+        return self.error_ratio(window_seconds, t) / rule_budget(self.slo.error_budget)
 
     def firing(self, tier: AlertTier, t: int) -> bool:
-        """Exactly as Prometheus decides: sums in time order, in float64."""
-        threshold = float(number(tier.burn_rate))
-        if not (self.burn(tier, tier.long_seconds, t) > threshold
-                and self.burn(tier, tier.short_seconds, t) > threshold):
-            return False
-        return not self.slo.min_events or self.events(tier.long_seconds, t) >= self.slo.min_events
+        """Exactly as Prometheus decides: its sums and means, in float64."""
+        threshold, min_events = rule_threshold(tier), self.slo.min_events
+        # `fires`, its parts short-circuited: the events' running mean is slow to replay.
+        return (burning(self.burn(tier, tier.long_seconds, t), threshold)
+                and burning(self.burn(tier, tier.short_seconds, t), threshold)
+                and enough_events(self.events(tier.long_seconds, t) if min_events else None,
+                                  min_events))
 
     def firing_matrix(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
         """Firing state of every tier at every minute: [tier, minute].
@@ -333,23 +343,23 @@ class Replay:
         """
         bad = np.nan_to_num(self.bad_rate)
         total = np.nan_to_num(self.total_rate)
-        budget = float(number(self.slo.error_budget))
+        budget = rule_budget(self.slo.error_budget)
         minutes = np.arange(len(bad))
         result = np.zeros((len(self.slo.tiers), len(bad)), dtype=bool)
         for row, tier in enumerate(self.slo.tiers):
-            threshold = float(number(tier.burn_rate))
-            firing = np.ones(len(bad), dtype=bool)
-            close = np.zeros(len(bad), dtype=bool)
-            for seconds in (tier.long_seconds, tier.short_seconds):
-                burn = _window_ratio(bad, total, int(seconds // 60), minutes) / budget
-                with np.errstate(invalid="ignore"):
-                    firing &= burn > threshold
-                    close |= np.abs(burn - threshold) <= 1e-9 * max(1.0, threshold)
+            threshold = rule_threshold(tier)
+            long, short = (_window_ratio(bad, total, int(seconds // 60), minutes) / budget
+                           for seconds in (tier.long_seconds, tier.short_seconds))
+            with np.errstate(invalid="ignore"):
+                close = (np.abs(long - threshold) <= 1e-9 * max(1.0, threshold)) \
+                    | (np.abs(short - threshold) <= 1e-9 * max(1.0, threshold))
+            events = None
             if self.slo.min_events:
                 window = int(tier.long_seconds // 60)
                 events = _window_mean(total, window, minutes) * tier.long_seconds
-                firing &= events >= self.slo.min_events
-                close |= np.abs(events - self.slo.min_events) <= 1e-6 * self.slo.min_events
+                with np.errstate(invalid="ignore"):
+                    close |= np.abs(events - self.slo.min_events) <= 1e-6 * self.slo.min_events
+            firing = fires_array(long, short, threshold, events, self.slo.min_events)
             for t in np.flatnonzero(close):
                 firing[t] = self.firing(tier, int(t))
             result[row] = firing

@@ -1,51 +1,23 @@
 """The compiled view of an SLO file: fractions, seconds and burn-rate thresholds.
 
 Generators and the budget maths see only these frozen values, never YAML or spec models.
-The default alert policy is the SRE Workbook's ("Alerting on SLOs", table 5-8), kept as
-data; thresholds scale to each SLO's period as budget_fraction × period / long_window.
+The alert tiers, their thresholds and the rule that decides when one fires live in
+`burn_rate`; they are re-exported here for the code that reads them off an SLO.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slo_engine.spec.burn_rate import DEFAULT_TIERS as DEFAULT_TIERS
+from slo_engine.spec.burn_rate import AlertTier as AlertTier
+from slo_engine.spec.burn_rate import TierPolicy as TierPolicy
+from slo_engine.spec.burn_rate import alert_tier
+from slo_engine.spec.burn_rate import burn_rate_threshold as burn_rate_threshold
 from slo_engine.spec.conventions import SERVICE_LABEL, SLO_LABEL
 from slo_engine.spec.document import ServiceSpec, SLOSpec, TierSpec
 from slo_engine.spec.durations import format_duration, parse_duration
 from slo_engine.spec.promql import Selector, parse_selector
-
-
-@dataclass(frozen=True)
-class TierPolicy:
-    severity: str
-    long_window: str
-    short_window: str
-    budget_percent: float
-
-
-DEFAULT_TIERS: tuple[TierPolicy, ...] = (
-    TierPolicy("page", "1h", "5m", 2),
-    TierPolicy("page", "6h", "30m", 5),
-    TierPolicy("ticket", "1d", "2h", 10),
-    TierPolicy("ticket", "3d", "6h", 10),
-)
-
-
-@dataclass(frozen=True)
-class AlertTier:
-    """A multiwindow burn-rate alert of one SLO, with its threshold already scaled."""
-
-    severity: str
-    long_window: str
-    short_window: str
-    long_seconds: float
-    short_seconds: float
-    budget_fraction: float
-    burn_rate: float
-
-    @property
-    def name(self) -> str:
-        return f"{self.severity} {self.long_window}/{self.short_window}"
 
 
 @dataclass(frozen=True)
@@ -130,11 +102,6 @@ class Service:
     depends_on: tuple[str, ...] = ()
 
 
-def burn_rate_threshold(budget_percent: float, period_seconds: float, long_seconds: float) -> float:
-    """Burn rate that spends `budget_percent` of the period's budget within the long window."""
-    return budget_percent / 100 * period_seconds / long_seconds
-
-
 def tier_policies(spec: SLOSpec) -> list[TierPolicy]:
     """The tiers an SLO asks for, after the page/ticket switches and per-tier `enabled`."""
     alerting = spec.alerting
@@ -162,19 +129,7 @@ def to_model(spec: ServiceSpec, source_file: str) -> Service:
 
 def _slo(service: ServiceSpec, spec: SLOSpec, source_file: str) -> SLO:
     period_seconds = parse_duration(spec.period)
-    tiers = tuple(
-        AlertTier(
-            severity=policy.severity,
-            long_window=policy.long_window,
-            short_window=policy.short_window,
-            long_seconds=parse_duration(policy.long_window),
-            short_seconds=parse_duration(policy.short_window),
-            budget_fraction=policy.budget_percent / 100,
-            burn_rate=burn_rate_threshold(policy.budget_percent, period_seconds,
-                                          parse_duration(policy.long_window)),
-        )
-        for policy in tier_policies(spec)
-    )
+    tiers = tuple(alert_tier(policy, period_seconds) for policy in tier_policies(spec))
     labels = {SLO_LABEL: spec.name, SERVICE_LABEL: service.service}
     labels.update(sorted(service.labels.items()))
     labels.update(sorted(spec.labels.items()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -288,3 +289,40 @@ def divide(a: float, b: float) -> float:
     if b == 0:
         return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
     return a / b
+
+
+def _neumaier(total: float, compensation: float, value: float) -> tuple[float, float]:
+    """One step of Prometheus' kahanSumInc (Neumaier's variant of Kahan summation)."""
+    new = total + value
+    if abs(total) >= abs(value):
+        compensation += (total - new) + value
+    else:
+        compensation += (value - new) + total
+    return new, compensation
+
+
+def sum_over_time(values: Iterable[float]) -> float:
+    """sum_over_time as Prometheus 2.42 adds: in time order, with Kahan-Neumaier
+    compensation (a plain float loop differs in the last digit, which flips a comparison
+    landing exactly on a threshold)."""
+    total = compensation = 0.0
+    for value in values:
+        total, compensation = _neumaier(total, compensation, value)
+    return total if math.isinf(total) else total + compensation
+
+
+def avg_over_time(values: Iterable[float]) -> float:
+    """avg_over_time as Prometheus 2.42 averages finite samples: an incremental mean,
+    compensated as `sum_over_time`; NaN without samples."""
+    mean = compensation = count = 0.0
+    for value in values:
+        count += 1
+        mean, compensation = _neumaier(mean, compensation, value / count - mean / count)
+    if not count:
+        return math.nan
+    return mean if math.isinf(mean) else mean + compensation
+
+
+def number(value: float) -> str:
+    """A float as PromQL and annotations show it: 14.4, not 14.399999999999999."""
+    return format(value, ".10g")
