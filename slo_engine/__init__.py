@@ -25,6 +25,7 @@ from slo_engine.errors import (
     SourceUnavailable,
     SpecError,
     SpecIssue,
+    SpecWarning,
     StateError,
 )
 from slo_engine.paging.burn_alert import BurnAlert
@@ -84,6 +85,7 @@ __all__ = [
     "SourceUnavailable",
     "SpecError",
     "SpecIssue",
+    "SpecWarning",
     "StateDB",
     "StateError",
     "attribute_incidents",

@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from slo_engine.errors import SpecWarning
 from slo_engine.rules.compile import compile_service
 from slo_engine.rules.files import Drift, Format, check, rule_files, write
 from slo_engine.rules.promtool_tests import rule_test_files
-from slo_engine.spec.loader import load_services
+from slo_engine.spec.loader import load_checked, load_services
 from slo_engine.spec.model import SLO, Service
 
 if TYPE_CHECKING:  # pandas costs compile's start-up 0.2 s it does not need
@@ -36,6 +37,12 @@ ChangeFinder: TypeAlias = Callable[[set[str], datetime, datetime], "Iterable[Cha
 def validate(paths: Iterable[str | Path]) -> list[Service]:
     """Load and check every SLO file; raises SpecError listing every mistake."""
     return load_services(paths)
+
+
+def validate_with_warnings(paths: Iterable[str | Path]) -> tuple[list[Service],
+                                                                 list[SpecWarning]]:
+    """`validate`, and what the files probably do not mean, for the user to see."""
+    return load_checked(paths)
 
 
 def generated_files(services: Iterable[Service], fmt: Format = "prometheus",

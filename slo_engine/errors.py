@@ -45,11 +45,22 @@ class SpecIssue:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
+@dataclass(frozen=True, order=True)
+class SpecWarning(SpecIssue):
+    """Something in an SLO file that is valid but probably not meant: reported, never fatal."""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return (f"{where}: {self.path}: warning: {self.message}" if self.path
+                else f"{where}: warning: {self.message}")
+
+
 class SpecError(SloEngineError):
     """One or more YAML files are invalid; `issues` lists every mistake, not just the first."""
 
-    def __init__(self, issues: list[SpecIssue]) -> None:
+    def __init__(self, issues: list[SpecIssue], warnings: list[SpecWarning] | None = None) -> None:
         self.issues = sorted(issues)
+        self.warnings = sorted(warnings or [])
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
 

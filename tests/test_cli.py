@@ -61,7 +61,7 @@ def test_validate_bad_file_prints_every_issue_and_exits_1(
         load_services([path])
     code, out, err = run(capsys, "validate", path)
     assert (code, out) == (1, "")
-    assert err.splitlines() == [*(str(i) for i in caught.value.issues), "9 errors found"]
+    assert err.splitlines() == [*(str(i) for i in caught.value.issues), "8 errors found"]
     assert all(line.startswith(f"{path}:") for line in err.splitlines()[:-1])
     assert "Traceback" not in err
 
@@ -270,3 +270,36 @@ def test_prometheus_operator_format(capsys: pytest.CaptureFixture[str], tmp_path
     compile_(capsys, plain, "--no-tests")
     assert yaml.safe_load((plain / "checkout.yml").read_text())["groups"] == groups
     assert not (plain / "tests").exists()
+
+
+WEEKLY = """apiVersion: slo-engine/v1
+service: weekly
+owner: team
+slos:
+  - name: s
+    objective: 99.9
+    period: 7d
+    sli:
+      ratio:
+        bad: x_total{code="500"}
+        total: x_total
+    alerting:
+      tiers:
+        - {severity: page, long_window: 1h, short_window: 5m, budget_percent: 2}
+        - {severity: ticket, long_window: 3d, short_window: 6h, budget_percent: 10}
+"""
+
+
+def test_validate_and_explain_warn_on_a_tier_below_1x_and_exit_0(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "weekly.yaml"
+    path.write_text(WEEKLY)
+    warning = (f"{path.as_posix()}:15:11: slos[0].alerting.tiers[1]: warning: ticket tier 3d/6h "
+               "fires at 0.2333x, below 1x: ")
+    code, out, err = run(capsys, "validate", str(path))
+    assert (code, out) == (0, "OK: 1 SLO in 1 service valid\n")
+    [line] = err.splitlines()
+    assert line.startswith(warning)
+    code, out, err = run(capsys, "explain", str(path))
+    assert code == 0 and "ticket   3d/6h     0.2333x" in out
+    assert err.startswith(warning)

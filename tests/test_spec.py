@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from slo_engine.errors import SpecError, SpecIssue
-from slo_engine.spec.loader import load_services
+from slo_engine.spec.burn_rate import alert_tier, default_tiers, threshold_literal
+from slo_engine.spec.durations import parse_duration
+from slo_engine.spec.loader import load_checked, load_services
 from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, RatioSLI, Service
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,9 +47,6 @@ NEEDS_WINDOW = ("the query needs the {{window}} placeholder in its range selecto
 BAD_NAME = ("is not a valid name; use at most 63 lowercase letters, digits and '-', starting "
             "and ending with a letter or digit, e.g. checkout-success")
 WHOLE_MINUTES = "windows are whole minutes of at least 5m (the engine's base rate window)"
-TICKET_3D_TOO_LONG = ("shorter than the ticket tier 3d/6h's long window; set 'alerting.tiers' "
-                      "with windows no longer than the period, or turn these alerts off with "
-                      "'ticket: false' under 'alerting'")
 SERVICE_FIELDS = "apiVersion, dashboard_url, depends_on, labels, owner, runbook_url, service, slos"
 
 BAD_FILES = [
@@ -142,11 +141,9 @@ BAD_FILES = [
          id="a tier window that is not a duration"),
     # --- windows against the period, tiers that can never fire
     case("period-shorter-than-window",
-         f"7:13: slos[0].period: period 2d is {TICKET_3D_TOO_LONG}",
-         id="a 2d period is shorter than the default 3d ticket window"),
-    case("period-1d-default-tiers",
-         f"7:13: slos[0].period: period 1d is {TICKET_3D_TOO_LONG}",
-         id="a 1d period with the default tiers: only the 3d window does not fit"),
+         "15:11: slos[0].alerting.tiers[1]: period 2d is shorter than the ticket tier 3d/6h's "
+         "long window; shorten its long_window",
+         id="a custom tier whose long window is longer than the period"),
     case("tier-never-fires",
          "6:16: slos[0].objective: page tier 1h/5m can never fire: it needs a burn rate of "
          "14.4x, but at objective 90% even 100% errors burn only 10x; raise the objective, or "
@@ -292,7 +289,6 @@ BAD_FILES = [
          "'group_by'?",
          "20:11: slos[2].name: duplicate SLO name 'checkout-success' (first at line 7); names "
          "are unique per service",
-         f"22:13: slos[2].period: period 2d is {TICKET_3D_TOO_LONG}",
          f"25:14: slos[2].sli.query.bad: {NEEDS_WINDOW}",
          id="every mistake of a file at once, semantic ones too, in file order"),
 ]
@@ -431,8 +427,8 @@ def test_page_false_and_ticket_false_drop_those_tiers() -> None:
     assert {t.severity for t in slos["reports-rendered"].tiers} == {"ticket"}
     assert len(slos["reports-rendered"].tiers) == 2
     nightly = slos["nightly-export"].tiers
-    assert [t.long_window for t in nightly] == ["1h", "6h"]
-    assert [t.burn_rate for t in nightly] == pytest.approx([0.48, 0.2])
+    assert [(t.long_window, t.short_window) for t in nightly] == [("12m", "5m")]
+    assert [t.burn_rate for t in nightly] == pytest.approx([6])
 
 
 def test_one_service_in_two_files_becomes_one_service() -> None:
@@ -481,22 +477,62 @@ def test_period_seconds(tmp_path: Path, period: str, seconds: int, shown: str) -
     assert slo.period == shown
 
 
-@pytest.mark.parametrize(("period", "burn_rates"), [
-    pytest.param("30d", [14.4, 6, 3, 1], id="30d: the SRE Workbook's 14.4/6/3/1"),
-    pytest.param("28d", [13.44, 5.6, 2.8, 0.9333], id="28d: scaled by 28/30"),
-    pytest.param("7d", [3.36, 1.4, 0.7, 0.2333], id="7d: scaled by 7/30"),
-])
-def test_default_tier_burn_rates_scale_with_the_period(tmp_path: Path, period: str,
-                                                       burn_rates: list[float]) -> None:
+# The default tiers per period, as docs/spec.md shows them: (severity, long, short, burn rate).
+DEFAULT_TIER_TABLE = {
+    "1d": [("page", "12m", "5m", "6"), ("ticket", "48m", "5m", "3"),
+           ("ticket", "2h24m", "12m", "1")],
+    "7d": [("page", "14m", "5m", "14.4"), ("page", "1h24m", "7m", "6"),
+           ("ticket", "5h36m", "28m", "3"), ("ticket", "16h48m", "1h24m", "1")],
+    "14d": [("page", "28m", "5m", "14.4"), ("page", "2h48m", "14m", "6"),
+            ("ticket", "11h12m", "56m", "3"), ("ticket", "1d9h36m", "2h48m", "1")],
+    "28d": [("page", "56m", "5m", "14.4"), ("page", "5h36m", "28m", "6"),
+            ("ticket", "22h24m", "1h52m", "3"), ("ticket", "2d19h12m", "5h36m", "1")],
+    "30d": [("page", "1h", "5m", "14.4"), ("page", "6h", "30m", "6"),
+            ("ticket", "1d", "2h", "3"), ("ticket", "3d", "6h", "1")],
+}
+
+
+@pytest.mark.parametrize("period", DEFAULT_TIER_TABLE)
+def test_default_tiers_per_period(tmp_path: Path, period: str) -> None:
     slo = one_slo(tmp_path, period=period)
-    assert [t.burn_rate for t in slo.tiers] == pytest.approx(burn_rates, abs=5e-5)
-    assert [(t.severity, t.long_window, t.short_window) for t in slo.tiers] == [
-        ("page", "1h", "5m"), ("page", "6h", "30m"), ("ticket", "1d", "2h"),
-        ("ticket", "3d", "6h")]
+    assert [(t.severity, t.long_window, t.short_window, threshold_literal(t))
+            for t in slo.tiers] == DEFAULT_TIER_TABLE[period]
+
+
+def test_the_spec_doc_shows_the_default_tier_table() -> None:
+    """docs/spec.md's table is this one, so it cannot drift from the code."""
+    doc = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
+    for period, tiers in DEFAULT_TIER_TABLE.items():
+        cells = " | ".join(f"{severity} {long}/{short} {burn}x"
+                           for severity, long, short, burn in tiers)
+        assert f"| {period} | {cells} |" in doc
+
+
+def test_30d_default_tiers_are_the_workbook_ones(tmp_path: Path) -> None:
+    slo = one_slo(tmp_path, period="30d")
+    assert [t.burn_rate for t in slo.tiers] == [14.4, 6, 3, 1]
     assert [t.budget_fraction for t in slo.tiers] == pytest.approx([0.02, 0.05, 0.1, 0.1])
     assert [(t.long_seconds, t.short_seconds) for t in slo.tiers] == [
         (3600, 300), (21600, 1800), (86400, 7200), (259200, 21600)]
     assert slo.windows == ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+
+
+@pytest.mark.parametrize("days", [*range(1, 63), 90, 91, 180, 365, 366, 730])
+def test_default_tiers_never_go_below_1x_on_any_period(days: int) -> None:
+    """Every whole-day period: the Workbook's factors (14.4/6/3/1) and budget shares, windows
+    in whole minutes of at least 5m, short shorter than long, long within the period."""
+    period = days * 86400
+    policies = default_tiers(period)
+    tiers = [alert_tier(p, period) for p in policies]
+    assert len(tiers) == (4 if days >= 3 else 3)
+    assert [threshold_literal(t) for t in tiers] == ["14.4", "6", "3", "1"][-len(tiers):]
+    assert [p.budget_percent for p in policies] == [2, 5, 10, 10][-len(tiers):]
+    for tier in tiers:
+        assert tier.burn_rate >= 1
+        assert tier.short_seconds >= 300 and tier.short_seconds % 60 == 0
+        assert tier.long_seconds % 60 == 0
+        assert tier.short_seconds < tier.long_seconds <= period
+        assert parse_duration(tier.long_window) == tier.long_seconds
 
 
 def test_labels_are_slo_service_then_spec_labels(tmp_path: Path) -> None:
@@ -521,3 +557,49 @@ def test_service_carries_owner_and_urls() -> None:
     [slo] = service.slos
     assert slo.runbook_url == "https://runbooks.example.com/checkout"
     assert slo.dashboard_url == "https://grafana.example.com/d/checkout"
+
+
+WEEKLY_TIERS = (
+    "    alerting:\n      tiers:\n"
+    "        - {severity: page, long_window: 1h, short_window: 5m, budget_percent: 2}\n"
+    "        - {severity: ticket, long_window: 3d, short_window: 6h, budget_percent: 10}\n"
+    "        - {severity: ticket, long_window: 1d, short_window: 2h, budget_percent: 1,"
+    " enabled: false}\n")
+
+
+def test_a_custom_tier_below_1x_is_a_located_warning_not_an_error(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(
+        "apiVersion: slo-engine/v1\nservice: svc\nowner: team\nslos:\n  - name: s\n"
+        "    objective: 99.9\n    period: 7d\n"
+        "    sli:\n      ratio:\n        bad: x_total{code=\"500\"}\n        total: x_total\n"
+        + WEEKLY_TIERS)
+    [service], warnings = load_checked([tmp_path / "s.yaml"])
+    assert [t.name for t in service.slos[0].tiers] == ["page 1h/5m", "ticket 3d/6h"]
+    assert [str(w).split(": ", 1)[1] for w in warnings] == [
+        "slos[0].alerting.tiers[1]: warning: ticket tier 3d/6h fires at 0.2333x, below 1x: "
+        "it opens on burns that leave budget at the end of the 7d period; raise "
+        "budget_percent to at least 42.86, shorten long_window to at most 16h48m, or drop "
+        "'alerting.tiers' for the default tiers of a 7d period"]
+    assert (warnings[0].line, warnings[0].column) == (15, 11)
+
+
+def test_warnings_ride_along_with_errors(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(
+        "apiVersion: slo-engine/v1\nservice: svc\nowner: team\nslos:\n  - name: s\n"
+        "    objective: 99.9\n    period: 7d\n"
+        "    sli:\n      ratio:\n        bad: x_total{code=\"500\"\n        total: x_total\n"
+        + WEEKLY_TIERS)
+    with pytest.raises(SpecError) as caught:
+        load_services([tmp_path / "s.yaml"])
+    assert len(caught.value.issues) == 1
+    assert [w.path for w in caught.value.warnings] == ["slos[0].alerting.tiers[1]"]
+
+
+def test_default_and_at_least_1x_custom_tiers_give_no_warning(tmp_path: Path) -> None:
+    for period in ("1d", "7d", "14d", "28d", "30d", "90d"):
+        (tmp_path / "s.yaml").write_text(
+            "apiVersion: slo-engine/v1\nservice: svc\nowner: team\nslos:\n  - name: s\n"
+            f"    objective: 99.9\n    period: {period}\n"
+            "    sli:\n      ratio:\n        bad: x_total{code=\"500\"}\n        total: x_total\n")
+        assert load_checked([tmp_path / "s.yaml"])[1] == []
+    assert load_checked(["slo_definitions", f"{CASES}/good"])[1] == []

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from slo_engine.errors import SloEngineError, SpecError
+from slo_engine.errors import SloEngineError, SpecError, SpecWarning
 from slo_engine.spec.durations import parse_duration
 
 if TYPE_CHECKING:
@@ -23,10 +24,17 @@ def print_error(error: SloEngineError) -> None:
     one `error:` line; never a traceback."""
     if isinstance(error, SpecError):
         print(error, file=sys.stderr)
+        print_warnings(error.warnings)
         count = len(error.issues)
         print(f"{count} error{'s' if count != 1 else ''} found", file=sys.stderr)
     else:
         print(f"error: {error}", file=sys.stderr)
+
+
+def print_warnings(warnings: Iterable[SpecWarning]) -> None:
+    """Located warnings, one a line on stderr, like errors; they never change the exit code."""
+    for warning in warnings:
+        print(warning, file=sys.stderr)
 
 
 def duration(text: str) -> timedelta:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from slo_engine import app
-from slo_engine.cli.arguments import Commands, slo_paths
+from slo_engine.cli.arguments import Commands, print_warnings, slo_paths
 from slo_engine.rules.files import FORMATS
 from slo_engine.spec.document import json_schema_text
 from slo_engine.spec.durations import describe_seconds
@@ -41,7 +41,8 @@ def register(commands: Commands) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    services = app.validate(args.paths)
+    services, warnings = app.validate_with_warnings(args.paths)
+    print_warnings(warnings)
     slos = sum(len(s.slos) for s in services)
     print(f"OK: {slos} SLO{'s' if slos != 1 else ''} in {len(services)} "
           f"service{'s' if len(services) != 1 else ''} valid")
@@ -54,7 +55,9 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    print(explain_text(app.validate(args.paths)))
+    services, warnings = app.validate_with_warnings(args.paths)
+    print_warnings(warnings)
+    print(explain_text(services))
     return 0
 
 
@@ -85,14 +88,16 @@ def explain_text(services: list[Service]) -> str:
             grouped = f", one per {'/'.join(slo.group_by)}" if slo.group_by else ""
             lines.append(f"{slo.service}/{slo.name}: {slo.objective_percent}% over {slo.period} "
                          f"({kind} SLI{grouped}), owner {service.owner}")
-            lines.append(f"  {'severity':<8} {'windows':<9} {'burn >':>7} {'budget spent':>12} "
+            width = max([9, *(len(f"{t.long_window}/{t.short_window}") for t in slo.tiers)])
+            lines.append(f"  {'severity':<8} {'windows':<{width}} {'burn >':>7} "
+                         f"{'budget spent':>12} "
                          f"{'full outage fires in':>21} {'budget gone in':>15}")
             for tier in slo.tiers:
                 detect = detection_seconds(slo, tier)
                 detect_text = "never" if detect is None else describe_seconds(detect)
                 gone = describe_seconds(slo.period_seconds / tier.burn_rate)
                 lines.append(
-                    f"  {tier.severity:<8} {tier.long_window + '/' + tier.short_window:<9} "
+                    f"  {tier.severity:<8} {tier.long_window + '/' + tier.short_window:<{width}} "
                     f"{tier.burn_rate:>6.4g}x {tier.budget_fraction:>12.0%} "
                     f"{detect_text:>21} {gone:>15}")
             if not slo.tiers:

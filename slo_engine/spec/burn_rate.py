@@ -3,7 +3,8 @@
 A tier is a multiwindow burn-rate alert (SRE Workbook, "Alerting on SLOs", table 5-8): it
 fires while the error ratio over both its long and its short window, divided by the error
 budget, is above its threshold and, with `min_events`, the long window holds at least that
-many events. The default tiers are kept as data; a threshold scales to each SLO's period as
+many events. The default tiers are kept as data, the Workbook's for a 30d period; a shorter
+or longer period gets the same tiers in its own time (`default_tiers`), and a threshold is
 budget_fraction × period / long_window.
 
 The generated PromQL, the engine's own evaluator, the backtest, the promtool-test replay and
@@ -18,6 +19,7 @@ fed to the rule are each caller's own; where they must match Prometheus to the l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from slo_engine.spec.durations import parse_duration
+from slo_engine.spec.durations import format_duration, parse_duration
 from slo_engine.spec.promql import number
 
 Floats = npt.NDArray[np.float64]
@@ -40,12 +42,42 @@ class TierPolicy:
     budget_percent: float
 
 
+# The SRE Workbook's tiers (table 5-8), for the period they were written for.
 DEFAULT_TIERS: tuple[TierPolicy, ...] = (
     TierPolicy("page", "1h", "5m", 2),
     TierPolicy("page", "6h", "30m", 5),
     TierPolicy("ticket", "1d", "2h", 10),
     TierPolicy("ticket", "3d", "6h", 10),
 )
+DEFAULT_TIERS_PERIOD_SECONDS = 30 * 86400
+# Windows are read from the 5m recorded rates: none can be shorter, all are whole minutes.
+MIN_WINDOW_SECONDS = 300
+
+
+def default_tiers(period_seconds: float) -> tuple[TierPolicy, ...]:
+    """The Workbook's tiers in the period's own time: every window scaled by
+    period / 30d, so each tier still spends the same share of the budget and fires at the
+    same burn rate (14.4/6/3/1), never below 1x (Pyrra's approach; keeping the 30d windows
+    would give 0.23x on 7d). Windows round down to whole minutes, which can only raise a
+    threshold; a short window never goes below 5m, and a tier whose long window would not
+    be longer than that is left out: the next tier, 6x longer, detects the same burns
+    sooner in budget terms. A 30d period gets exactly DEFAULT_TIERS."""
+    scale = period_seconds / DEFAULT_TIERS_PERIOD_SECONDS
+    tiers: list[TierPolicy] = []
+    for tier in DEFAULT_TIERS:
+        long_seconds = _whole_minutes(parse_duration(tier.long_window) * scale)
+        short_seconds = max(MIN_WINDOW_SECONDS,
+                            _whole_minutes(parse_duration(tier.short_window) * scale))
+        if long_seconds <= short_seconds:
+            continue
+        tiers.append(TierPolicy(tier.severity, format_duration(long_seconds),
+                                format_duration(short_seconds), tier.budget_percent))
+    return tuple(tiers)
+
+
+def _whole_minutes(seconds: float) -> int:
+    """`seconds` rounded down to a whole minute (a hair of float error is not a minute)."""
+    return 60 * math.floor(seconds / 60 + 1e-9)
 
 
 @dataclass(frozen=True)

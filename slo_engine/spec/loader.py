@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from slo_engine.errors import SpecError, SpecIssue
+from slo_engine.errors import SpecError, SpecIssue, SpecWarning
 from slo_engine.spec.document import LabelName, ServiceSpec, SLOSpec
 from slo_engine.spec.model import Service, to_model
-from slo_engine.spec.validation import check_across, check_service, check_slos
+from slo_engine.spec.validation import check_across, check_service, check_slos, check_warnings
 
 PathKey = tuple[str | int, ...]
 Position = tuple[int, int]
@@ -54,6 +54,10 @@ class SpecDocument:
         if offset is not None:
             column += offset
         return SpecIssue(self.file, line, column, format_path(path), message)
+
+    def warning(self, path: PathKey, message: str) -> SpecWarning:
+        line, column = self.position(path)
+        return SpecWarning(self.file, line, column, format_path(path), message)
 
 
 def format_path(path: PathKey) -> str:
@@ -380,8 +384,16 @@ def load_services(paths: Iterable[str | Path]) -> list[Service]:
 
     Files of one service (there may be several) become one Service, sources in path order.
     """
+    return load_checked(paths)[0]
+
+
+def load_checked(paths: Iterable[str | Path]) -> tuple[list[Service], list[SpecWarning]]:
+    """`load_services`, and the warnings of the files that loaded (sorted) for `validate`
+    and `explain` to show; SpecError carries them too when there are errors."""
+    paths = list(paths)
     files = discover(paths)
     issues: list[SpecIssue] = []
+    warnings: list[SpecWarning] = []
     valid: list[tuple[ServiceSpec, SpecDocument]] = []
     if not files:
         raise SpecError([SpecIssue(", ".join(map(str, paths)) or ".", 1, 1, "",
@@ -405,14 +417,15 @@ def load_services(paths: Iterable[str | Path]) -> list[Service]:
             continue
         found = check_service(spec, document)
         issues.extend(found)
+        warnings.extend(check_warnings(spec, document))
         valid.append((spec, document))
     issues.extend(check_across(valid))
     if issues:
-        raise SpecError(issues)
+        raise SpecError(issues, warnings)
     by_service: dict[str, list[Service]] = {}
     for spec, document in valid:
         by_service.setdefault(spec.service, []).append(to_model(spec, document.file))
-    return [merge_service(parts) for _, parts in sorted(by_service.items())]
+    return [merge_service(parts) for _, parts in sorted(by_service.items())], sorted(warnings)
 
 
 def merge_service(parts: list[Service]) -> Service:

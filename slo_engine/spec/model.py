@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from slo_engine.spec.burn_rate import DEFAULT_TIERS as DEFAULT_TIERS
 from slo_engine.spec.burn_rate import AlertTier as AlertTier
 from slo_engine.spec.burn_rate import TierPolicy as TierPolicy
-from slo_engine.spec.burn_rate import alert_tier
+from slo_engine.spec.burn_rate import alert_tier, default_tiers
 from slo_engine.spec.burn_rate import burn_rate_threshold as burn_rate_threshold
 from slo_engine.spec.conventions import SERVICE_LABEL, SLO_LABEL
 from slo_engine.spec.document import ServiceSpec, SLOSpec, TierSpec
@@ -103,10 +103,11 @@ class Service:
 
 
 def tier_policies(spec: SLOSpec) -> list[TierPolicy]:
-    """The tiers an SLO asks for, after the page/ticket switches and per-tier `enabled`."""
+    """The tiers an SLO asks for, after the page/ticket switches and per-tier `enabled`:
+    its own `alerting.tiers`, or the default tiers for its period."""
     alerting = spec.alerting
     chosen: list[TierPolicy | TierSpec] = list(alerting.tiers) if alerting.tiers is not None \
-        else list(DEFAULT_TIERS)
+        else list(default_tiers(parse_duration(spec.period)))
     return [
         TierPolicy(t.severity, format_duration(parse_duration(t.long_window)),
                    format_duration(parse_duration(t.short_window)), t.budget_percent)

@@ -1,15 +1,16 @@
 """Checks the spec models cannot express: PromQL, windows against periods, tiers that can
-never fire, label clashes and duplicates across files. Each returns located SpecIssues."""
+never fire, label clashes and duplicates across files. Each returns located SpecIssues;
+`check_warnings` returns what is valid but probably not meant, as SpecWarnings."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from slo_engine.errors import SpecIssue
+from slo_engine.errors import SpecIssue, SpecWarning
 from slo_engine.spec.conventions import RESERVED_LABELS
 from slo_engine.spec.document import ServiceSpec, SLOSpec
-from slo_engine.spec.durations import parse_duration
+from slo_engine.spec.durations import format_duration, parse_duration
 from slo_engine.spec.model import burn_rate_threshold, tier_policies
 from slo_engine.spec.promql import (
     METRIC_NAME,
@@ -144,12 +145,9 @@ def _tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[Spec
         if short_s >= long_s:
             yield document.issue(where, f"{label}: short_window must be shorter than "
                                  "long_window (the SRE Workbook uses 1/12 of it)")
-        if long_s > period:
-            fix = ("shorten its long_window" if custom else
-                   "set 'alerting.tiers' with windows no longer than the period, or turn "
-                   f"these alerts off with '{tier.severity}: false' under 'alerting'")
+        if long_s > period:  # only custom tiers: the default ones scale with the period
             yield document.issue(where, f"period {slo.period} is shorter than the {label}'s "
-                                 f"long window; {fix}")
+                                 "long window; shorten its long_window")
             continue
         burn = burn_rate_threshold(tier.budget_percent, period, long_s)
         if burn > max_burn:
@@ -164,6 +162,33 @@ def _tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[Spec
                 f"{slo.objective:g}% even 100% errors burn only {max_burn:.4g}x; raise the "
                 f"objective, or {fix}",
             )
+
+
+def check_warnings(spec: ServiceSpec, document: SpecDocument) -> list[SpecWarning]:
+    """What a valid file probably does not mean; the file still loads and compiles."""
+    return [warning for index, slo in enumerate(spec.slos)
+            for warning in _slow_tiers(slo, ("slos", index), document)]
+
+
+def _slow_tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[SpecWarning]:
+    """Custom tiers below 1x: they fire on a burn that leaves budget at the end of the
+    period (a steady 0.6x leaves 40%), and stay open for as long as it lasts."""
+    period = parse_duration(slo.period)
+    for i, tier in enumerate(slo.alerting.tiers or ()):
+        if not tier.enabled:
+            continue
+        long_s = parse_duration(tier.long_window)
+        burn = burn_rate_threshold(tier.budget_percent, period, long_s)
+        if burn >= 1 or long_s > period:
+            continue
+        longest = format_duration(60 * int(tier.budget_percent / 100 * period // 60))
+        yield document.warning(
+            (*path, "alerting", "tiers", i),
+            f"{tier.severity} tier {tier.long_window}/{tier.short_window} fires at "
+            f"{burn:.4g}x, below 1x: it opens on burns that leave budget at the end of the "
+            f"{slo.period} period; raise budget_percent to at least "
+            f"{100 * long_s / period:.4g}, shorten long_window to at most {longest}, or drop "
+            f"'alerting.tiers' for the default tiers of a {slo.period} period")
 
 
 def check_across(documents: list[tuple[ServiceSpec, SpecDocument]]) -> list[SpecIssue]:
