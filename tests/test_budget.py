@@ -134,6 +134,21 @@ def test_calendar_month_resets_at_the_boundary() -> None:
     assert week.period_start == datetime(2026, 5, 4, tzinfo=UTC)  # a Monday
 
 
+def test_a_calendar_period_at_its_first_instant_is_empty_but_still_burning() -> None:
+    """At 00:00 on the 1st the month holds no bucket yet, while the alert windows still
+    hold the last hour of April: the status must agree with the firing tiers."""
+    slo = _reference()
+    at = datetime(2026, 5, 1, tzinfo=UTC)
+    buckets = 7 * 24 * 12
+    rows = _frame(slo, [1000.0] * buckets, [0.0] * (buckets - 12) + [100.0] * 12, end=at)
+    month = budget.status_of(slo, "", rows, at, calendar="month")
+    assert month.total_events == 0 and month.sli is None
+    assert month.firing == ("page 1h/5m", "page 6h/30m", "ticket 1d/2h", "ticket 3d/6h")
+    assert month.status == "burning"
+    quiet = _frame(slo, [1000.0] * buckets, [0.0] * buckets, end=at)
+    assert budget.status_of(slo, "", quiet, at, calendar="month").status == "no_data"
+
+
 def test_report_lists_every_group_and_slos_without_data(tmp_path: Path) -> None:
     services = load_services([ROOT / "slo_definitions"])
     csv = tmp_path / "events.csv"
