@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slo_engine.budget import accounting as budget
-from slo_engine.budget import ledger
+from slo_engine.budget import ledger, report_format
 from slo_engine.errors import LedgerError
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import SLO
@@ -220,3 +220,19 @@ def test_windows_agree_on_a_constant_error_ratio(ratio: float, total: int) -> No
     status = budget.status_of(slo, "", rows, AT)
     rates = {v for v in status.burn_rates.values() if v is not None}
     assert max(rates) == pytest.approx(min(rates), rel=1e-9, abs=1e-12)
+
+
+def test_the_table_never_cuts_names_that_share_a_prefix() -> None:
+    """Two rows whose SLO and group differ only at the end must read differently, even
+    in a narrow terminal: the name cell folds instead of ending in an ellipsis."""
+    slo = _reference()
+    groups = ["region=europe-west-1,zone=europe-west-1-a",
+              "region=europe-west-1,zone=europe-west-1-b"]
+    rows = [budget.status_of(slo, group, _frame(slo, [1000.0] * 12, [1.0] * 12, group=group), AT)
+            for group in groups]
+    for width in (160, 120, 100):
+        text = report_format.table(rows, width=width)
+        cells = "".join(line.split("│")[1].strip() for line in text.splitlines()
+                        if line.startswith("│"))
+        names = "".join(f"{slo.service}/{slo.name} {{{g}}}".replace(" ", "") for g in groups)
+        assert "…" not in cells and cells == names
