@@ -25,6 +25,8 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from slo_engine.errors import LedgerError
+from slo_engine.spec.conventions import RESERVED_LABELS
+from slo_engine.spec.model import SLO, QuerySLI
 
 COLUMNS = ("timestamp", "service", "slo", "group", "total", "bad")
 KEY = ("service", "slo", "group")
@@ -37,6 +39,20 @@ def group_key(labels: Mapping[str, str]) -> str:
 
 def group_labels(key: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in key.split(",")) if key else {}
+
+
+def series_group(slo: SLO, labels: Mapping[str, str]) -> str:
+    """The group of one series of `slo` (recorded, raw or alert), as the rules group it.
+
+    Ratio and latency SLIs group by their `group_by`. A query SLI groups by whatever labels
+    its query keeps (`sum by (target) ...`): the recorded series, and so the alerts, carry
+    them beyond the SLO's own labels, so every label but those and the reserved ones is
+    the group.
+    """
+    if not isinstance(slo.sli, QuerySLI):
+        return group_key({k: labels.get(k, "") for k in slo.group_by})
+    own = RESERVED_LABELS.union(name for name, _ in slo.labels)
+    return group_key({k: v for k, v in labels.items() if k not in own and v != ""})
 
 
 def empty() -> pd.DataFrame:
