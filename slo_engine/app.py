@@ -83,7 +83,7 @@ def file_events(path: Path) -> EventSource:
             pd.DataFrame, list[str]]:
         from slo_engine.budget import ledger
 
-        return ledger.read_event_file(path), []
+        return ledger.read_event_file(path, services), []
     return read
 
 

@@ -14,7 +14,7 @@ from slo_engine.budget import accounting as budget
 from slo_engine.budget import ledger, report_format
 from slo_engine.errors import LedgerError
 from slo_engine.spec.loader import load_services
-from slo_engine.spec.model import SLO
+from slo_engine.spec.model import SLO, Service
 from tests.support.paths import ROOT
 
 AT = datetime(2026, 5, 31, 0, 0, tzinfo=UTC)
@@ -236,3 +236,62 @@ def test_the_table_never_cuts_names_that_share_a_prefix() -> None:
                         if line.startswith("│"))
         names = "".join(f"{slo.service}/{slo.name} {{{g}}}".replace(" ", "") for g in groups)
         assert "…" not in cells and cells == names
+
+
+def _services(tmp_path: Path, *files: tuple[str, str, str]) -> list[Service]:
+    """Services of one ratio SLO each: (service, slo name, group_by as YAML)."""
+    specs = tmp_path / "specs"
+    specs.mkdir(exist_ok=True)
+    for service, name, group_by in files:
+        (specs / f"{service}.yaml").write_text(
+            f"apiVersion: slo-engine/v1\nservice: {service}\nowner: team\nslos:\n"
+            f"  - name: {name}\n    objective: 99\n    sli:\n      ratio:\n"
+            f"        bad: requests_total{{code=~\"5..\"}}\n        total: requests_total\n"
+            f"        group_by: {group_by}\n")
+    return load_services([specs])
+
+
+def _events(tmp_path: Path, header: str, *rows: str) -> Path:
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join([header, *(f"{AT.isoformat()},{row}" for row in rows)]) + "\n")
+    return path
+
+
+def test_a_blank_label_cell_means_no_label(tmp_path: Path) -> None:
+    services = _services(tmp_path, ("web", "grouped", "[region]"), ("web2", "plain", "[]"))
+    path = _events(tmp_path, "timestamp,slo,total,bad,region",
+                   "grouped,100,1,eu", "grouped,100,2,NA", "plain,100,3,")
+    rows = budget.report(services, ledger.read_event_file(path, services), AT)
+    assert [(r.slo, r.labels) for r in rows] == [
+        ("grouped", {"region": "NA"}), ("grouped", {"region": "eu"}), ("plain", {})]
+
+
+def test_an_slo_name_two_services_share_needs_a_service_column(tmp_path: Path) -> None:
+    services = _services(tmp_path, ("web", "availability", "[]"),
+                         ("api", "availability", "[]"))
+    path = _events(tmp_path, "timestamp,slo,total,bad", "availability,100,1")
+    with pytest.raises(LedgerError, match=rf"^{path}: line 2: SLO 'availability' is defined "
+                       r"by services 'api' and 'web', but the file has no service column, .*"
+                       r"add a service column"):
+        ledger.read_event_file(path, services)
+    path = _events(tmp_path, "timestamp,service,slo,total,bad",
+                   "web,availability,100,1", ",availability,100,1")
+    with pytest.raises(LedgerError, match=r"line 3: .* this row leaves service blank"):
+        ledger.read_event_file(path, services)
+    path = _events(tmp_path, "timestamp,service,slo,total,bad",
+                   "web,availability,100,1", "api,availability,100,2")
+    rows = budget.report(services, ledger.read_event_file(path, services), AT)
+    assert [(r.service, r.bad_events) for r in rows] == [("api", 2), ("web", 1)]
+
+
+def test_a_grouped_slo_needs_its_group_by_column(tmp_path: Path) -> None:
+    services = _services(tmp_path, ("web", "by-handler", "[handler]"))
+    path = _events(tmp_path, "timestamp,slo,total,bad", "by-handler,100,1")
+    with pytest.raises(LedgerError, match=rf"^{path}: SLO web/by-handler is grouped by "
+                       r"'handler', but the file has no handler column"):
+        ledger.read_event_file(path, services)
+    path = _events(tmp_path, "timestamp,slo,total,bad,handler",
+                   "by-handler,100,1,/a", "by-handler,100,1,")
+    with pytest.raises(LedgerError, match=r"line 3: SLO web/by-handler is grouped by "
+                       r"'handler', but this row leaves handler blank"):
+        ledger.read_event_file(path, services)
