@@ -90,7 +90,7 @@ def file_events(path: Path) -> EventSource:
             pd.DataFrame, list[str]]:
         from slo_engine.budget import ledger
 
-        return ledger.read_event_file(path), []
+        return ledger.read_event_file(path, services), []
     return read
 
 
@@ -201,7 +201,7 @@ def incident_page(slos: Iterable[SLO], ledger: pd.DataFrame, incident: Mapping[s
     rates = status.burn_rates if status is not None else {}
     alert = BurnAlert(
         service=slo.service, slo=slo.name,
-        group=BurnAlert.group_of(group_labels(str(incident["group"])), slo.group_by),
+        group=BurnAlert.group_for(slo, group_labels(str(incident["group"]))),
         severity=severity, long_window=long_window, short_window=short_window, firing=True,
         at=at, burn_rate_long=rates.get(long_window), burn_rate_short=rates.get(short_window))
     onset = incident["onset"]

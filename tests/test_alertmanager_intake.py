@@ -79,3 +79,20 @@ def test_malformed_payloads_are_rejected_naming_the_field(change: dict[str, Any]
     with pytest.raises(ValidationError) as raised:
         WebhookPayload.model_validate({**base, **change})
     assert any(field in map(str, e["loc"]) for e in raised.value.errors())
+
+
+def test_a_query_sli_summed_by_target_pages_per_target(tmp_path: Any) -> None:
+    """The rules alert per output label of `sum by (target)`: one incident per target,
+    with the group the ledger (and so the report) uses, not one merged page."""
+    (tmp_path / "probes.yaml").write_text(
+        "apiVersion: slo-engine/v1\nservice: probes\nowner: team\nlabels: {tier: \"1\"}\n"
+        "slos:\n  - name: reachable\n    objective: 99\n    sli:\n      query:\n"
+        "        bad: sum by (target) (rate(probe_failed_total[{{window}}]))\n"
+        "        total: sum by (target) (rate(probe_total[{{window}}]))\n")
+    probes = load_services([tmp_path])
+    alerts, skipped = burn_alerts(_payload(*(
+        _alert(service="probes", slo="reachable", tier="1", target=target)
+        for target in ("a", "b"))), probes)
+    assert skipped == []
+    assert [a.group_key for a in alerts] == ["target=a", "target=b"]
+    assert len({a.incident_key for a in alerts}) == 2

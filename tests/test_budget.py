@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slo_engine.budget import accounting as budget
-from slo_engine.budget import ledger
+from slo_engine.budget import ledger, report_format
 from slo_engine.errors import LedgerError
 from slo_engine.spec.loader import load_services
-from slo_engine.spec.model import SLO
+from slo_engine.spec.model import SLO, Service
 from tests.support.paths import ROOT
 
 AT = datetime(2026, 5, 31, 0, 0, tzinfo=UTC)
@@ -134,6 +134,21 @@ def test_calendar_month_resets_at_the_boundary() -> None:
     assert week.period_start == datetime(2026, 5, 4, tzinfo=UTC)  # a Monday
 
 
+def test_a_calendar_period_at_its_first_instant_is_empty_but_still_burning() -> None:
+    """At 00:00 on the 1st the month holds no bucket yet, while the alert windows still
+    hold the last hour of April: the status must agree with the firing tiers."""
+    slo = _reference()
+    at = datetime(2026, 5, 1, tzinfo=UTC)
+    buckets = 7 * 24 * 12
+    rows = _frame(slo, [1000.0] * buckets, [0.0] * (buckets - 12) + [100.0] * 12, end=at)
+    month = budget.status_of(slo, "", rows, at, calendar="month")
+    assert month.total_events == 0 and month.sli is None
+    assert month.firing == ("page 1h/5m", "page 6h/30m", "ticket 1d/2h", "ticket 3d/6h")
+    assert month.status == "burning"
+    quiet = _frame(slo, [1000.0] * buckets, [0.0] * buckets, end=at)
+    assert budget.status_of(slo, "", quiet, at, calendar="month").status == "no_data"
+
+
 def test_report_lists_every_group_and_slos_without_data(tmp_path: Path) -> None:
     services = load_services([ROOT / "slo_definitions"])
     csv = tmp_path / "events.csv"
@@ -205,3 +220,78 @@ def test_windows_agree_on_a_constant_error_ratio(ratio: float, total: int) -> No
     status = budget.status_of(slo, "", rows, AT)
     rates = {v for v in status.burn_rates.values() if v is not None}
     assert max(rates) == pytest.approx(min(rates), rel=1e-9, abs=1e-12)
+
+
+def test_the_table_never_cuts_names_that_share_a_prefix() -> None:
+    """Two rows whose SLO and group differ only at the end must read differently, even
+    in a narrow terminal: the name cell folds instead of ending in an ellipsis."""
+    slo = _reference()
+    groups = ["region=europe-west-1,zone=europe-west-1-a",
+              "region=europe-west-1,zone=europe-west-1-b"]
+    rows = [budget.status_of(slo, group, _frame(slo, [1000.0] * 12, [1.0] * 12, group=group), AT)
+            for group in groups]
+    for width in (160, 120, 100):
+        text = report_format.table(rows, width=width)
+        cells = "".join(line.split("│")[1].strip() for line in text.splitlines()
+                        if line.startswith("│"))
+        names = "".join(f"{slo.service}/{slo.name} {{{g}}}".replace(" ", "") for g in groups)
+        assert "…" not in cells and cells == names
+
+
+def _services(tmp_path: Path, *files: tuple[str, str, str]) -> list[Service]:
+    """Services of one ratio SLO each: (service, slo name, group_by as YAML)."""
+    specs = tmp_path / "specs"
+    specs.mkdir(exist_ok=True)
+    for service, name, group_by in files:
+        (specs / f"{service}.yaml").write_text(
+            f"apiVersion: slo-engine/v1\nservice: {service}\nowner: team\nslos:\n"
+            f"  - name: {name}\n    objective: 99\n    sli:\n      ratio:\n"
+            f"        bad: requests_total{{code=~\"5..\"}}\n        total: requests_total\n"
+            f"        group_by: {group_by}\n")
+    return load_services([specs])
+
+
+def _events(tmp_path: Path, header: str, *rows: str) -> Path:
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join([header, *(f"{AT.isoformat()},{row}" for row in rows)]) + "\n")
+    return path
+
+
+def test_a_blank_label_cell_means_no_label(tmp_path: Path) -> None:
+    services = _services(tmp_path, ("web", "grouped", "[region]"), ("web2", "plain", "[]"))
+    path = _events(tmp_path, "timestamp,slo,total,bad,region",
+                   "grouped,100,1,eu", "grouped,100,2,NA", "plain,100,3,")
+    rows = budget.report(services, ledger.read_event_file(path, services), AT)
+    assert [(r.slo, r.labels) for r in rows] == [
+        ("grouped", {"region": "NA"}), ("grouped", {"region": "eu"}), ("plain", {})]
+
+
+def test_an_slo_name_two_services_share_needs_a_service_column(tmp_path: Path) -> None:
+    services = _services(tmp_path, ("web", "availability", "[]"),
+                         ("api", "availability", "[]"))
+    path = _events(tmp_path, "timestamp,slo,total,bad", "availability,100,1")
+    with pytest.raises(LedgerError, match=rf"^{path}: line 2: SLO 'availability' is defined "
+                       r"by services 'api' and 'web', but the file has no service column, .*"
+                       r"add a service column"):
+        ledger.read_event_file(path, services)
+    path = _events(tmp_path, "timestamp,service,slo,total,bad",
+                   "web,availability,100,1", ",availability,100,1")
+    with pytest.raises(LedgerError, match=r"line 3: .* this row leaves service blank"):
+        ledger.read_event_file(path, services)
+    path = _events(tmp_path, "timestamp,service,slo,total,bad",
+                   "web,availability,100,1", "api,availability,100,2")
+    rows = budget.report(services, ledger.read_event_file(path, services), AT)
+    assert [(r.service, r.bad_events) for r in rows] == [("api", 2), ("web", 1)]
+
+
+def test_a_grouped_slo_needs_its_group_by_column(tmp_path: Path) -> None:
+    services = _services(tmp_path, ("web", "by-handler", "[handler]"))
+    path = _events(tmp_path, "timestamp,slo,total,bad", "by-handler,100,1")
+    with pytest.raises(LedgerError, match=rf"^{path}: SLO web/by-handler is grouped by "
+                       r"'handler', but the file has no handler column"):
+        ledger.read_event_file(path, services)
+    path = _events(tmp_path, "timestamp,slo,total,bad,handler",
+                   "by-handler,100,1,/a", "by-handler,100,1,")
+    with pytest.raises(LedgerError, match=r"line 3: SLO web/by-handler is grouped by "
+                       r"'handler', but this row leaves handler blank"):
+        ledger.read_event_file(path, services)

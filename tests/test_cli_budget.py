@@ -103,3 +103,15 @@ def test_backfill_against_a_dead_prometheus_names_the_command(
     err = capsys.readouterr().err
     assert "promtool tsdb create-blocks-from rules" in err and "127.0.0.1:9" in err
     assert "Traceback" not in err
+
+
+def test_a_grouped_slo_without_its_column_is_a_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text("timestamp,slo,total,bad\n2026-05-01T00:00:00Z,checkout-success,10,1\n")
+    for command in (["report"], ["backtest", "--since", "1d", "--until", UNTIL]):
+        assert main([*command, str(ROOT / "slo_definitions"), "--data", str(events)]) == 1
+        err = capsys.readouterr().err
+        assert f"{events}: SLO checkout/checkout-success is grouped by 'region', but the " \
+               "file has no region column" in err
+        assert "Traceback" not in err

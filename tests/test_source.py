@@ -18,6 +18,7 @@ import json
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from slo_engine.budget import accounting as budget
 from slo_engine.budget import ledger
+from slo_engine.budget.backtest import backtest
 from slo_engine.errors import QueryError, SourceError, SourceUnavailable
 from slo_engine.prometheus.cache import wait_for_cache_writes
 from slo_engine.prometheus.source import (
@@ -737,3 +740,65 @@ def test_recorded_queries_average_each_rate_over_the_bucket() -> None:
                  "[299999ms])",
         "bad": 'avg_over_time(slo:bad_events:rate5m{service=~"web", slo=~"availability"}'
                "[299999ms])"}
+
+
+
+PER_TARGET = """\
+apiVersion: slo-engine/v1
+service: probes
+owner: team-web
+labels: {tier: "1"}
+slos:
+  - name: reachable
+    objective: 99
+    sli:
+      query:
+        bad: sum by (target) (rate(probe_failed_total[{{window}}]))
+        total: sum by (target) (rate(probe_total[{{window}}]))
+"""
+TARGET_RATES = {"a": (2.0, 0.0), "b": (0.2, 0.02)}  # total and bad events per second
+
+
+def per_target(fake: Callable[[Handler], FakeServer], *, recorded: bool) -> FakeServer:
+    """Prometheus with two hours of two targets of PER_TARGET: its recorded series (the
+    SLO's labels and `target`) or, with `recorded` False, only the raw query's output."""
+    servers: list[FakeServer] = []
+
+    def respond(handler: http.server.BaseHTTPRequestHandler) -> None:
+        form = urllib.parse.parse_qs(servers[0].requests[-1][2].decode())
+        query, start = form["query"][0], float(form["start"][0])
+        bad = "bad_events" in query or "failed" in query
+        result = []
+        if query.startswith("avg_over_time(slo:") == recorded:
+            for target, rates in TARGET_RATES.items():
+                labels = {"target": target}
+                if recorded:
+                    labels |= {"slo": "reachable", "service": "probes", "tier": "1"}
+                stamps = range(int(start), int(WEEK[0].timestamp()) + 7201, 300)
+                result.append({"metric": labels,
+                               "values": [[t, str(rates[bad])] for t in stamps]})
+        answer(200, json.dumps({"status": "success", "data": {
+            "resultType": "matrix", "result": result}}).encode())(handler)
+
+    servers.append(fake(respond))
+    return servers[0]
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "raw"])
+def test_a_query_sli_summed_by_target_has_a_group_per_target(
+        fake: Callable[[Handler], FakeServer], tmp_path: Path, recorded: bool) -> None:
+    """The rules alert per target of `sum by (target)`, so the ledger, the report and the
+    backtest must too, not merge both targets into one row."""
+    (tmp_path / "probes.yaml").write_text(PER_TARGET, encoding="utf-8")
+    services = load_services([tmp_path])
+    server = per_target(fake, recorded=recorded)
+    frame, stats = PrometheusSource(server.url).fetch_ledger(services, *WEEK)
+    assert stats.fallback == ([] if recorded else ["probes/reachable"])
+    assert sorted(frame["group"].unique()) == ["target=a", "target=b"]
+    at = WEEK[0] + timedelta(hours=2)
+    rows = budget.report(services, frame, at)
+    assert [(r.labels, r.status) for r in rows] == [({"target": "a"}, "healthy"),
+                                                     ({"target": "b"}, "exhausted")]
+    assert rows[1].burn_rates["1h"] == pytest.approx(10)
+    result = backtest(services[0].slos[0], frame)
+    assert set(result.alerts["group"]) == {"target=b"}

@@ -150,12 +150,10 @@ BAD_FILES = [
          "set 'alerting.tiers' with a smaller budget_percent",
          id="at 90% the default 14.4x page tier can never fire, the 6x one can"),
     case("objective-as-fraction",
-         *(f"6:16: slos[0].objective: page tier {tier} can never fire: it needs a burn rate of "
-           f"{burn}x, but at objective 0.995% even 100% errors burn only 1.01x; raise the "
-           "objective, or set 'alerting.tiers' with a smaller budget_percent (the objective is "
-           "a percent: 0.995 means 0.995%; did you mean 99.5?)"
-           for tier, burn in (("1h/5m", "14.4"), ("6h/30m", "6"))),
-         id="an objective written as a fraction suggests the percent"),
+         "6:16: slos[0].objective: the objective is a percent: 0.995 means 0.995%, at which "
+         "even 100% errors burn only 1.01x and page tier 1h/5m (14.4x), page tier 6h/30m (6x) "
+         "can never fire; did you mean 99.5?",
+         id="an objective written as a fraction suggests the percent once, not per tier"),
     case("custom-tier-never-fires",
          "14:11: slos[0].alerting.tiers[0]: page tier 1h/5m can never fire: it needs a burn "
          "rate of 67.2x, but at objective 95% even 100% errors burn only 20x; raise the "

@@ -174,12 +174,14 @@ def _status(slo: SLO, group: str, sums: _Sums, at: datetime,
     current = burn_rates[RATE_WINDOW]
     first = sums.first()
     partial = first is None or bool(first > _ns(start + timedelta(minutes=5)))
-    if total <= 0:
-        status: Status = "no_data"
-    elif remaining is not None and remaining <= 0:
-        status = "exhausted"
+    # The windows may hold events the period does not (a calendar period at its first
+    # instant): a firing tier is then "burning", never "no_data" beside it.
+    if remaining is not None and remaining <= 0:
+        status: Status = "exhausted"
     elif firing or (current or 0) > 1:
         status = "burning"
+    elif total <= 0:
+        status = "no_data"
     else:
         status = "healthy"
     return BudgetStatus(

@@ -16,7 +16,7 @@ from the cache may interleave keys, and every consumer groups by key itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from slo_engine.errors import LedgerError
+from slo_engine.spec.conventions import RESERVED_LABELS
+from slo_engine.spec.model import SLO, QuerySLI, Service
 
 COLUMNS = ("timestamp", "service", "slo", "group", "total", "bad")
 KEY = ("service", "slo", "group")
@@ -37,6 +39,20 @@ def group_key(labels: Mapping[str, str]) -> str:
 
 def group_labels(key: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in key.split(",")) if key else {}
+
+
+def series_group(slo: SLO, labels: Mapping[str, str]) -> str:
+    """The group of one series of `slo` (recorded, raw or alert), as the rules group it.
+
+    Ratio and latency SLIs group by their `group_by`. A query SLI groups by whatever labels
+    its query keeps (`sum by (target) ...`): the recorded series, and so the alerts, carry
+    them beyond the SLO's own labels, so every label but those and the reserved ones is
+    the group.
+    """
+    if not isinstance(slo.sli, QuerySLI):
+        return group_key({k: labels.get(k, "") for k in slo.group_by})
+    own = RESERVED_LABELS.union(name for name, _ in slo.labels)
+    return group_key({k: v for k, v in labels.items() if k not in own and v != ""})
 
 
 def empty() -> pd.DataFrame:
@@ -105,12 +121,7 @@ def normalise(frame: pd.DataFrame, *, source: str = "frame") -> pd.DataFrame:
     frame = frame.copy()
     label_columns = [c for c in frame.columns if c not in COLUMNS]
     if "group" not in frame.columns:
-        if label_columns:
-            labels = frame[label_columns].astype(str)
-            frame["group"] = [group_key(dict(zip(label_columns, row, strict=True)))
-                              for row in labels.itertuples(index=False)]
-        else:
-            frame["group"] = ""
+        frame["group"] = _label_groups(frame[label_columns]) if label_columns else ""
     if "service" not in frame.columns:
         frame["service"] = ""
     try:
@@ -141,13 +152,71 @@ def normalise(frame: pd.DataFrame, *, source: str = "frame") -> pd.DataFrame:
     return frame.sort_values([*KEY, "timestamp"], kind="stable").reset_index(drop=True)
 
 
-def read_event_file(path: Path) -> pd.DataFrame:
-    """A CSV or Parquet file of event counts, as analysts export them from other systems."""
+def _label_groups(labels: pd.DataFrame) -> list[str]:
+    """Group keys of label columns, row by row. A blank cell means the row has no such
+    label: one file holds SLOs grouped by a column and SLOs that leave it empty."""
+    text = labels.astype(str)
+    blank = labels.isna().to_numpy() | (text.apply(lambda c: c.str.strip()) == "").to_numpy()
+    names = list(labels.columns)
+    return [group_key({n: v for n, v, b in zip(names, row, skip, strict=True) if not b})
+            for row, skip in zip(text.itertuples(index=False), blank.tolist(), strict=True)]
+
+
+def read_event_file(path: Path, services: Sequence[Service] = ()) -> pd.DataFrame:
+    """A CSV or Parquet file of event counts, as analysts export them from other systems.
+
+    With `services`, rows that cannot be told apart are errors rather than silently wrong
+    budgets (see `check_rows`)."""
     try:
         parquet = path.suffix in (".parquet", ".pq")
-        frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
+        # CSV cells stay text: a label "NA" or "1" must not become NaN or 1.0.
+        raw = pd.read_parquet(path) if parquet else \
+            pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise LedgerError(f"{path}: no such file") from None
     except (OSError, ValueError, ImportError) as error:
         raise LedgerError(f"{path}: cannot read events: {error}") from None
-    return normalise(frame, source=str(path))
+    frame = normalise(raw, source=str(path))
+    check_rows(raw, services, source=str(path))
+    return frame
+
+
+def check_rows(raw: pd.DataFrame, services: Sequence[Service], *, source: str) -> None:
+    """Raise LedgerError where a file's rows cannot be given to its SLOs unambiguously.
+
+    Without a service (column or cell), an SLO name two services share would count its
+    events for both; a grouped SLO's rows without their `group_by` label would merge all
+    groups into one. `raw` is the file as read, so lines are the file's.
+    """
+    slo = raw["slo"].astype(str).to_numpy()
+    service = raw["service"].fillna("").astype(str).str.strip().to_numpy() \
+        if "service" in raw.columns else np.full(len(raw), "", dtype=object)
+    owners: dict[str, list[str]] = {}
+    for one in services:
+        for s in one.slos:
+            owners.setdefault(s.name, []).append(s.service)
+    for name, named in owners.items():
+        rows = np.flatnonzero((slo == name) & (service == ""))
+        if len(named) > 1 and len(rows):
+            where = "the file has no service column" if "service" not in raw.columns \
+                else "this row leaves service blank"
+            raise LedgerError(
+                f"{source}: line {rows[0] + 2}: SLO {name!r} is defined by services "
+                f"{' and '.join(map(repr, sorted(set(named))))}, but {where}, so its events "
+                "would count for both; add a service column naming each row's service")
+    label_columns = [c for c in raw.columns if c not in COLUMNS]
+    groups = raw["group"].fillna("").astype(str).tolist() if "group" in raw.columns \
+        else _label_groups(raw[label_columns]) if label_columns else [""] * len(raw)
+    for one in services:
+        for s in one.slos:
+            rows = np.flatnonzero((slo == s.name) & np.isin(service, ["", s.service]))
+            for label in s.group_by if len(rows) else ():
+                if label not in raw.columns and "group" not in raw.columns:
+                    raise LedgerError(
+                        f"{source}: SLO {s.service}/{s.name} is grouped by {label!r}, but "
+                        f"the file has no {label} column; add it, with each row's {label}")
+                unlabelled = [r for r in rows.tolist() if label not in group_labels(groups[r])]
+                if unlabelled:
+                    raise LedgerError(
+                        f"{source}: line {unlabelled[0] + 2}: SLO {s.service}/{s.name} is "
+                        f"grouped by {label!r}, but this row leaves {label} blank")

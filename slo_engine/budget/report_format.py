@@ -29,15 +29,22 @@ def _burn(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _row_name(service: str, slo: str, group: str) -> str:
+    return f"{service}/{slo}" + (f" {{{group}}}" if group else "")
+
+
 def table(rows: Sequence[BudgetStatus], width: int = 160) -> str:
+    """The report for a terminal. The SLO cell folds rather than ends in "…": rows that
+    differ only at the end of a long name or group would otherwise read the same."""
     view = Table(title="Error budgets", show_lines=False)
-    for name, justify in (("SLO", "left"), ("objective", "right"), ("period", "right"),
+    names = [_row_name(row.service, row.slo, row.group) for row in rows]
+    view.add_column("SLO", overflow="fold")
+    for name, justify in (("objective", "right"), ("period", "right"),
                           ("SLI", "right"), ("budget left", "right"), ("burn 5m", "right"),
                           ("burn 1h", "right"), ("burn 6h", "right"), ("burn 3d", "right"),
                           ("exhausted in", "right"), ("status", "left"), ("firing", "left")):
         view.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for row in rows:
-        name = f"{row.service}/{row.slo}" + (f" {{{row.group}}}" if row.group else "")
+    for name, row in zip(names, rows, strict=True):
         style = _STATUS_STYLE[row.status]
         view.add_row(
             name, f"{row.objective:g}%", row.period + (" (partial)" if row.partial else ""),
@@ -98,16 +105,17 @@ def _span(value: Any) -> str:
 def backtest_table(results: Sequence[BacktestResult], width: int = 160) -> str:
     """Every page and ticket a policy would have sent, then what each SLO's budget did."""
     alerts = Table(title="Alerts the policy would have sent")
-    for name in ("SLO", "tier", "start", "end", "delay", "peak burn", "budget spent"):
+    alerts.add_column("SLO", overflow="fold")
+    for name in ("tier", "start", "end", "delay", "peak burn", "budget spent"):
         alerts.add_column(name)
     summary = Table(title="Summary")
-    for name in ("SLO", "pages", "tickets", "budget spent", "spent while nothing fired"):
+    summary.add_column("SLO", overflow="fold")
+    for name in ("pages", "tickets", "budget spent", "spent while nothing fired"):
         summary.add_column(name)
     for result in results:
         for row in result.alerts.itertuples(index=False):
-            group = str(row.group)
-            name = f"{result.service}/{result.slo}" + (f" {{{group}}}" if group else "")
-            alerts.add_row(name, f"{row.severity} {row.long_window}/{row.short_window}",
+            alerts.add_row(_row_name(result.service, result.slo, str(row.group)),
+                           f"{row.severity} {row.long_window}/{row.short_window}",
                            _when(row.start), _when(row.end), _span(row.delay),
                            f"{row.peak_burn_rate:.1f}x", f"{row.budget_spent:.1%}")
         summary.add_row(f"{result.service}/{result.slo}", str(result.pages), str(result.tickets),

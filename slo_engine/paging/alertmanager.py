@@ -90,7 +90,7 @@ def _burn_alert(alert: WebhookAlert, slo: SLO, severity: Literal["page", "ticket
     return BurnAlert(
         service=slo.service,
         slo=slo.name,
-        group=BurnAlert.group_of(alert.labels, slo.group_by),
+        group=BurnAlert.group_for(slo, alert.labels),
         severity=severity,
         long_window=alert.labels.get(LONG_WINDOW_LABEL, ""),
         short_window=alert.labels.get(SHORT_WINDOW_LABEL, ""),

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from slo_engine.budget.ledger import group_labels, series_group
+from slo_engine.spec.model import SLO, QuerySLI
+
 Severity = Literal["page", "ticket"]
 AlertSource = Literal["engine", "alertmanager"]
 
@@ -35,6 +38,14 @@ class BurnAlert:
     def group_of(labels: Mapping[str, str], group_by: tuple[str, ...]) -> tuple[
             tuple[str, str], ...]:
         return tuple(sorted((name, labels[name]) for name in group_by if name in labels))
+
+    @staticmethod
+    def group_for(slo: SLO, labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """The group of an alert or series of `slo`: its group_by labels, or for a query SLI
+        the labels its query keeps, as the ledger groups them, so pages and budgets join."""
+        if isinstance(slo.sli, QuerySLI):
+            return tuple(sorted(group_labels(series_group(slo, labels)).items()))
+        return BurnAlert.group_of(labels, slo.group_by)
 
     @property
     def group_key(self) -> str:

@@ -166,7 +166,7 @@ def _values(result: Result, by_pair: Mapping[tuple[str, str], SLO]) -> dict[
             value = float(item["value"][1])
         except (KeyError, IndexError, TypeError, ValueError):
             continue
-        values[(slo.service, slo.name, BurnAlert.group_of(labels, slo.group_by))] = value
+        values[(slo.service, slo.name, BurnAlert.group_for(slo, labels))] = value
     return values
 
 

@@ -26,7 +26,7 @@ from slo_engine.budget import ledger
 from slo_engine.prometheus.client import short
 from slo_engine.spec.model import SLO
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # 4: query SLIs keep their output labels as groups
 CACHE_ATTR = "slo_engine_cache"
 
 _log = logging.getLogger(__name__)

@@ -247,8 +247,8 @@ class PrometheusSource:
                 slo = by_pair.get((labels.get(names.SERVICE_LABEL, ""),
                                    labels.get(names.SLO_LABEL, "")))
                 if slo is not None:
-                    keyed.append(((slo.service, slo.name, _group(slo, labels)), _KINDS[kind],
-                                  item["values"]))
+                    key = (slo.service, slo.name, ledger.series_group(slo, labels))
+                    keyed.append((key, _KINDS[kind], item["values"]))
         return _events(keyed, step, good_based=False)
 
     def _fallback(self, slo: SLO, lo: int, hi: int, step: int,
@@ -257,8 +257,9 @@ class PrometheusSource:
         queries = fallback_queries(slo, step)
         keyed: list[Keyed] = []
         for kind, query in queries.items():
-            keyed.extend(((slo.service, slo.name, _group(slo, item["metric"])), _KINDS[kind],
-                          item["values"]) for item in self._range(query, lo, hi, step, stats))
+            keyed.extend(((slo.service, slo.name, ledger.series_group(slo, item["metric"])),
+                          _KINDS[kind], item["values"])
+                         for item in self._range(query, lo, hi, step, stats))
         return _events(keyed, step, good_based="good" in queries)
 
     # --- range queries in chunks ------------------------------------------------------
@@ -387,10 +388,6 @@ def _events(series: Iterable[Keyed], step: int, *, good_based: bool) -> pd.DataF
         "service": column(0), "slo": column(1), "group": column(2),
         "total": total * step, "bad": bad * step,
     })
-
-
-def _group(slo: SLO, labels: Mapping[str, str]) -> str:
-    return ledger.group_key({k: labels.get(k, "") for k in slo.group_by})
 
 
 def _needs_fallback(group: Sequence[SLO], recorded: pd.DataFrame, lo: int, hi: int,

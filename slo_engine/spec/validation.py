@@ -133,6 +133,7 @@ def _tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[Spec
     indices = [i for i, t in enumerate(alerting.tiers or ())
                if t.enabled and (alerting.page if t.severity == "page" else alerting.ticket)]
     policies = tier_policies(slo)
+    never: list[str] = []  # tiers that cannot fire, when the objective looks like a fraction
     for i, tier in zip(indices if custom else range(len(policies)), policies, strict=True):
         where: PathKey = (*path, "alerting", "tiers", i) if custom else (*path, "period")
         long_s, short_s = parse_duration(tier.long_window), parse_duration(tier.short_window)
@@ -150,18 +151,25 @@ def _tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[Spec
                                  "long window; shorten its long_window")
             continue
         burn = burn_rate_threshold(tier.budget_percent, period, long_s)
-        if burn > max_burn:
+        if burn > max_burn and slo.objective < 1:
+            never.append(f"{label} ({burn:.4g}x)")
+        elif burn > max_burn:
             fix = ("lower the tier's budget_percent" if custom else
                    "set 'alerting.tiers' with a smaller budget_percent")
-            if slo.objective < 1:
-                fix += (f" (the objective is a percent: {slo.objective:g} means "
-                        f"{slo.objective:g}%; did you mean {slo.objective * 100:g}?)")
             yield document.issue(
                 where if custom else (*path, "objective"),
                 f"{label} can never fire: it needs a burn rate of {burn:.4g}x, but at objective "
                 f"{slo.objective:g}% even 100% errors burn only {max_burn:.4g}x; raise the "
                 f"objective, or {fix}",
             )
+    if never:
+        # One mistake (a fraction for a percent), so one issue, not one per tier.
+        yield document.issue(
+            (*path, "objective"),
+            f"the objective is a percent: {slo.objective:g} means {slo.objective:g}%, at "
+            f"which even 100% errors burn only {max_burn:.4g}x and {', '.join(never)} can "
+            f"never fire; did you mean {slo.objective * 100:g}?",
+        )
 
 
 def check_warnings(spec: ServiceSpec, document: SpecDocument) -> list[SpecWarning]:
