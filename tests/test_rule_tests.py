@@ -90,7 +90,8 @@ def test_generated_unit_tests_pass(promtool: str, tmp_path: Path,
     assert promtool_run.test_rules(promtool, files) == []
 
 
-@pytest.mark.parametrize("case", ["zero-traffic", "group-by", "latency", "query"])
+@pytest.mark.parametrize("case", ["zero-traffic", "group-by", "latency", "query",
+                                  "latency-missing-bucket"])
 def test_handwritten_promtool_cases(case: str, promtool: str, tmp_path: Path) -> None:
     service = load_services([HANDWRITTEN / f"{case}.slo.yaml"])[0]
     (tmp_path / "rules.yml").write_text(render(compile_service(service)))
