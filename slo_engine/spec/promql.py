@@ -2,6 +2,8 @@
 
 Ratio and latency SLIs name counters by selector, so a typo there is caught at validate
 time with the column of the mistake instead of as a rule-loading failure in Prometheus.
+Whole queries (and, after this module's own checks, selectors) go through the real PromQL
+parser, `promql-parser`, so what Prometheus would refuse is refused here, in the spec.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import promql_parser
 
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -269,6 +273,40 @@ def check_query(text: str) -> tuple[int, str] | None:
     if "{{" in rendered or "}}" in rendered:
         return _original_offset(text, rendered.find("{{")), \
             "unknown placeholder; only {{window}} is replaced"
+    return None
+
+
+_UNKNOWN_FUNCTION = "unknown function with name "
+_NO_DETAIL = "invalid promql query"  # the parser's whole message for many mistakes
+# Queries that parse but cannot be a recording rule's expression.
+_NOT_INSTANT = {promql_parser.MatrixSelector: "a range vector", promql_parser.SubqueryExpr:
+                "a subquery's range vector", promql_parser.StringLiteral: "a string"}
+
+
+def parser_problem(text: str) -> tuple[int, str] | None:
+    """What the PromQL parser says of `text` (with {{window}} as 5m): (offset, problem).
+
+    The parser gives no position; an unknown function is found by its name, anything else
+    is reported at the start of the text.
+    """
+    rendered = text.replace(WINDOW_PLACEHOLDER, "5m")
+    try:
+        expr = promql_parser.parse(rendered)
+    except ValueError as error:
+        message = str(error)
+        offset = 0
+        if message.startswith(_UNKNOWN_FUNCTION):
+            name = message.removeprefix(_UNKNOWN_FUNCTION).strip("'")
+            found = rendered.find(f"{name}(")
+            offset = _original_offset(text, found) if found >= 0 else 0
+        if message == _NO_DETAIL:
+            message += ("; look for a grouping without parentheses ('by (route)', not "
+                        "'by route'), a misspelt keyword or a missing operator")
+        return offset, f"PromQL does not parse: {message}"
+    kind = _NOT_INSTANT.get(type(expr))
+    if kind is not None:
+        return 0, (f"the query returns {kind}; a rule needs an instant vector, e.g. "
+                   "sum(rate(jobs_total[{{window}}]))")
     return None
 
 
