@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pandas costs compile's start-up 0.2 s it does not need
     from slo_engine.config import ChangesConfig
     from slo_engine.paging.burn_alert import BurnAlert
     from slo_engine.paging.page import PageContext
+    from slo_engine.prometheus.lint import LintReport
     from slo_engine.rules.backfill import BackfillResult, Progress
     from slo_engine.storage import StateStore
 
@@ -36,6 +37,15 @@ ChangeFinder: TypeAlias = Callable[[set[str], datetime, datetime], "Iterable[Cha
 def validate(paths: Iterable[str | Path]) -> list[Service]:
     """Load and check every SLO file; raises SpecError listing every mistake."""
     return load_services(paths)
+
+
+def lint_against_prometheus(services: list[Service], url: str) -> LintReport:
+    """Do the SLOs' selectors and latency thresholds fit the series Prometheus has?"""
+    from slo_engine.prometheus.lint import lint
+    from slo_engine.prometheus.source import PrometheusSource
+
+    with PrometheusSource(url) as source:
+        return lint(services, source)
 
 
 def generated_files(services: Iterable[Service], fmt: Format = "prometheus",

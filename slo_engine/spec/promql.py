@@ -310,6 +310,26 @@ def parser_problem(text: str) -> tuple[int, str] | None:
     return None
 
 
+def query_selectors(text: str) -> list[str]:
+    """The vector selectors a query reads (with {{window}} as 5m), as PromQL, in order: what
+    a live check asks Prometheus about. Empty when the query does not parse."""
+    try:
+        expr = promql_parser.parse(text.replace(WINDOW_PLACEHOLDER, "5m"))
+    except ValueError:
+        return []
+    found: list[str] = []
+
+    def visit(node: promql_parser.Expr) -> bool:
+        if isinstance(node, promql_parser.VectorSelector):  # without offset or @
+            matchers = node.matchers.matchers
+            inner = ",".join(str(m) for m in matchers)
+            found.append(f"{node.name or ''}{{{inner}}}" if inner else node.name or "")
+        return True
+
+    promql_parser.walk(expr, visit)
+    return list(dict.fromkeys(found))
+
+
 def _original_offset(original: str, rendered_offset: int) -> int:
     """Map an offset in the rendered query back to the spec's text."""
     delta = len(WINDOW_PLACEHOLDER) - len("5m")
