@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pandas costs compile's start-up 0.2 s it does not need
     from slo_engine.config import ChangesConfig
     from slo_engine.paging.burn_alert import BurnAlert
     from slo_engine.paging.page import PageContext
+    from slo_engine.prometheus.lint import LintReport
     from slo_engine.rules.backfill import BackfillResult, Progress
     from slo_engine.storage import StateStore
 
@@ -43,6 +44,15 @@ def validate_with_warnings(paths: Iterable[str | Path]) -> tuple[list[Service],
                                                                  list[SpecWarning]]:
     """`validate`, and what the files probably do not mean, for the user to see."""
     return load_checked(paths)
+
+
+def lint_against_prometheus(services: list[Service], url: str) -> LintReport:
+    """Do the SLOs' selectors and latency thresholds fit the series Prometheus has?"""
+    from slo_engine.prometheus.lint import lint
+    from slo_engine.prometheus.source import PrometheusSource
+
+    with PrometheusSource(url) as source:
+        return lint(services, source)
 
 
 def generated_files(services: Iterable[Service], fmt: Format = "prometheus",

@@ -12,6 +12,7 @@ from slo_engine.spec.promql import (
     SelectorSyntaxError,
     check_query,
     parse_selector,
+    parser_problem,
     regex_problem,
 )
 
@@ -201,10 +202,32 @@ def test_regex_constructs_inside_a_class_are_literal() -> None:
     "sum(rate(jobs_total[{{window}}]))",
     'sum(rate(x{a=~"b|c", d!="(("}[{{window}}])) / sum(rate(y[{{window}}]))',
     "sum by (region) (increase(x[{{window}}])) or vector(0)",
-    "sum(rate(x{path=~`/a[(`}[{{window}}]))",
+    "sum(rate(x{path=~`/a[(]`}[{{window}}]))",
 ])
 def test_valid_queries(query: str) -> None:
     assert check_query(query) is None
+    assert parser_problem(query) is None
+
+
+@pytest.mark.parametrize(("query", "offset", "message"), [
+    pytest.param("sum(rat(x[{{window}}]))", 4,
+                 "PromQL does not parse: unknown function with name 'rat'",
+                 id="an unknown function, at its name"),
+    pytest.param("sum(rate(x[{{window}}])) / sum(irat(y[{{window}}]))", 31,
+                 "PromQL does not parse: unknown function with name 'irat'",
+                 id="the offset counts {{window}} as written, not as 5m"),
+    pytest.param("sum(rate(x[{{window}}])) by route", 0,
+                 "PromQL does not parse: invalid promql query; look for a grouping",
+                 id="the parser's bare message gets a hint"),
+    pytest.param("rate(x[{{window}}])[1h:5m]", 0, "the query returns a subquery's range vector",
+                 id="a subquery cannot be a rule's expression"),
+    pytest.param("x[{{window}}]", 0, "the query returns a range vector",
+                 id="nor can a range selector"),
+])
+def test_the_promql_parser_refuses(query: str, offset: int, message: str) -> None:
+    problem = parser_problem(query)
+    assert problem is not None
+    assert (problem[0], problem[1][:len(message)]) == (offset, message)
 
 
 TWO_PARTS = "sum(rate(a[{{window}}])) / sum(rate(b[{{window}}])"

@@ -274,6 +274,14 @@ BAD_FILES = [
     case("query-unbalanced-parens",
          "9:17: slos[0].sli.query.bad: unclosed '('; add the matching ')'",
          id="a query with an unclosed parenthesis, at that parenthesis"),
+    case("query-unknown-function",
+         "9:18: slos[0].sli.query.bad: PromQL does not parse: unknown function with name 'rat'",
+         id="a misspelt function, named by the PromQL parser, at the function"),
+    case("query-by-without-parentheses",
+         "9:14: slos[0].sli.query.bad: PromQL does not parse: invalid promql query; look for "
+         "a grouping without parentheses ('by (route)', not 'by route'), a misspelt keyword "
+         "or a missing operator",
+         id="'by route' without parentheses: the PromQL parser's message, at the query"),
     # --- all at once
     case("several-mistakes",
          f"4:1: team: unknown field 'team'; expected one of: {SERVICE_FIELDS}",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from slo_engine import app
 from slo_engine.cli.arguments import Commands, print_warnings, slo_paths
+from slo_engine.prometheus.client import without_credentials
 from slo_engine.rules.files import FORMATS
 from slo_engine.spec.document import json_schema_text
 from slo_engine.spec.durations import describe_seconds
@@ -17,6 +18,9 @@ from slo_engine.spec.model import Service, detection_seconds
 def register(commands: Commands) -> None:
     validate = commands.add_parser("validate", help="check SLO files, report every mistake")
     slo_paths(validate)
+    validate.add_argument("--prometheus-url", metavar="URL", default=None,
+                          help="also check against this Prometheus that every selector "
+                          "matches series and every latency threshold is a bucket bound")
     validate.set_defaults(handler=_validate)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of SLO files")
@@ -44,6 +48,14 @@ def _validate(args: argparse.Namespace) -> int:
     services, warnings = app.validate_with_warnings(args.paths)
     print_warnings(warnings)
     slos = sum(len(s.slos) for s in services)
+    if args.prometheus_url:
+        report = app.lint_against_prometheus(services, args.prometheus_url)
+        for issue in sorted([*report.errors, *report.warnings]):
+            print(issue, file=sys.stderr)
+        if report.errors:
+            print(f"{len(report.errors)} error{'s' if len(report.errors) != 1 else ''} found "
+                  f"against {without_credentials(args.prometheus_url)}", file=sys.stderr)
+            return 1
     print(f"OK: {slos} SLO{'s' if slos != 1 else ''} in {len(services)} "
           f"service{'s' if len(services) != 1 else ''} valid")
     return 0

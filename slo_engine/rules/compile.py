@@ -134,7 +134,10 @@ def _event_rates(slo: SLO) -> list[Rule]:
     elif isinstance(sli, LatencySLI):
         total = f"{by}({_rate(sli.count.render())})"
         good = f"{by}({_rate(sli.bucket.render((le_matcher(sli.threshold_seconds),)))})"
-        bad = f"clamp_min({total_recorded} - ({good} or 0 * {total_recorded}), 0)"
+        # No `or 0` default: a threshold that is no bucket bound matches no `le` series, and
+        # reading that as "nothing was fast" would page at 100% on healthy traffic. Without
+        # the bucket, bad has no sample, the SLI has no value, and SLODataAbsent says why.
+        bad = f"clamp_min({total_recorded} - {good}, 0)"
     else:
         total = _window(sli.total, names.BASE_WINDOW)
         if sli.bad is not None:
@@ -202,16 +205,29 @@ def burn_alert(slo: SLO, tier: AlertTier) -> AlertingRule:
 
 
 def data_absent_alert(slo: SLO) -> AlertingRule:
+    """No SLI: the total events are absent, or (latency) the threshold's bucket is, per group.
+
+    The two halves never overlap (the second needs the total the first says is absent), so
+    the alert never holds two samples with one label set.
+    """
+    total = recorded(names.TOTAL_EVENTS_RATE, slo)
+    expr = f"absent({total})"
+    description = ("The SLI's total-events series is absent, so burn-rate alerts cannot fire. "
+                   "Check that the service is scraped and the selector still matches its "
+                   "metrics.")
+    if isinstance(slo.sli, LatencySLI):
+        expr += f"\nor\n{total} unless {recorded(names.BAD_EVENTS_RATE, slo)}"
+        description += (f" Or the histogram has no bucket le=\"{number(slo.sli.threshold_seconds)}"
+                        "\": the threshold must be one of its bucket bounds (slo-engine validate "
+                        "--prometheus-url URL lists them).")
     return AlertingRule(
         alert=names.DATA_ABSENT_ALERT,
-        expr=f"absent({recorded(names.TOTAL_EVENTS_RATE, slo)})",
+        expr=expr,
         for_=names.DATA_ABSENT_FOR,
         labels=(*slo.labels, (names.SEVERITY_LABEL, "ticket")),
         annotations=_links(slo, (
             ("summary", f"{slo.service}/{slo.name}: no SLI data for {names.DATA_ABSENT_FOR}"),
-            ("description", "The SLI's total-events series is absent, so burn-rate alerts "
-                            "cannot fire. Check that the service is scraped and the selector "
-                            "still matches its metrics."),
+            ("description", description),
         )),
     )
 

@@ -2,6 +2,8 @@
 
 Ratio and latency SLIs name counters by selector, so a typo there is caught at validate
 time with the column of the mistake instead of as a rule-loading failure in Prometheus.
+Whole queries (and, after this module's own checks, selectors) go through the real PromQL
+parser, `promql-parser`, so what Prometheus would refuse is refused here, in the spec.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import promql_parser
 
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -270,6 +274,60 @@ def check_query(text: str) -> tuple[int, str] | None:
         return _original_offset(text, rendered.find("{{")), \
             "unknown placeholder; only {{window}} is replaced"
     return None
+
+
+_UNKNOWN_FUNCTION = "unknown function with name "
+_NO_DETAIL = "invalid promql query"  # the parser's whole message for many mistakes
+# Queries that parse but cannot be a recording rule's expression.
+_NOT_INSTANT = {promql_parser.MatrixSelector: "a range vector", promql_parser.SubqueryExpr:
+                "a subquery's range vector", promql_parser.StringLiteral: "a string"}
+
+
+def parser_problem(text: str) -> tuple[int, str] | None:
+    """What the PromQL parser says of `text` (with {{window}} as 5m): (offset, problem).
+
+    The parser gives no position; an unknown function is found by its name, anything else
+    is reported at the start of the text.
+    """
+    rendered = text.replace(WINDOW_PLACEHOLDER, "5m")
+    try:
+        expr = promql_parser.parse(rendered)
+    except ValueError as error:
+        message = str(error)
+        offset = 0
+        if message.startswith(_UNKNOWN_FUNCTION):
+            name = message.removeprefix(_UNKNOWN_FUNCTION).strip("'")
+            found = rendered.find(f"{name}(")
+            offset = _original_offset(text, found) if found >= 0 else 0
+        if message == _NO_DETAIL:
+            message += ("; look for a grouping without parentheses ('by (route)', not "
+                        "'by route'), a misspelt keyword or a missing operator")
+        return offset, f"PromQL does not parse: {message}"
+    kind = _NOT_INSTANT.get(type(expr))
+    if kind is not None:
+        return 0, (f"the query returns {kind}; a rule needs an instant vector, e.g. "
+                   "sum(rate(jobs_total[{{window}}]))")
+    return None
+
+
+def query_selectors(text: str) -> list[str]:
+    """The vector selectors a query reads (with {{window}} as 5m), as PromQL, in order: what
+    a live check asks Prometheus about. Empty when the query does not parse."""
+    try:
+        expr = promql_parser.parse(text.replace(WINDOW_PLACEHOLDER, "5m"))
+    except ValueError:
+        return []
+    found: list[str] = []
+
+    def visit(node: promql_parser.Expr) -> bool:
+        if isinstance(node, promql_parser.VectorSelector):  # without offset or @
+            matchers = node.matchers.matchers
+            inner = ",".join(str(m) for m in matchers)
+            found.append(f"{node.name or ''}{{{inner}}}" if inner else node.name or "")
+        return True
+
+    promql_parser.walk(expr, visit)
+    return list(dict.fromkeys(found))
 
 
 def _original_offset(original: str, rendered_offset: int) -> int:

@@ -17,6 +17,7 @@ from slo_engine.spec.promql import (
     SelectorSyntaxError,
     check_query,
     parse_selector,
+    parser_problem,
 )
 
 if TYPE_CHECKING:
@@ -97,13 +98,13 @@ def _sli(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[SpecIs
             yield document.issue((*base, "metric"), f"give the histogram's base name, without "
                                  f"the suffix: {metric.rsplit('_', 1)[0]!r}")
         yield from _selector(sli.latency.selector, (*base, "selector"), document,
-                             allow_empty_name=True)
+                             allow_empty_name=True, metric=metric)
     if sli.query is not None:
         for field in ("bad", "good", "total"):
             text = getattr(sli.query, field)
             if text is None:
                 continue
-            problem = check_query(text)
+            problem = check_query(text) or parser_problem(text)
             if problem is not None:
                 offset, message = problem
                 yield document.issue((*path, "sli", "query", field), message,
@@ -111,7 +112,9 @@ def _sli(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[SpecIs
 
 
 def _selector(text: str, path: PathKey, document: SpecDocument, *,
-              allow_empty_name: bool = False) -> Iterator[SpecIssue]:
+              allow_empty_name: bool = False, metric: str = "") -> Iterator[SpecIssue]:
+    """Our parser first (it names the column and the fix), then the real one on what the
+    compiler would write: the latency selector joined to its histogram's name."""
     try:
         selector = parse_selector(text, allow_empty_name=allow_empty_name)
     except SelectorSyntaxError as error:
@@ -121,6 +124,11 @@ def _selector(text: str, path: PathKey, document: SpecDocument, *,
     if allow_empty_name and selector.metric:
         yield document.issue(path, "give only the label matchers here, e.g. '{job=\"api\"}'; "
                              "the metric name goes in 'metric'")
+        return
+    full = f"{metric}{text}" if allow_empty_name else text
+    problem = parser_problem(full) if METRIC_NAME.fullmatch(selector.metric or metric) else None
+    if problem is not None:
+        yield document.issue(path, f"invalid selector '{text}': {problem[1]}")
 
 
 def _tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[SpecIssue]:
