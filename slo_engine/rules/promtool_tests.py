@@ -12,19 +12,19 @@ import bisect
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 import numpy as np
+import yaml
 
 from slo_engine.rules.compile import (
     VALUE_TEMPLATE,
-    RuleSet,
     burn_alert,
-    compile_slo,
+    compile_service,
     data_absent_alert,
     le_matcher,
 )
@@ -622,13 +622,17 @@ def expected_timeline(slo: SLO, scenario: Scenario, series: Sequence[Series]) ->
     return _TIMELINES[key]
 
 
-def _burn_alerts(slo: SLO, series: Sequence[Series],
-                 firing: tuple[tuple[int, str], ...]) -> list[dict[str, Any]]:
+def _burn_alerts(slo: SLO, series: Sequence[Series], firing: tuple[tuple[int, str], ...],
+                 tier_annotations: Sequence[tuple[tuple[str, str], ...]] = ()
+                 ) -> list[dict[str, Any]]:
+    """The expected alerts; `tier_annotations` (each tier's, in order) spares building
+    each tier's alert again at every check."""
     alerts = []
     for index, value in firing:
         tier = slo.tiers[index]
-        annotations = {k: v.replace(VALUE_TEMPLATE, value)
-                       for k, v in burn_alert(slo, tier).annotations}
+        template = tier_annotations[index] if tier_annotations else \
+            burn_alert(slo, tier).annotations
+        annotations = {k: v.replace(VALUE_TEMPLATE, value) for k, v in template}
         alerts.append({"exp_labels": _alert_labels(slo, series, tier),
                        "exp_annotations": annotations})
     return alerts
@@ -652,8 +656,9 @@ def test_group(slo: SLO, scenario: Scenario) -> dict[str, Any]:
                 "input_series": [{"series": "slo_engine_unrelated_total", "values": "0+1x10"}],
                 "alert_rule_test": checks}
     series = input_series(slo, scenario.traffic)
+    tier_annotations = [burn_alert(slo, tier).annotations for tier in slo.tiers]
     checks = [{"eval_time": _eval_time(t), "alertname": names.BURN_ALERT,
-               "exp_alerts": _burn_alerts(slo, series, firing)}
+               "exp_alerts": _burn_alerts(slo, series, firing, tier_annotations)}
               for t, firing in expected_timeline(slo, scenario, series)]
     checks.append({"eval_time": _eval_time(scenario.traffic.minutes),
                    "alertname": names.DATA_ABSENT_ALERT, "exp_alerts": []})
@@ -720,21 +725,33 @@ def slo_rules_file_name(slo: SLO) -> str:
     return f"{TESTS_DIR}/{slo.service}--{slo.name}.rules.yml"
 
 
-def slo_rules(service: Service, slo: SLO) -> str:
-    """The SLO's groups exactly as the service's rule file holds them, and nothing else:
-    a test file's time then does not grow with its siblings, and none of them fires in it."""
-    return render(RuleSet(service.name, service.source_file, compile_slo(slo)))
+def slo_rules(service_rules: str, slo: SLO) -> str:
+    """The SLO's groups cut out of its service's rule file, header kept: byte for byte what
+    Prometheus loads, and nothing else, so a test file's time does not grow with its
+    siblings and none of them fires in it."""
+    head, body = service_rules.split("groups:\n", 1)
+    wanted = {names.alert_group_name(slo.service, slo.name),
+              names.slow_group_name(slo.service, slo.name)}
+    groups = re.split(r"(?m)^(?=- name: )", body)
+    mine = [g for g in groups if g and yaml.safe_load(g.split("\n", 1)[0])[0]["name"] in wanted]
+    return f"{head}groups:\n{''.join(mine)}"
 
 
-def rule_test_files(services: Iterable[Service]) -> dict[str, str]:
-    """One test file per SLO; for a service of several SLOs, one rule file per SLO too."""
+def rule_test_files(services: Iterable[Service],
+                    rule_files: Mapping[str, str] | None = None) -> dict[str, str]:
+    """One test file per SLO; for a service of several SLOs, one rule file per SLO too, cut
+    from the service's rule file (`rule_files`, by name, as `compile` writes them; rendered
+    here when not given)."""
     files: dict[str, str] = {}
     for service in services:
+        if len(service.slos) == 1:
+            files[test_file_name(service.slos[0])] = test_file(service.slos[0])
+            continue
+        name = rules_file_name(service.name)
+        service_rules = rule_files[name] if rule_files and name in rule_files else \
+            render(compile_service(service))
         for slo in service.slos:
-            if len(service.slos) == 1:
-                files[test_file_name(slo)] = test_file(slo)
-                continue
             rules = slo_rules_file_name(slo)
-            files[rules] = slo_rules(service, slo)
+            files[rules] = slo_rules(service_rules, slo)
             files[test_file_name(slo)] = test_file(slo, rules.removeprefix(f"{TESTS_DIR}/"))
     return files
