@@ -91,6 +91,7 @@ class ServiceTiming:
     slos: int
     files: tuple[FileTiming, ...]  # one test file at a time
     together: float  # every test file of the service, both cores busy (wall)
+    load: float  # 1-minute load average right after `together`: other work on the cores
 
 
 @dataclass(frozen=True)
@@ -131,5 +132,6 @@ def run(workdir: Path, promtool: str, sizes: Sequence[int] = SIZES) -> PromtoolR
         spec = write_service(workdir / "specs", slos)
         tests = compile_tests(spec, workdir / f"out-{slos}")
         files = tuple(time_file(promtool, path) for path in tests)
-        services.append(ServiceTiming(slos, files, time_together(promtool, tests)))
+        together = time_together(promtool, tests)
+        services.append(ServiceTiming(slos, files, together, os.getloadavg()[0]))
     return PromtoolResult(tuple(services))

@@ -321,8 +321,9 @@ def promtool_section(result: PromtoolResult) -> list[str]:
         "files together on every core.",
         "",
         "| SLOs in the service | test files | per file, wall: min / median / max (s) | "
-        "per file, CPU: min / median / max (s) | all files together, wall (s) |",
-        "|---:|---:|---:|---:|---:|",
+        "per file, CPU: min / median / max (s) | all files together, wall (s) | "
+        "CPU of all files (s) | load average after |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for service in result.services:
         walls = sorted(f.wall for f in service.files)
@@ -330,15 +331,18 @@ def promtool_section(result: PromtoolResult) -> list[str]:
         lines.append(
             f"| {service.slos} | {len(service.files)} | {walls[0]:.2f} / "
             f"{walls[len(walls) // 2]:.2f} / {walls[-1]:.2f} | {cpus[0]:.2f} / "
-            f"{cpus[len(cpus) // 2]:.2f} / {cpus[-1]:.2f} | {service.together:.2f} |")
+            f"{cpus[len(cpus) // 2]:.2f} / {cpus[-1]:.2f} | {service.together:.2f} | "
+            f"{sum(cpus):.2f} | {service.load:.1f} |")
     lines += [
         "",
         f"Target: the tests of the {largest.slos}-SLO service in under "
         f"{PROMTOOL_TARGET_SECONDS:g} s, {'met' if ok else '**missed**'} "
-        f"({largest.together:.2f} s wall, {sum(f.cpu for f in largest.files):.1f} s of CPU "
-        f"in all); a file's CPU time ranges {min(cpu):.2f}–{max(cpu):.2f} s whatever the "
-        "number of its siblings (it depends on the SLO's shape, not the service's size). "
-        "Wall times depend on the machine's load; CPU times much less.",
+        f"({largest.together:.2f} s wall at a load average of {largest.load:.1f}; "
+        f"{sum(f.cpu for f in largest.files):.1f} s of CPU in all, so about half that on two "
+        f"idle cores). A file's CPU time ranges {min(cpu):.2f}–{max(cpu):.2f} s whatever the "
+        "number of its siblings: it depends on the SLO's shape (a pages-only SLO has no "
+        "slow-burn case), not on the service's size. Wall times depend on what else the "
+        "machine runs; CPU times much less.",
         "",
     ]
     return lines
