@@ -494,8 +494,9 @@ def slow_burn(slo: SLO, clean: int) -> Scenario | None:
         if min(ticket) < round(between, 1) < min(page) else between
     slow = [t for t in slo.tiers if t.burn_rate < rate]
     full = max(int(t.budget_fraction * slo.period_seconds / rate / 60) for t in slow)
-    # A window longer than the history holds clean x budget-free minutes and the burn:
-    # rate x d / (clean + d) crosses the threshold at d = threshold x clean / (rate - threshold).
+    # A window longer than the history holds the clean minutes and d minutes of burn, so its
+    # burn rate, rate x d / (clean + d), crosses a threshold at threshold x clean / (rate -
+    # threshold); with full windows it is budget_fraction x period / rate, whichever first.
     partial = max(math.ceil(t.burn_rate * clean / (rate - t.burn_rate)) for t in slow)
     burn = min(full, partial) + 15
     return Scenario(
