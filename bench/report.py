@@ -2,7 +2,7 @@
 
 Published into the documentation's performance page (docs/performance.md) between markers,
 so re-running replaces the previous results and nothing else of the page. Each part (compile,
-eval, refresh, service) starts with a `<!-- bench:part NAME -->` line: a run of some parts
+eval, refresh, service, promtool) starts with a `<!-- bench:part NAME -->` line: a run of some parts
 only (`python -m bench --only refresh`) replaces those parts and keeps the others.
 """
 
@@ -20,12 +20,14 @@ from typing import Any
 
 from bench.compile_time import TARGET_SECONDS, CompileResult
 from bench.evaluation import EvalResult, SchemeResult
+from bench.promtool_time import TARGET_SECONDS as PROMTOOL_TARGET_SECONDS
+from bench.promtool_time import PromtoolResult
 from bench.refresh import TARGET_QUERIES, TARGET_WARM_SECONDS, RefreshResult
 from bench.service import TARGET_CYCLE_SECONDS, TARGET_RSS_GROWTH, ServiceResult, cycle_stats
 
 START = "<!-- bench:start -->"
 END = "<!-- bench:end -->"
-PARTS = ("compile", "eval", "refresh", "service")
+PARTS = ("compile", "eval", "refresh", "service", "promtool")
 _PART = re.compile(r"^<!-- bench:part (\w+) -->\n", re.MULTILINE)
 
 
@@ -305,10 +307,52 @@ def service_section(result: ServiceResult) -> list[str]:
     ]
 
 
+def promtool_section(result: PromtoolResult) -> list[str]:
+    """Per-file times side by side for each service size: flat rows mean no growth."""
+    largest = max(result.services, key=lambda s: s.slos)
+    cpu = [f.cpu for s in result.services for f in s.files]
+    ok = largest.together < PROMTOOL_TARGET_SECONDS
+    sizes = ", ".join(str(s.slos) for s in result.services)
+    lines = [
+        f"**Generated promtool tests**: `promtool test rules` on every test file that "
+        f"`slo-engine compile` writes for services of {sizes} "
+        f"SLOs (in rotation: {'; '.join(result.kinds)}). Each file loads only its own SLO's "
+        "rules; files run one at a time for the per-file figures, then all of a service's "
+        "files together on every core.",
+        "",
+        "| SLOs in the service | test files | per file, wall: min / median / max (s) | "
+        "per file, CPU: min / median / max (s) | all files together, wall (s) | "
+        "CPU of all files (s) | load average after |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for service in result.services:
+        walls = sorted(f.wall for f in service.files)
+        cpus = sorted(f.cpu for f in service.files)
+        lines.append(
+            f"| {service.slos} | {len(service.files)} | {walls[0]:.2f} / "
+            f"{walls[len(walls) // 2]:.2f} / {walls[-1]:.2f} | {cpus[0]:.2f} / "
+            f"{cpus[len(cpus) // 2]:.2f} / {cpus[-1]:.2f} | {service.together:.2f} | "
+            f"{sum(cpus):.2f} | {service.load:.1f} |")
+    lines += [
+        "",
+        f"Target: the tests of the {largest.slos}-SLO service in under "
+        f"{PROMTOOL_TARGET_SECONDS:g} s, {'met' if ok else '**missed**'} "
+        f"({largest.together:.2f} s wall at a load average of {largest.load:.1f}; "
+        f"{sum(f.cpu for f in largest.files):.1f} s of CPU in all, so about half that on two "
+        f"idle cores). A file's CPU time ranges {min(cpu):.2f}–{max(cpu):.2f} s whatever the "
+        "number of its siblings: it depends on the SLO's shape (a pages-only SLO has no "
+        "slow-burn case), not on the service's size. Wall times depend on what else the "
+        "machine runs; CPU times much less.",
+        "",
+    ]
+    return lines
+
+
 def markdown(machine_line: str, compile_result: CompileResult | None,
              eval_result: EvalResult | None, seconds: float,
              refresh_result: RefreshResult | None = None,
-             only: tuple[str, ...] = (), service_result: ServiceResult | None = None) -> str:
+             only: tuple[str, ...] = (), service_result: ServiceResult | None = None,
+             promtool_result: PromtoolResult | None = None) -> str:
     """The bench section: a heading line, then each part that ran after its marker. With
     `only`, the heading says which parts ran and goes inside each of them, so that
     `publish` can keep the heading and the other parts of the last full run."""
@@ -320,7 +364,8 @@ def markdown(machine_line: str, compile_result: CompileResult | None,
         ("compile", compile_result, compile_section),
         ("eval", eval_result, eval_section),
         ("refresh", refresh_result, refresh_section),
-        ("service", service_result, service_section))
+        ("service", service_result, service_section),
+        ("promtool", promtool_result, promtool_section))
     for name, result, section in sections:
         if result is not None:
             lines += [part_marker(name)]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import compile_time, evaluation, refresh, report, service
+from bench import compile_time, evaluation, promtool_time, refresh, report, service
 
 ROOT = Path(__file__).resolve().parent.parent
 HINT = ("install Debian's prometheus and promtool: apt-get update && apt-get install -y "
@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-refresh", action="store_true", help="no budget-refresh bench")
     parser.add_argument("--skip-service", action="store_true",
                         help="no service evaluation-loop bench")
+    parser.add_argument("--skip-promtool", action="store_true",
+                        help="no bench of the generated promtool tests")
     parser.add_argument("--service-cycles", type=int, default=service.ServiceConfig.cycles,
                         help="evaluations of the service loop, one per minute of data "
                              "(default %(default)s)")
@@ -53,12 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_eval = "eval" in only if only else not args.skip_eval
     run_refresh = "refresh" in only if only else not args.skip_refresh
     run_service = "service" in only if only else not args.skip_service
+    run_promtool = "promtool" in only if only else not args.skip_promtool
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    if (run_eval or run_refresh or run_service) and not (prometheus and promtool):
+    if (run_eval or run_refresh or run_service or run_promtool) and not (prometheus and promtool):
         print(f"python -m bench: prometheus/promtool not found; {HINT}", file=sys.stderr)
         return 2
     machine = report.machine(prometheus)
-    compiled = evaluated = refreshed = served = None
+    compiled = evaluated = refreshed = served = tested = None
     with tempfile.TemporaryDirectory(prefix="slo-bench-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -84,8 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             served = service.run(workdir / "service", prometheus, promtool,
                                  service.ServiceConfig(cycles=args.service_cycles),
                                  log=lambda line: print(line, flush=True))
+        if run_promtool:
+            assert promtool
+            print("generated promtool tests of services of "
+                  f"{', '.join(map(str, promtool_time.SIZES))} SLOs ...", flush=True)
+            tested = promtool_time.run(workdir / "promtool", promtool)
     text = report.markdown(machine, compiled, evaluated, time.monotonic() - began, refreshed,
-                           only, served)
+                           only, served, tested)
     print()
     print(text)
     if not args.no_write:

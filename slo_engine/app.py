@@ -62,7 +62,7 @@ def generated_files(services: Iterable[Service], fmt: Format = "prometheus",
     rule_sets = [compile_service(s) for s in services]
     files = rule_files(rule_sets, fmt)
     if with_tests and fmt == "prometheus":
-        files.update(rule_test_files(services))
+        files.update(rule_test_files(services, files))
     return files
 
 

@@ -11,18 +11,25 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
+from bench import promtool_time
 from slo_engine.app import generated_files
 from slo_engine.rules.compile import compile_service
 from slo_engine.rules.files import render
 from slo_engine.rules.promtool_tests import (
+    GROUP_VALUE,
+    NotDerivable,
     Replay,
     Scenario,
     _regex_examples,
     expanding,
+    group_value,
     input_series,
     labels_for,
     scenarios,
+    slow_burn,
+    small_burn,
 )
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import SLO
@@ -86,7 +93,9 @@ def test_generated_unit_tests_pass(promtool: str, tmp_path: Path,
             (tmp_path / case / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / case / name).write_text(text)
     files = sorted(tmp_path.glob("*/tests/*.test.yml"))
-    assert len(files) == len(GOLDEN_CASES)
+    slos = sum(len(s.slos) for c in GOLDEN_CASES
+               for s in load_services([f"tests/golden/{c}/slo.yaml"]))
+    assert len(files) == slos > len(GOLDEN_CASES)
     assert promtool_run.test_rules(promtool, files) == []
 
 
@@ -142,9 +151,12 @@ def test_page_alerts_clear_once_their_short_windows_pass() -> None:
 
 
 def test_a_2x_burn_never_pages_and_tickets_when_the_maths_says() -> None:
+    """On three clean days first, so that every window is full when the burn starts (the
+    generated test uses an hour; promtool proves the replay on that)."""
     slo = _reference()
-    scenario, replay = _scenario(slo, "slow burn")
-    assert scenario.traffic is not None
+    scenario = slow_burn(slo, clean=3 * 24 * 60)
+    assert scenario is not None and scenario.traffic is not None
+    replay = Replay.of(slo, input_series(slo, scenario.traffic), scenario.traffic.minutes)
     assert _first(replay, scenario.traffic.minutes, 0, "page") is None
     start = next(i for i, b in enumerate(scenario.traffic.bad) if b) + 1
     ticket = _first(replay, scenario.traffic.minutes, 0, "ticket", "3d")
@@ -156,9 +168,12 @@ def test_a_2x_burn_never_pages_and_tickets_when_the_maths_says() -> None:
 
 
 def test_a_burn_spending_under_two_percent_alerts_nobody() -> None:
+    """With clean history for every tier's window (the generated test keeps only the
+    pages' windows clean; promtool proves the replay on that)."""
     slo = _reference()
-    scenario, replay = _scenario(slo, "small burn")
+    scenario = small_burn(slo)
     assert scenario.traffic is not None
+    replay = Replay.of(slo, input_series(slo, scenario.traffic), scenario.traffic.minutes)
     spent = sum(scenario.traffic.bad) / (slo.error_budget * slo.period_seconds / 60
                                          * scenario.traffic.total[0])
     assert 0.01 < spent < 0.02
@@ -220,3 +235,60 @@ def test_an_arbitrary_query_gets_only_the_no_data_test(monkeypatch: pytest.Monke
     text = files["tests/billing--invoices.test.yml"]
     assert "not generated" in text
     assert text.count('"name":') == 1
+
+
+# --- services of several SLOs, and group_by labels the selectors constrain ---------------
+
+
+@pytest.mark.parametrize("slos", [2, 10])
+def test_every_generated_test_of_a_multi_slo_service_passes(slos: int, promtool: str,
+                                                            tmp_path: Path) -> None:
+    """Ratio, latency and query SLOs side by side, group_by labels selected by regex: each
+    test file loads only its own SLO's groups, so no sibling's data-absent alert fires."""
+    spec = promtool_time.write_service(tmp_path / "specs", slos)
+    files = promtool_time.compile_tests(spec, tmp_path / "out")
+    assert len(files) == slos
+    assert not [f.name for f in files if "not generated" in f.read_text()]
+    assert promtool_run.test_rules(promtool, files) == []
+
+
+def test_an_slo_rule_file_is_its_groups_of_the_service_file(tmp_path: Path) -> None:
+    spec = promtool_time.write_service(tmp_path, 5)
+    files = generated_files(load_services([spec]))
+    service_text = files["svc-05-slos.yml"]
+    per_slo = {name: text for name, text in files.items() if name.endswith(".rules.yml")}
+    assert len(per_slo) == 5
+    groups = []
+    for text in per_slo.values():
+        body = text.split("groups:\n", 1)[1]
+        assert body in service_text  # byte for byte
+        groups.extend(yaml.safe_load(text)["groups"])
+    assert sorted(g["name"] for g in groups) == \
+        sorted(g["name"] for g in yaml.safe_load(service_text)["groups"])
+
+
+def test_a_single_slo_service_tests_its_own_rule_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    files = generated_files(load_services(["tests/golden/reference-30d/slo.yaml"]))
+    assert not [name for name in files if name.endswith(".rules.yml")]
+    assert '"rule_files": ["../payments.yml"]' in files["tests/payments--charges.test.yml"]
+
+
+@pytest.mark.parametrize(("selector", "value"), [
+    pytest.param('x{handler=~"/api.*"}', "/api", id="regex: its literal prefix"),
+    pytest.param('x{handler=~"/api/v[12]/.+"}', "/api/v1/x", id="regex: an example"),
+    pytest.param('x{handler="/login"}', "/login", id="equality"),
+    pytest.param('x{handler!="/login"}', GROUP_VALUE, id="inequality"),
+    pytest.param('x{handler!~"/(health|ready)"}', GROUP_VALUE, id="negative regex"),
+    pytest.param('x{code="500"}', GROUP_VALUE, id="unconstrained"),
+])
+def test_group_values_satisfy_the_selector(selector: str, value: str) -> None:
+    parsed = parse_selector(selector)
+    assert group_value("handler", [parsed]) == value
+    assert all(m.matches(value) for m in parsed.matchers if m.name == "handler")
+
+
+def test_an_unsatisfiable_group_label_says_why() -> None:
+    selectors = [parse_selector('x{handler=~"/api.*"}'), parse_selector('y{handler="/web"}')]
+    with pytest.raises(NotDerivable, match=r"group_by label 'handler'.*handler=~\"/api"):
+        group_value("handler", selectors)

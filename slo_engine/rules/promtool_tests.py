@@ -12,16 +12,23 @@ import bisect
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 import numpy as np
+import yaml
 
-from slo_engine.rules.compile import VALUE_TEMPLATE, burn_alert, data_absent_alert, le_matcher
-from slo_engine.rules.files import TESTS_DIR, header, rules_file_name
+from slo_engine.rules.compile import (
+    VALUE_TEMPLATE,
+    burn_alert,
+    compile_service,
+    data_absent_alert,
+    le_matcher,
+)
+from slo_engine.rules.files import TESTS_DIR, header, render, rules_file_name
 from slo_engine.spec import conventions as names
 from slo_engine.spec.burn_rate import (
     AlertTier,
@@ -206,9 +213,63 @@ def _query_selector(query: str) -> Selector:
         raise NotDerivable(str(error)) from None
 
 
+GROUP_VALUE = "slo-engine-test"
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The regex's leading literal characters (`/api` of `/api.*`), escapes resolved."""
+    prefix = []
+    try:
+        parsed = sre_parse.parse(pattern)
+    except re.error:
+        return ""
+    for op, arg in parsed:
+        if str(op) != "LITERAL":
+            break
+        prefix.append(chr(arg))
+    return "".join(prefix)
+
+
+def _value_candidates(matchers: Sequence[Matcher]) -> list[str]:
+    """Values worth trying for a label: those the matchers name or their regexes produce,
+    then the plain test value (which suits negative matchers)."""
+    values: list[str] = []
+    for m in matchers:
+        if m.op == "=":
+            values.append(m.value)
+        elif m.op == "=~":
+            prefix = _literal_prefix(m.value)
+            values.extend(_regex_examples(m.value))
+            values.extend(v for v in (prefix, f"{prefix}x", f"{prefix}/x", f"{prefix}0") if v)
+    values.extend([GROUP_VALUE, "x", "0"])
+    return list(dict.fromkeys(values))
+
+
+def _sli_selectors(slo: SLO) -> list[Selector]:
+    sli = slo.sli
+    if isinstance(sli, LatencySLI):
+        return [sli.selector]
+    if isinstance(sli, QuerySLI):
+        return []
+    return [s for s in (sli.total, sli.bad, sli.good) if s is not None]
+
+
+def group_value(label: str, selectors: Sequence[Selector]) -> str:
+    """A `group_by` label's value that every selector's matchers on that label accept: the
+    test's one group must be selected by the rules, or nothing is recorded."""
+    matchers = [m for s in selectors for m in s.matchers if m.name == label]
+    for value in _value_candidates(matchers):
+        if value and all(m.matches(value) for m in matchers):
+            return value
+    rendered = ", ".join(m.render() for m in matchers)
+    raise NotDerivable(f"no value of the group_by label {label!r} found that satisfies "
+                       f"{rendered} (tried the regex's examples and literal prefix)")
+
+
 def input_series(slo: SLO, traffic: Traffic) -> list[Series]:
     """Counters that make the SLI see exactly `traffic` (one group when group_by is set)."""
-    fixed = {label: "slo-engine-test" for label in slo.group_by}
+    selectors = _sli_selectors(slo)
+    fixed = {label: group_value(label, selectors) for label in slo.group_by}
     good_counts = traffic.total - traffic.bad
     sli = slo.sli
     if isinstance(sli, LatencySLI):
@@ -407,53 +468,109 @@ def _concat(*parts: tuple[Counts, Counts]) -> Traffic:
     return Traffic(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
-def scenarios(slo: SLO) -> list[Scenario]:
-    """The situations every SLO's alerts are proven against."""
-    budget = slo.error_budget
-    longest = max((int(t.long_seconds // 60) for t in slo.tiers), default=60)
-    slowest_short = max((int(t.short_seconds // 60) for t in slo.tiers), default=5)
+def _minutes(seconds: float) -> int:
+    return int(seconds // 60)
+
+
+def _round_up(minutes: float, step: int = 30) -> int:
+    return int(math.ceil(minutes / step) * step)
+
+
+def slow_burn(slo: SLO, clean: int) -> Scenario | None:
+    """A steady burn between the slowest ticket and the slowest page, after `clean` minutes
+    of clean history; None when no ticket tier is slower than every page tier.
+
+    With `clean` at least the longest window, the tickets fire when
+    budget_fraction x period / rate says (the detection claim, on the replay); the generated
+    tests use an hour, so a window longer than the history reads all of it and the tickets
+    fire sooner, still minute by minute as the replay predicts.
+    """
     page = [t.burn_rate for t in slo.tiers if t.severity == "page"]
     ticket = [t.burn_rate for t in slo.tiers if t.severity == "ticket"]
+    if not (page and ticket and min(ticket) < min(page)):
+        return None
+    between = math.sqrt(min(ticket) * min(page))
+    rate = 2.0 if min(ticket) < 2 < min(page) else round(between, 1) \
+        if min(ticket) < round(between, 1) < min(page) else between
+    slow = [t for t in slo.tiers if t.burn_rate < rate]
+    full = max(int(t.budget_fraction * slo.period_seconds / rate / 60) for t in slow)
+    # A window longer than the history holds the clean minutes and d minutes of burn, so its
+    # burn rate, rate x d / (clean + d), crosses a threshold at threshold x clean / (rate -
+    # threshold); with full windows it is budget_fraction x period / rate, whichever first.
+    partial = max(math.ceil(t.burn_rate * clean / (rate - t.burn_rate)) for t in slow)
+    burn = min(full, partial) + 15
+    return Scenario(
+        "slow burn",
+        f"a steady {number(rate)}x burn after a clean {format_duration(clean * 60)}: "
+        "the tickets under that rate fire, never a page",
+        _concat(_steady(clean, 0, slo.error_budget), _steady(burn, rate, slo.error_budget)))
+
+
+def small_burn(slo: SLO, quiet: Sequence[AlertTier] | None = None) -> Scenario:
+    """A burst spending 75% of the smallest tier's share of the budget, after enough clean
+    history that none of the `quiet` tiers (default: all) sees it above its threshold,
+    however much of its window the history fills (with a fifth to spare).
+
+    With every tier quiet the history runs to most of a day: the no-alert claim, on the
+    replay. The generated tests keep the pages quiet, a few hours; a ticket whose window is
+    longer than the history reads all of it and may fire, to the minute the replay says.
+    """
+    budget = slo.error_budget
+    smallest = min(t.budget_fraction for t in slo.tiers)
+    burst_burn = min(1 / budget, 3 * max(t.burn_rate for t in slo.tiers))
+    burst = max(1, int(0.75 * smallest * slo.period_seconds / 60 / burst_burn))
+    spent = burst * burst_burn
+    tiers = slo.tiers if quiet is None else quiet
+    history = _round_up(max(min(_minutes(t.long_seconds), 1.2 * spent / t.burn_rate)
+                            for t in tiers))
+    claim = "no alert" if set(tiers) == set(slo.tiers) else \
+        f"no {' or '.join(sorted({t.severity for t in tiers}))}"
+    return Scenario(
+        "small burn",
+        f"a {number(burst_burn)}x burst for {burst}m after a clean "
+        f"{format_duration(history * 60)} spends {number(75 * smallest)}% of the budget, "
+        f"under every tier's share: {claim}",
+        _concat(_steady(history, 0, budget), _steady(burst, burst_burn, budget),
+                _steady(15, 0, budget)))
+
+
+def scenarios(slo: SLO) -> list[Scenario]:
+    """The situations every SLO's alerts are proven against.
+
+    promtool evaluates every rule at every minute of a scenario, so a scenario's length is
+    its cost: each is as long as the claim it makes needs, not as long as the longest window.
+    """
+    budget = slo.error_budget
     found: list[Scenario] = [Scenario(
         "no data", "no series at all: only the data-absent alert fires, after 10m", None)]
     if not slo.tiers:
         return found
+    longest = max(_minutes(t.long_seconds) for t in slo.tiers)
+    pages = [t for t in slo.tiers if t.severity == "page"]
     lowest = min(t.burn_rate for t in slo.tiers)
-    # At a constant error ratio every window holds that ratio however full it is, so six
-    # hours say as much as three days, at a fraction of promtool's time.
+    # At a constant error ratio every window holds that ratio however full it is, so an
+    # hour says as much as three days.
     found.append(Scenario(
         "steady healthy traffic",
         f"errors at a steady {number(lowest / 2)}x burn, the slowest tier's half: no alert",
-        _concat(_steady(min(longest, 360) + 10, lowest / 2, budget))))
-    # Page tiers only need their own windows of clean history; a day keeps promtool quick.
-    clean = min(longest, 1440)
+        _concat(_steady(min(longest, 60) + 10, lowest / 2, budget))))
+    # An hour of clean history: the fastest page tier's window is full, so it fires when it
+    # would in production; longer windows read all of the history and fire sooner, as the
+    # replay says. The recovery lasts until the page tiers' short windows have passed.
+    clean = min(longest, 60)
+    recovery = max((_minutes(t.short_seconds) for t in pages), default=30) + 10
     outage = 30
     found.append(Scenario(
         "100% outage and recovery",
         f"healthy for {format_duration(clean * 60)}, every request failing for {outage}m, then "
-        "healthy again: alerts fire when the windows say and clear once the short windows pass",
+        f"healthy for {recovery}m: alerts fire when the windows say, pages clear once their "
+        "short windows pass",
         _concat(_steady(clean, 0, budget), _steady(outage, 1 / budget, budget),
-                _steady(slowest_short + 60, 0, budget))))
-    if page and ticket and min(ticket) < min(page):
-        between = math.sqrt(min(ticket) * min(page))
-        rate = 2.0 if min(ticket) < 2 < min(page) else round(between, 1) \
-            if min(ticket) < round(between, 1) < min(page) else between
-        slow = [t for t in slo.tiers if t.burn_rate < rate]
-        detect = max(int(t.budget_fraction * slo.period_seconds / rate / 60) for t in slow)
-        found.append(Scenario(
-            "slow burn",
-            f"a steady {number(rate)}x burn after a clean {format_duration(longest * 60)}: "
-            f"tickets within budget_fraction x period / {number(rate)}, never a page",
-            _concat(_steady(longest, 0, budget), _steady(detect + 60, rate, budget))))
-    smallest = min(t.budget_fraction for t in slo.tiers)
-    burst_burn = min(1 / budget, 3 * max(t.burn_rate for t in slo.tiers))
-    burst = max(1, int(0.75 * smallest * slo.period_seconds / 60 / burst_burn))
-    found.append(Scenario(
-        "small burn",
-        f"a {number(burst_burn)}x burst for {burst}m spends "
-        f"{number(75 * smallest)}% of the budget, under every tier's share: no alert",
-        _concat(_steady(clean, 0, budget), _steady(burst, burst_burn, budget),
-                _steady(slowest_short + 60, 0, budget))))
+                _steady(recovery, 0, budget))))
+    burn = slow_burn(slo, min(longest, 60))
+    if burn is not None:
+        found.append(burn)
+    found.append(small_burn(slo, pages or slo.tiers))
     return found
 
 
@@ -475,7 +592,9 @@ _TIMELINES: dict[tuple[Any, ...], Timeline] = {}
 
 
 def expected_timeline(slo: SLO, scenario: Scenario, series: Sequence[Series]) -> Timeline:
-    """The firing tiers at every minute where they change (and the minute before).
+    """The firing tiers at every minute where they change (and the minute before), and
+    where the traffic changes and 5 minutes later (when the 5m rates have caught up): the
+    minutes an alert that the replay does not expect would most likely fire.
 
     Only the numbers matter here (budget, period, tiers, guard, how the SLI combines its
     series), so SLOs of the same shape share one replay: an organisation's thousand SLOs
@@ -489,9 +608,14 @@ def expected_timeline(slo: SLO, scenario: Scenario, series: Sequence[Series]) ->
         replay = Replay.of(slo, series, scenario.traffic.minutes)
         matrix = replay.firing_matrix()
         changed = np.flatnonzero((matrix[:, 1:] != matrix[:, :-1]).any(axis=0)) + 1
-        times = {0, scenario.traffic.minutes}
+        minutes = scenario.traffic.minutes
+        times = {0, minutes}
         for t in changed:
             times.update((int(t) - 1, int(t)))
+        traffic = scenario.traffic
+        shifts = np.flatnonzero((np.diff(traffic.total) != 0) | (np.diff(traffic.bad) != 0))
+        for t in shifts + 1:  # minute t+1 is the first sample of the new traffic
+            times.update(m for m in (int(t) + 1, int(t) + 6) if m <= minutes)
         _TIMELINES[key] = tuple(
             (t, tuple((i, f"{replay.burn(tier, tier.long_seconds, t):.1f}")
                       for i, tier in enumerate(slo.tiers) if replay.firing(tier, t)))
@@ -499,13 +623,17 @@ def expected_timeline(slo: SLO, scenario: Scenario, series: Sequence[Series]) ->
     return _TIMELINES[key]
 
 
-def _burn_alerts(slo: SLO, series: Sequence[Series],
-                 firing: tuple[tuple[int, str], ...]) -> list[dict[str, Any]]:
+def _burn_alerts(slo: SLO, series: Sequence[Series], firing: tuple[tuple[int, str], ...],
+                 tier_annotations: Sequence[tuple[tuple[str, str], ...]] = ()
+                 ) -> list[dict[str, Any]]:
+    """The expected alerts; `tier_annotations` (each tier's, in order) spares building
+    each tier's alert again at every check."""
     alerts = []
     for index, value in firing:
         tier = slo.tiers[index]
-        annotations = {k: v.replace(VALUE_TEMPLATE, value)
-                       for k, v in burn_alert(slo, tier).annotations}
+        template = tier_annotations[index] if tier_annotations else \
+            burn_alert(slo, tier).annotations
+        annotations = {k: v.replace(VALUE_TEMPLATE, value) for k, v in template}
         alerts.append({"exp_labels": _alert_labels(slo, series, tier),
                        "exp_annotations": annotations})
     return alerts
@@ -529,8 +657,9 @@ def test_group(slo: SLO, scenario: Scenario) -> dict[str, Any]:
                 "input_series": [{"series": "slo_engine_unrelated_total", "values": "0+1x10"}],
                 "alert_rule_test": checks}
     series = input_series(slo, scenario.traffic)
+    tier_annotations = [burn_alert(slo, tier).annotations for tier in slo.tiers]
     checks = [{"eval_time": _eval_time(t), "alertname": names.BURN_ALERT,
-               "exp_alerts": _burn_alerts(slo, series, firing)}
+               "exp_alerts": _burn_alerts(slo, series, firing, tier_annotations)}
               for t, firing in expected_timeline(slo, scenario, series)]
     checks.append({"eval_time": _eval_time(scenario.traffic.minutes),
                    "alertname": names.DATA_ABSENT_ALERT, "exp_alerts": []})
@@ -542,7 +671,10 @@ def test_group(slo: SLO, scenario: Scenario) -> dict[str, Any]:
     }
 
 
-def test_file(slo: SLO, service_slos: Sequence[SLO] = ()) -> str:
+def test_file(slo: SLO, rules_file: str | None = None) -> str:
+    """The SLO's test file; it loads `rules_file` (relative to the tests directory), by
+    default the service's own rule file, which must hold only this SLO's groups: promtool
+    evaluates every loaded group, and a sibling SLO's would raise its data-absent alert."""
     groups: list[dict[str, Any]] = []
     notes: list[str] = []
     for scenario in scenarios(slo):
@@ -552,13 +684,12 @@ def test_file(slo: SLO, service_slos: Sequence[SLO] = ()) -> str:
         except NotDerivable as why:
             notes.append(f"# - {scenario.name}: not generated ({why}); write this case by hand")
     body = {
-        "rule_files": [f"../{rules_file_name(slo.service)}"],
+        "rule_files": [rules_file or f"../{rules_file_name(slo.service)}"],
         "evaluation_interval": "1m",
         # promtool evaluates every group at every step, in random order unless told: the
         # slow group reads what the fast one records, as it does in Prometheus.
-        "group_eval_order": [name for other in (service_slos or (slo,)) for name in (
-            names.alert_group_name(other.service, other.name),
-            names.slow_group_name(other.service, other.name))],
+        "group_eval_order": [names.alert_group_name(slo.service, slo.name),
+                             names.slow_group_name(slo.service, slo.name)],
         "tests": groups,
     }
     intro = (f"# promtool unit tests of {slo.service}/{slo.name}; run: promtool test rules "
@@ -590,5 +721,38 @@ def test_file_name(slo: SLO) -> str:
     return f"{TESTS_DIR}/{slo.service}--{slo.name}.test.yml"
 
 
-def rule_test_files(services: Iterable[Service]) -> dict[str, str]:
-    return {test_file_name(slo): test_file(slo, s.slos) for s in services for slo in s.slos}
+def slo_rules_file_name(slo: SLO) -> str:
+    """Where the test of an SLO with siblings finds its rules: next to the test file."""
+    return f"{TESTS_DIR}/{slo.service}--{slo.name}.rules.yml"
+
+
+def slo_rules(service_rules: str, slo: SLO) -> str:
+    """The SLO's groups cut out of its service's rule file, header kept: byte for byte what
+    Prometheus loads, and nothing else, so a test file's time does not grow with its
+    siblings and none of them fires in it."""
+    head, body = service_rules.split("groups:\n", 1)
+    wanted = {names.alert_group_name(slo.service, slo.name),
+              names.slow_group_name(slo.service, slo.name)}
+    groups = re.split(r"(?m)^(?=- name: )", body)
+    mine = [g for g in groups if g and yaml.safe_load(g.split("\n", 1)[0])[0]["name"] in wanted]
+    return f"{head}groups:\n{''.join(mine)}"
+
+
+def rule_test_files(services: Iterable[Service],
+                    rule_files: Mapping[str, str] | None = None) -> dict[str, str]:
+    """One test file per SLO; for a service of several SLOs, one rule file per SLO too, cut
+    from the service's rule file (`rule_files`, by name, as `compile` writes them; rendered
+    here when not given)."""
+    files: dict[str, str] = {}
+    for service in services:
+        if len(service.slos) == 1:
+            files[test_file_name(service.slos[0])] = test_file(service.slos[0])
+            continue
+        name = rules_file_name(service.name)
+        service_rules = rule_files[name] if rule_files and name in rule_files else \
+            render(compile_service(service))
+        for slo in service.slos:
+            rules = slo_rules_file_name(slo)
+            files[rules] = slo_rules(service_rules, slo)
+            files[test_file_name(slo)] = test_file(slo, rules.removeprefix(f"{TESTS_DIR}/"))
+    return files
