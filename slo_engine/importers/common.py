@@ -245,6 +245,15 @@ def le_duration(le: str) -> str | None:
     return f"{whole // 1000}s" if whole % 1000 == 0 else f"{whole}ms"
 
 
+def promql_problem(query: str) -> str | None:
+    """Why a query with `{{window}}` is not PromQL (e.g. VictoriaMetrics' MetricsQL), if so."""
+    try:
+        promql_parser.parse(query.replace(WINDOW, "5m"))
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def rate_query(selector: str, by: list[str] | None = None) -> str:
     """`sum(rate(<selector>[{{window}}]))`, the query shape slo-engine's tests can feed."""
     grouping = f" by ({', '.join(by)})" if by else ""

@@ -18,6 +18,7 @@ from slo_engine.importers.common import (
     ImportResult,
     normalise_name,
     parse_selector,
+    promql_problem,
     sloth_window,
     unread_issues,
 )
@@ -253,6 +254,10 @@ def _queries(queries: dict[str, str], counter: bool, path: str, where: str, name
     pair = {numerator: queries[numerator].strip(), "total": queries["total"].strip()}
     windowed = {k: sloth_window(v) for k, v in pair.items()}
     if all("{{window}}" in v for v in windowed.values()):
+        problems = [p for p in map(promql_problem, windowed.values()) if p]
+        if problems:
+            result.lost(where, name, path, f"not PromQL ({problems[0]}); SLO not imported")
+            return None
         return {"query": windowed}
     if counter and all(parse_selector(v) is not None for v in pair.values()):
         return {"ratio": pair}

@@ -16,6 +16,7 @@ from slo_engine.importers.common import (
     label_map,
     normalise_name,
     percent,
+    promql_problem,
     sloth_window,
     unread_issues,
 )
@@ -108,8 +109,15 @@ def _sli(sli: Fields, where: str, name: str, result: ImportResult) -> dict[str, 
         events = sli.child("events")
         bad, total = events.get("error_query"), events.get("total_query")
         if isinstance(bad, str) and isinstance(total, str):
-            return {"query": {"bad": sloth_window(bad).strip(),
-                              "total": sloth_window(total).strip()}}
+            query = {"bad": sloth_window(bad).strip(), "total": sloth_window(total).strip()}
+            for role, text in query.items():
+                problem = promql_problem(text)
+                if problem:
+                    result.lost(where, name, events.at(f"{'error' if role == 'bad' else role}"
+                                                       "_query"), f"not PromQL ({problem}); "
+                                "SLO not imported")
+                    return None
+            return {"query": query}
         result.lost(where, name, events.path, "needs both error_query and total_query")
         return None
     if sli.has("raw"):
