@@ -141,10 +141,8 @@ def _period(spec: Fields, version: Any, where: str, name: str,
         result.lost(where, name, window.path, "calendar-aligned windows are not slo-engine "
                     "periods (rolling only); SLO not imported")
         return None
-    if version == V1:
-        text = str(duration)
-    else:
-        text = f"{count}{_UNITS.get(str(unit).lower(), '?')}"
+    suffix = _UNITS.get(str(unit).lower(), "?")
+    text = str(duration) if version == V1 else f"{count}{suffix}"
     if not re.match(PERIOD_PATTERN, text):
         result.lost(where, name, window.path, f"{text!r} is not a period of whole days or "
                     "weeks; SLO not imported")
