@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from slo_engine.cli import budget, changes, demo, notify, release, service, specs
+from slo_engine.cli import budget, changes, demo, importers, notify, release, service, specs
 from slo_engine.cli.arguments import print_error
 from slo_engine.errors import SloEngineError
 from slo_engine.extras import missing_extra
 
-COMMAND_GROUPS = (specs, budget, changes, release, notify, service, demo)
+COMMAND_GROUPS = (specs, importers, budget, changes, release, notify, service, demo)
 
 
 def _parser() -> argparse.ArgumentParser:
