@@ -277,29 +277,12 @@ def test_corpus_imports_validate_compile_and_pass_promtool_check(
             assert check.returncode == 0, check.stdout + check.stderr
 
 
-def _slo_count(out: Path) -> int:
-    return sum(len(s.slos) for s in app.validate([out / "slos"]))
-
-
-# promtool test runs take ~45 s a file today, so one single-SLO and one multi-SLO service.
-SINGLE = "pyrra/caddy-response-latency.yaml"
-MULTI = "sloth/kubernetes-apiserver.yml"
-
-
 @pytest.mark.prometheus
-def test_corpus_single_slo_service_generated_tests_pass(imported: dict[Path, Path],
-                                                         promtool: str) -> None:
-    out = imported[CORPUS / SINGLE]
-    assert _slo_count(out) == 1
-    assert promtool_run.test_rules(promtool, sorted((out / "rules" / "tests").glob("*.yml"))) == []
-
-
-@pytest.mark.prometheus
-@pytest.mark.xfail(strict=True, reason="generated tests of services with several SLOs feed "
-                   "only their own SLO's series, so siblings raise SLODataAbsent (issue 12 "
-                   "item 1, fixed on branch r12-tests); strict: passing means remove this mark")
-def test_corpus_multi_slo_service_generated_tests_pass(imported: dict[Path, Path],
-                                                        promtool: str) -> None:
-    out = imported[CORPUS / MULTI]
-    assert _slo_count(out) == 2
-    assert promtool_run.test_rules(promtool, sorted((out / "rules" / "tests").glob("*.yml"))) == []
+def test_corpus_generated_tests_pass_promtool(imported: dict[Path, Path], promtool: str) -> None:
+    """Every imported service's generated unit tests, multi-SLO services included."""
+    files = sorted(f for out in imported.values() for f in (out / "rules" / "tests").glob(
+        "*.test.yml"))
+    several = [out for out in imported.values()
+               if sum(len(s.slos) for s in app.validate([out / "slos"])) > 1]
+    assert len(files) >= 30 and several
+    assert promtool_run.test_rules(promtool, files) == []
