@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from slo_engine import app
 from slo_engine.budget import accounting as budget
 from slo_engine.budget import ledger
 from slo_engine.budget.backtest import backtest
@@ -41,6 +42,7 @@ from slo_engine.prometheus.source import (
     _chunks,
     _events,
     _plan,
+    _without_missing_bucket,
     fallback_queries,
     recorded_queries,
 )
@@ -48,7 +50,8 @@ from slo_engine.rules.compile import compile_service
 from slo_engine.rules.files import render
 from slo_engine.spec import conventions as names
 from slo_engine.spec.loader import load_services
-from slo_engine.spec.model import SLO, QuerySLI, Service
+from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, Service
+from slo_engine.spec.promql import Selector
 from tests.support.prometheus import (
     PrometheusServer,
     backfill_levels,
@@ -387,6 +390,61 @@ def test_slos_without_recorded_series_fall_back_to_raw_queries(history: History)
         assert_matches_truth(frame, "raw-ratio", history.requests, 300, instance)
 
 
+OFF_BUCKET = """\
+apiVersion: slo-engine/v1
+service: legacy
+owner: team-web
+slos:
+  - name: raw-latency
+    objective: 99
+    sli:
+      latency:
+        metric: http_request_duration_seconds
+        selector: '{job="api"}'
+        threshold: 500ms
+  - name: off-bucket
+    objective: 99
+    sli:
+      latency:
+        metric: http_request_duration_seconds
+        selector: '{job="api"}'
+        threshold: 250ms
+  - name: off-bucket-by-instance
+    objective: 99
+    sli:
+      latency:
+        metric: http_request_duration_seconds
+        selector: '{job="api"}'
+        threshold: 250ms
+        group_by: [instance]
+"""
+
+
+@pytest.mark.prometheus
+def test_a_latency_threshold_without_its_bucket_is_no_data_not_an_outage(
+        history: History, tmp_path: Path) -> None:
+    """The histogram has buckets 0.5 and +Inf only: a 250ms threshold matches no `le` series.
+    The raw fallback must read that as missing data, as the rules do, not as 100% slow."""
+    (tmp_path / "legacy.yaml").write_text(OFF_BUCKET, encoding="utf-8")
+    services = load_services([tmp_path])
+    start, end = period(history)
+    frame, notes = app.prometheus_events(history.url)(services, start, end)
+    assert set(frame["slo"]) == {"raw-latency"}
+    assert_matches_truth(frame, "raw-latency", history.latency, 300)  # with its bucket
+    missing = 'http_request_duration_seconds_bucket{le="0.25"} is missing'
+    assert any(n.startswith(f"legacy/off-bucket: {missing}, so") for n in notes), notes
+    assert any(n.startswith(f"legacy/off-bucket-by-instance: {missing} for instance=api-1, "
+                            "instance=api-2, instance=api-3") for n in notes), notes
+    assert any("no data: legacy/off-bucket, legacy/off-bucket-by-instance" in n
+               for n in notes), notes
+    rows = {r.slo: r for r in budget.report(services, frame, end)}
+    for name in ("off-bucket", "off-bucket-by-instance"):
+        assert (rows[name].status, rows[name].sli, rows[name].bad_events) == (
+            "no_data", None, 0), rows[name]
+    bad, total = history.latency.counts(int(start.timestamp()), int(end.timestamp()))
+    assert rows["raw-latency"].sli == pytest.approx(1 - bad / total, abs=1e-4)
+
+
 @pytest.mark.prometheus
 def test_history_from_before_the_rules_were_deployed_comes_from_raw_series(
         history: History) -> None:
@@ -701,6 +759,26 @@ def test_events_from_good_series() -> None:
     frame = _events([(key, 0, [[60, "10"], [120, "10"]]), (key, 2, [[60, "9.5"]])], 60,
                     good_based=True)
     assert frame["bad"].tolist() == [30.0, 600.0]  # no good series at 120: all bad
+
+
+def test_only_groups_without_the_threshold_bucket_lose_their_events() -> None:
+    """Per group and bucket: `b` lacks le="0.25" and gets no row; `a` keeps its numbers."""
+    sli = LatencySLI(Selector("http_request_duration_seconds", ()), 0.25, ("instance",))
+    slo = dataclasses.replace(probe_slo(), sli=sli)
+    a, b = ("web", "availability", "instance=a"), ("web", "availability", "instance=b")
+    stats = FetchStats()
+    keyed = _without_missing_bucket(slo, sli, [
+        (a, 0, [[300, "10"], [600, "10"]]), (a, 2, [[300, "9"]]),  # no bucket at 600 either
+        (b, 0, [[300, "5"], [600, "5"]]),
+    ], stats)
+    frame = _events(keyed, 300, good_based=True)
+    got = {(r.group, int(r.timestamp.timestamp())): (r.total, r.bad) for r in frame.itertuples()}
+    assert got == {("instance=a", 300): (3000.0, 300.0)}
+    assert stats.warnings == [
+        'web/availability: http_request_duration_seconds_bucket{le="0.25"} is missing for '
+        "instance=a, instance=b, so the 0.25s threshold has no good events there; those "
+        "events are left out (no data), not counted as slow. The threshold must be a bucket "
+        "bound of the histogram: `slo-engine validate --prometheus-url URL` lists them"]
 
 
 @pytest.mark.parametrize(("coverage", "plan"), [

@@ -50,7 +50,7 @@ from slo_engine.prometheus.client import PrometheusClient, Result, utc
 from slo_engine.rules.compile import le_matcher
 from slo_engine.spec import conventions as names
 from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, RatioSLI, Service
-from slo_engine.spec.promql import WINDOW_PLACEHOLDER
+from slo_engine.spec.promql import WINDOW_PLACEHOLDER, number
 
 __all__ = ["POINTS_PER_QUERY", "FetchStats", "PrometheusSource", "fallback_queries",
            "recorded_queries", "slo_id"]
@@ -260,6 +260,8 @@ class PrometheusSource:
             keyed.extend(((slo.service, slo.name, ledger.series_group(slo, item["metric"])),
                           _KINDS[kind], item["values"])
                          for item in self._range(query, lo, hi, step, stats))
+        if isinstance(slo.sli, LatencySLI):
+            keyed = _without_missing_bucket(slo, slo.sli, keyed, stats)
         return _events(keyed, step, good_based="good" in queries)
 
     # --- range queries in chunks ------------------------------------------------------
@@ -388,6 +390,38 @@ def _events(series: Iterable[Keyed], step: int, *, good_based: bool) -> pd.DataF
         "service": column(0), "slo": column(1), "group": column(2),
         "total": total * step, "bad": bad * step,
     })
+
+
+def _without_missing_bucket(slo: SLO, sli: LatencySLI, keyed: list[Keyed],
+                            stats: FetchStats) -> list[Keyed]:
+    """Latency totals only where the threshold's bucket has a sample, as the rules do.
+
+    A threshold that is no bucket bound matches no `le` series: read as "no request was
+    fast" it would count every event as bad, an outage on healthy traffic. Like the rules'
+    `clamp_min(total - good, 0)`, such a group and bucket gets no events at all (missing
+    data), and the fetch notes name the bucket.
+    """
+    good = {(key, t) for key, kind, pairs in keyed if kind == _GOOD
+            for t, value in pairs if math.isfinite(float(value))}
+    kept: list[Keyed] = []
+    lacking: set[str] = set()
+    for key, kind, pairs in keyed:
+        if kind == _TOTAL:
+            with_bucket = [p for p in pairs if (key, p[0]) in good]
+            if len(with_bucket) < len(pairs):
+                lacking.add(key[2])
+            pairs = with_bucket
+        kept.append((key, kind, pairs))
+    if lacking:
+        where = f" for {', '.join(sorted(lacking))}" if lacking != {""} else ""
+        le = number(sli.threshold_seconds)
+        note = (f"{slo_id(slo)}: {sli.bucket.metric}{{le=\"{le}\"}} is missing{where}, so "
+                f"the {le}s threshold has no good events there; those events are left out "
+                "(no data), not counted as slow. The threshold must be a bucket bound of the "
+                "histogram: `slo-engine validate --prometheus-url URL` lists them")
+        if note not in stats.warnings:
+            stats.warnings.append(note)
+    return kept
 
 
 def _needs_fallback(group: Sequence[SLO], recorded: pd.DataFrame, lo: int, hi: int,
