@@ -66,10 +66,10 @@ def test_the_prometheus_rule_carries_the_specs_namespace_and_labels(
     engine's own two labels stay."""
     monkeypatch.chdir(ROOT)
     files = _expected("alerting-routing")
-    metadata = yaml.safe_load(files["prometheus-operator/api.yml"])["metadata"]
-    assert metadata == {"name": "slo-engine-api", "namespace": "monitoring",
+    metadata = yaml.safe_load(files["prometheus-operator/edge-api.yml"])["metadata"]
+    assert metadata == {"name": "slo-engine-edge-api", "namespace": "monitoring",
                         "labels": {"app.kubernetes.io/managed-by": "slo-engine",
-                                   "slo-engine/service": "api",
+                                   "slo-engine/service": "edge-api",
                                    "release": "kube-prometheus-stack"}}
     [reference] = [t for n, t in _expected("reference-30d").items()
                    if n.startswith("prometheus-operator/")]
