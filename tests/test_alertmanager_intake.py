@@ -96,3 +96,29 @@ def test_a_query_sli_summed_by_target_pages_per_target(tmp_path: Any) -> None:
     assert skipped == []
     assert [a.group_key for a in alerts] == ["target=a", "target=b"]
     assert len({a.incident_key for a in alerts}) == 2
+
+
+def test_custom_alert_names_and_severities_map_back_through_the_spec() -> None:
+    """An SLO that names its alerts and severity values (Sloth-style critical/warning) is
+    still read as a page or a ticket; a value it does not use is reported with the ones it
+    does."""
+    routed = load_services([ROOT / "tests/spec_cases/good/alert-routing.yaml"])
+    own = {"alertname": "ApiAvailabilityBurn", "service": "web-api", "slo": "availability",
+           "routing_key": "api-oncall", "team": "platform"}
+    accepted, skipped = burn_alerts(_payload(
+        _alert(**own, severity="critical"),
+        _alert(**own, severity="warning", long_window="1d", short_window="2h"),
+        _alert(**own, severity="page"),
+        _alert(**{**own, "alertname": "SLOErrorBudgetBurn"}, severity="critical"),
+        _alert(service="web-api", slo="latency", severity="ticket", long_window="1d",
+               short_window="2h"),
+    ), routed)
+    assert [(a.slo, a.severity, a.tier) for a in accepted] == [
+        ("availability", "page", "1h/5m"), ("availability", "ticket", "1d/2h"),
+        ("latency", "ticket", "1d/2h")]
+    assert skipped == [
+        "ApiAvailabilityBurn web-api/availability: severity 'page' is neither critical (page) "
+        "nor warning (ticket)",
+        "SLOErrorBudgetBurn web-api/availability: this SLO's burn alerts are named "
+        "ApiAvailabilityBurn; do Prometheus and the engine read the same SLO files?",
+    ]

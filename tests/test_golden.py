@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from slo_engine.app import generated_files
 from slo_engine.spec.document import json_schema_text
@@ -57,3 +58,19 @@ def test_every_golden_case_has_a_spec() -> None:
 def test_committed_json_schema_is_current() -> None:
     committed = (ROOT / "slo-engine.schema.json").read_text(encoding="utf-8")
     assert committed == json_schema_text(), "run `make golden`"
+
+
+def test_the_prometheus_rule_carries_the_specs_namespace_and_labels(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """kube-prometheus-stack's Prometheus selects rules by labels such as `release`; the
+    engine's own two labels stay."""
+    monkeypatch.chdir(ROOT)
+    files = _expected("alerting-routing")
+    metadata = yaml.safe_load(files["prometheus-operator/edge-api.yml"])["metadata"]
+    assert metadata == {"name": "slo-engine-edge-api", "namespace": "monitoring",
+                        "labels": {"app.kubernetes.io/managed-by": "slo-engine",
+                                   "slo-engine/service": "edge-api",
+                                   "release": "kube-prometheus-stack"}}
+    [reference] = [t for n, t in _expected("reference-30d").items()
+                   if n.startswith("prometheus-operator/")]
+    assert "namespace:" not in reference

@@ -1,7 +1,4 @@
 """`slo-engine import`: the mapping of each source format, and the corpus of real documents.
-
-Fields still pending in the spec (`writing.PENDING`) are checked on the emitted YAML text
-with every field accepted; everything that is validated uses only today's spec.
 """
 
 from __future__ import annotations
@@ -14,17 +11,15 @@ import yaml
 
 from slo_engine import app
 from slo_engine.cli import main
-from slo_engine.importers import PENDING, import_texts, render
+from slo_engine.importers import import_texts, render
 from slo_engine.importers.common import ImportResult
-from slo_engine.importers.writing import supported
 from tests.support import promtool as promtool_run
 
 CORPUS = Path(__file__).parent / "corpus"
-ALL_FIELDS = {level: set(keys) | set(PENDING[level]) for level, keys in supported().items()}
 
 
-def _import(fmt: str, text: str, known: dict[str, set[str]] | None = None) -> ImportResult:
-    return import_texts(fmt, [("src.yml", textwrap.dedent(text))], "team", known)  # type: ignore[arg-type]
+def _import(fmt: str, text: str) -> ImportResult:
+    return import_texts(fmt, [("src.yml", textwrap.dedent(text))], "team")  # type: ignore[arg-type]
 
 
 def _slos(result: ImportResult) -> list[dict[str, object]]:
@@ -70,21 +65,14 @@ def test_sloth_raw_sli_is_listed_not_dropped() -> None:
     assert "src.yml:1: raw: slos[1].sli.raw: a raw error-ratio SLI" in "\n".join(issues)
 
 
-def test_sloth_alerting_maps_to_the_pending_fields_when_the_spec_has_them() -> None:
-    result = _import("sloth", SLOTH, ALL_FIELDS)
+def test_sloth_alerting_maps_to_the_alerting_fields() -> None:
+    result = _import("sloth", SLOTH)
     text = render(result.services[0], "slo-engine import sloth")
     assert "    alerting:\n      name: HighErrorRate\n" in text
     assert "      ticket: false\n" in text
     assert "      page_alert:\n        severity: pageteam\n        labels:\n" \
            "          routing_key: team\n" in text
     assert "# from src.yml, document 1, slo requests_availability" in text
-
-
-def test_sloth_pending_fields_are_listed_while_the_spec_lacks_them() -> None:
-    known = {level: set(keys) - set(PENDING[level]) for level, keys in supported().items()}
-    issues = [str(i) for i in _import("sloth", SLOTH, known).issues]
-    assert "src.yml:1: requests-availability: alerting.name: this slo-engine version has no " \
-           "such spec field yet" in issues
 
 
 def test_sloth_crd_uses_camel_case_and_metadata_for_the_prometheus_rule() -> None:
@@ -100,7 +88,7 @@ def test_sloth_crd_uses_camel_case_and_metadata_for_the_prometheus_rule() -> Non
               sli: {events: {errorQuery: "sum(rate(e[{{.window}}]))",
                              totalQuery: "sum(rate(t[{{.window}}]))"}}
               alerting: {pageAlert: {disable: true}}
-        """, ALL_FIELDS)
+        """)
     assert result.services[0].head["prometheus_rule"] == {
         "namespace": "monitoring", "labels": {"release": "prom"}}
     assert _slos(result)[0]["alerting"] == {"page": False}
@@ -139,7 +127,7 @@ PYRRA = """
 
 
 def test_pyrra_ratio_and_latency_map_to_ratio_and_latency_slis() -> None:
-    result = _import("pyrra", PYRRA, ALL_FIELDS)
+    result = _import("pyrra", PYRRA)
     errors, latency = _slos(result)
     assert errors["sli"] == {"ratio": {"bad": 'http_requests_total{job="api",code=~"5.."}',
                                        "total": 'http_requests_total{job="api"}',
@@ -222,8 +210,7 @@ def test_openslo_v1alpha_window_queries_become_a_query_sli() -> None:
 
 def test_unknown_fields_are_listed_not_dropped() -> None:
     result = _import("pyrra", PYRRA.split("---")[0].replace("window: 28d",
-                                                             "window: 28d\n      extra: 1"),
-                     ALL_FIELDS)
+                                                             "window: 28d\n      extra: 1"))
     assert [str(i) for i in result.issues] == [
         "src.yml:1: api-errors: spec.extra: not imported: the importer does not know this field"]
 

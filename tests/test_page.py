@@ -314,3 +314,18 @@ def test_plain_text_shows_the_page_as_a_terminal_would(page: dict[str, Any],
     assert "Runbook (https://runbooks.example.com/checkout)" in text
     assert "Roll back:\n\n    deploy web-api:2026.05.10-41c2d2a" in text
     assert "2026-05-12 14:00 UTC" in text and "<!date" not in text and "*" not in text
+
+
+def test_a_page_links_the_slos_own_runbook_and_dashboard_over_the_services() -> None:
+    (service,) = load_services([ROOT / "tests/spec_cases/good/alert-routing.yaml"])
+    own, inherited = service.slos
+    for slo, runbook, dashboard in (
+            (own, "https://runbooks.example.com/api/availability",
+             "https://grafana.example.com/d/api-availability"),
+            (inherited, "https://runbooks.example.com/api", None)):
+        message = render_page(context_with(slo, [], None))
+        links = dict((label, url) for url, label in re.findall(
+            r"<([^|>]+)\|([^>]+)>", block(message.blocks, "links")["text"]["text"]))
+        assert links["Runbook"] == runbook
+        assert links.get("Dashboard") == dashboard
+        assert f"Runbook: {runbook}" in message.text

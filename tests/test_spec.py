@@ -47,7 +47,8 @@ NEEDS_WINDOW = ("the query needs the {{window}} placeholder in its range selecto
 BAD_NAME = ("is not a valid name; use at most 63 lowercase letters, digits and '-', starting "
             "and ending with a letter or digit, e.g. checkout-success")
 WHOLE_MINUTES = "windows are whole minutes of at least 5m (the engine's base rate window)"
-SERVICE_FIELDS = "apiVersion, dashboard_url, depends_on, labels, owner, runbook_url, service, slos"
+SERVICE_FIELDS = ("alert_windows, apiVersion, dashboard_url, depends_on, labels, owner, "
+                  "prometheus_rule, runbook_url, service, slos")
 
 BAD_FILES = [
     # --- YAML itself
@@ -282,6 +283,80 @@ BAD_FILES = [
          "a grouping without parentheses ('by (route)', not 'by route'), a misspelt keyword "
          "or a missing operator",
          id="'by route' without parentheses: the PromQL parser's message, at the query"),
+    # --- alert names, severities, extra labels and annotations, window sets, PrometheusRule
+    case("alert-name-invalid",
+         "12:13: slos[0].alerting.name: 'Api Availability Burn' is not a valid alert name; "
+         "Prometheus wants a metric-name-like identifier: letters, digits, '_' and ':', not "
+         "starting with a digit, e.g. ApiAvailabilityBurn",
+         id="an alert name with spaces is refused, as Prometheus would"),
+    case("alert-label-severity",
+         "12:16: slos[0].alerting.labels.severity: label 'severity' is set by the engine; set "
+         "its value with page_alert.severity and ticket_alert.severity",
+         id="severity as an extra label points at page_alert/ticket_alert.severity"),
+    case("alert-label-reserved",
+         "13:18: slos[0].alerting.page_alert.labels.slo: label 'slo' is set by the engine on "
+         "every alert; choose another name",
+         "13:28: slos[0].alerting.page_alert.labels.long_window: label 'long_window' is set by "
+         "the engine on every alert; choose another name",
+         id="extra labels may not replace the engine's labels"),
+    case("alert-label-clash",
+         "15:16: slos[0].alerting.labels.tier: label 'tier' is already set by 'labels' on every "
+         "series and alert of the SLO; choose another name, or change it there",
+         "17:18: slos[0].alerting.ticket_alert.labels.region: label 'region' is a group_by "
+         "label of this SLO, set per group by the engine; choose another name",
+         "17:30: slos[0].alerting.ticket_alert.labels.component: label 'component' is already "
+         "set by 'labels' on every series and alert of the SLO; choose another name, or change "
+         "it there",
+         id="extra labels may not replace group_by or static labels"),
+    case("alert-annotation-reserved",
+         "12:21: slos[0].alerting.annotations.summary: annotation 'summary' is written by the "
+         "engine on every alert; choose another name",
+         "14:23: slos[0].alerting.page_alert.annotations.runbook_url: annotation 'runbook_url' "
+         "is written by the engine on every alert; set the SLO's (or the service's) runbook_url "
+         "instead",
+         id="extra annotations may not replace summary, description or the links"),
+    case("alert-severity-same",
+         "13:32: slos[0].alerting.ticket_alert.severity: page and ticket alerts both have "
+         "severity 'critical'; give them different values, so Alertmanager and the engine can "
+         "tell a page from a ticket",
+         id="page and ticket may not share a severity value"),
+    case("alert-severity-empty",
+         "12:33: slos[0].alerting.ticket_alert.severity: give the severity label's value, e.g. "
+         "critical or warning, or leave 'severity' out for the default",
+         id="an empty severity value"),
+    case("alert-windows-unknown",
+         "17:16: slos[0].alerting.windows: unknown alert window set 'fast-7dd'; known sets: "
+         "fast-7d, slow-28d",
+         id="an unknown window set lists the known ones"),
+    case("alert-windows-none-defined",
+         "12:16: slos[0].alerting.windows: unknown alert window set 'fast-7d'; this file "
+         "defines no alert_windows; add the set under 'alert_windows:' at the top of the file, "
+         "or write the tiers under 'tiers'",
+         id="a window set in a file without alert_windows says where sets go"),
+    case("alert-windows-and-tiers",
+         "15:16: slos[0].alerting.windows: give either 'windows' (a set from alert_windows) or "
+         f"'tiers', not both; {REMOVE}",
+         id="windows and tiers together"),
+    case("alert-windows-bad-set",
+         "8:7: alert_windows.weekly[0]: page tier 1h/1h: short_window must be shorter than "
+         "long_window (the SRE Workbook uses 1/12 of it)",
+         "28:16: slos[1].alerting.windows: period 1d is shorter than the long window of the "
+         "ticket tier 3d/6h of alert window set 'weekly'; use a set with shorter windows or a "
+         "longer period",
+         id="a set's mistake once at the set, an SLO's at its 'windows'"),
+    case("prometheus-rule-metadata",
+         "5:14: prometheus_rule.namespace: 'Monitoring' is not a Kubernetes namespace; use at "
+         "most 63 lowercase letters, digits and '-', starting and ending with a letter or "
+         "digit, e.g. monitoring",
+         "6:57: prometheus_rule.labels.release: 'kube prometheus' is not a Kubernetes label "
+         "value; use at most 63 letters, digits, '-', '_' and '.', starting and ending with a "
+         "letter or digit",
+         id="PrometheusRule namespace and label values as Kubernetes accepts them"),
+    case("prometheus-rule-engine-label",
+         "5:12: prometheus_rule.labels.app.kubernetes.io/managed-by: label "
+         "'app.kubernetes.io/managed-by' is set by the engine on every PrometheusRule it "
+         "writes; choose another name",
+         id="PrometheusRule labels may not replace the engine's"),
     # --- all at once
     case("several-mistakes",
          f"4:1: team: unknown field 'team'; expected one of: {SERVICE_FIELDS}",
@@ -609,3 +684,34 @@ def test_default_and_at_least_1x_custom_tiers_give_no_warning(tmp_path: Path) ->
             "    sli:\n      ratio:\n        bad: x_total{code=\"500\"}\n        total: x_total\n")
         assert load_checked([tmp_path / "s.yaml"])[1] == []
     assert load_checked(["slo_definitions", f"{CASES}/good"])[1] == []
+
+
+def test_alerting_fields_reach_the_model() -> None:
+    slos = slos_by_name(f"{CASES}/good/alert-routing.yaml")
+    alerting = slos["availability"].alerting
+    assert alerting.name == "ApiAvailabilityBurn"
+    assert alerting.page.severity == "critical" and alerting.ticket.severity == "warning"
+    assert alerting.page.labels == (("routing_key", "api-oncall"), ("team", "platform"))
+    assert alerting.ticket.labels == (("team", "platform"),)
+    assert alerting.page.annotations == (("channel", "#api"),)
+    assert alerting.kind_of("critical") == "page" and alerting.kind_of("page") is None
+    assert slos["availability"].runbook_url == "https://runbooks.example.com/api/availability"
+    assert slos["latency"].runbook_url == "https://runbooks.example.com/api"  # the service's
+    assert slos["latency"].alerting.name == "SLOErrorBudgetBurn"
+    assert slos["latency"].dashboard_url is None
+
+
+def test_a_window_set_gives_its_tiers_to_every_slo_that_names_it() -> None:
+    slos = slos_by_name(f"{CASES}/good/alert-windows.yaml")
+    assert [(t.name, threshold_literal(t)) for t in slos["exports-success"].tiers] == [
+        ("page 1h/5m", "13.44"), ("page 6h/30m", "3.5"), ("ticket 1d/2h", "1.4"),
+        ("ticket 3d/6h", "1.003333333")]
+    assert [t.name for t in slos["imports-success"].tiers] == ["page 1h/5m", "page 6h/30m"]
+    assert len(slos["schedules-success"].tiers) == 4  # the defaults of a 30d period
+
+
+def test_prometheus_rule_metadata_reaches_the_service() -> None:
+    [service] = load_services([f"{CASES}/good/prometheus-rule.yaml"])
+    assert service.namespace == "monitoring"
+    assert service.rule_labels == (("app.kubernetes.io/part-of", "slos"),
+                                   ("release", "kube-prometheus-stack"))

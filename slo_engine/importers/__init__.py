@@ -15,21 +15,20 @@ from slo_engine.importers.common import Document, ImportResult, Issue, split_doc
 from slo_engine.importers.openslo import import_openslo, is_openslo
 from slo_engine.importers.pyrra import import_pyrra, is_pyrra
 from slo_engine.importers.sloth import import_sloth, is_sloth
-from slo_engine.importers.writing import PENDING, fit_tiers, fit_to_spec, render
+from slo_engine.importers.writing import fit_tiers, render
 
 SourceFormat = Literal["sloth", "pyrra", "openslo"]
 SOURCE_FORMATS: tuple[str, ...] = get_args(SourceFormat)
 
-__all__ = ["PENDING", "SOURCE_FORMATS", "ImportResult", "Issue", "SourceFormat",
+__all__ = ["SOURCE_FORMATS", "ImportResult", "Issue", "SourceFormat",
            "import_texts", "render"]
 
 
-def import_texts(fmt: SourceFormat, texts: Iterable[tuple[str, str]], owner: str,
-                 known: dict[str, set[str]] | None = None) -> ImportResult:
+def import_texts(fmt: SourceFormat, texts: Iterable[tuple[str, str]],
+                 owner: str) -> ImportResult:
     """Import (file name, YAML text) pairs of one source format.
 
-    Sloth files may hold OpenSLO v1alpha documents (Sloth reads them); `known` overrides the
-    spec keys this engine accepts (see `writing.fit_to_spec`)."""
+    Sloth files may hold OpenSLO v1alpha documents (Sloth reads them)."""
     result = ImportResult()
     documents: list[Document] = []
     for file, text in texts:
@@ -55,6 +54,5 @@ def import_texts(fmt: SourceFormat, texts: Iterable[tuple[str, str]], owner: str
     if openslo:
         import_openslo(openslo, owner, result)
     result.services = [service for service in result.services if service.slos]
-    fit_to_spec(result, known)
     fit_tiers(result)
     return result

@@ -20,6 +20,7 @@ from slo_engine.importers.common import (
     sloth_window,
     unread_issues,
 )
+from slo_engine.spec.conventions import RESERVED_ANNOTATIONS, RESERVED_LABELS
 
 SPEC_VERSION = "prometheus/v1"
 CRD_VERSION = "sloth.slok.dev/v1"
@@ -63,7 +64,7 @@ def import_sloth(document: Document, owner: str, result: ImportResult) -> None:
         result.notes.append(f"{where}: service {service}: renamed to {target.service}")
     for slo in spec.items("slos", track=False):
         name = str(slo.get("name") or "unnamed")
-        mapped = _slo(slo, where, name, result)
+        mapped = _slo(slo, where, name, result, head.get("labels", {}))
         if mapped is not None:
             result.add(target, f"{origin}, slo {name}", where, name, mapped)
         result.issues.extend(unread_issues(slo, where, name))
@@ -72,7 +73,8 @@ def import_sloth(document: Document, owner: str, result: ImportResult) -> None:
         result.issues.extend(unread_issues(spec, where, "-"))
 
 
-def _slo(slo: Fields, where: str, name: str, result: ImportResult) -> dict[str, Any] | None:
+def _slo(slo: Fields, where: str, name: str, result: ImportResult,
+         service_labels: dict[str, str]) -> dict[str, Any] | None:
     """One Sloth SLO as a slo-engine SLO mapping, or None when its SLI has no equivalent."""
     out: dict[str, Any] = {}
     if slo.has("description"):
@@ -92,7 +94,10 @@ def _slo(slo: Fields, where: str, name: str, result: ImportResult) -> dict[str, 
         result.lost(where, name, slo.at("plugins"),
                     "Sloth SLO plugins run Go code at generation time; no slo-engine equivalent")
     sli = _sli(slo.child("sli"), where, name, result)
-    alerting = _alerting(slo.child("alerting"), where, name, result)
+    links: dict[str, str] = {}
+    alerting = _alerting(slo.child("alerting"), where, name, result, links)
+    out.update(links)
+    _without_carried_labels(alerting, {**service_labels, **labels}, where, name, result)
     if alerting:
         out["alerting"] = alerting
     if sli is None or objective is None:
@@ -100,7 +105,8 @@ def _slo(slo: Fields, where: str, name: str, result: ImportResult) -> dict[str, 
             result.lost(where, name, slo.at("objective"), "not a number; SLO not imported")
         return None
     out["sli"] = sli
-    order = ("description", "objective", "period", "labels", "sli", "alerting")
+    order = ("description", "runbook_url", "dashboard_url", "objective", "period", "labels",
+             "sli", "alerting")
     return {k: out[k] for k in order if k in out}
 
 
@@ -142,21 +148,41 @@ def _alert(alert: Fields, where: str, name: str, result: ImportResult) -> dict[s
         out["severity"] = labels.pop("severity")
     if labels:
         out["labels"] = labels
-    annotations = alert.get("annotations")
+    annotations = _annotations(alert, where, name, result, None)
     if annotations:
-        out["annotations"] = {str(k): str(v) for k, v in annotations.items()}
+        out["annotations"] = annotations
     return out
 
 
-def _alerting(alerting: Fields, where: str, name: str,
-              result: ImportResult) -> dict[str, Any]:
+def _annotations(alert: Fields, where: str, name: str, result: ImportResult,
+                 links: dict[str, str] | None) -> dict[str, str]:
+    """The annotations the spec lets an SLO add. The engine writes summary and description
+    itself, so a source's are listed, not copied; runbook and dashboard links go to `links`
+    (the SLO's own fields), or are listed where there is no such place (a single tier)."""
+    kept: dict[str, str] = {}
+    for key, value in (alert.get("annotations") or {}).items():
+        key, value = str(key), str(value)
+        if key not in RESERVED_ANNOTATIONS:
+            kept[key] = value
+        elif links is not None and key in ("runbook_url", "dashboard_url"):
+            links[key] = value
+        else:
+            result.lost(where, name, f"{alert.at('annotations')}.{key}",
+                        "the engine writes this annotation on every alert itself; not copied")
+    return kept
+
+
+def _alerting(alerting: Fields, where: str, name: str, result: ImportResult,
+              links: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if alerting.has("name"):
         out["name"] = str(alerting.get("name"))
-    for key in ("labels", "annotations"):
-        value = alerting.get(key)
-        if value:
-            out[key] = {str(k): str(v) for k, v in value.items()}
+    labels = alerting.get("labels")
+    if labels:
+        out["labels"] = {str(k): str(v) for k, v in labels.items()}
+    annotations = _annotations(alerting, where, name, result, links)
+    if annotations:
+        out["annotations"] = annotations
     for tier, switch in (("page_alert", "page"), ("ticket_alert", "ticket")):
         if not alerting.has(tier):
             continue
@@ -167,3 +193,25 @@ def _alerting(alerting: Fields, where: str, name: str,
         if mapped:
             out[tier] = mapped
     return out
+
+
+def _without_carried_labels(alerting: dict[str, Any], carried: dict[str, str], where: str,
+                            name: str, result: ImportResult) -> None:
+    """Sloth repeats the SLO's labels on its alerts; slo-engine puts `labels` on every alert
+    already and refuses alert labels that would replace them. A repeat with the same value is
+    no loss; another value, or a label the engine writes itself, is listed."""
+    for path, holder in (("alerting", alerting),
+                         *((f"alerting.{tier}", alerting.get(tier) or {})
+                           for tier in ("page_alert", "ticket_alert"))):
+        extra = holder.get("labels") or {}
+        for key in sorted(extra):
+            if carried.get(key) == extra[key]:
+                del extra[key]
+            elif key in carried or key in RESERVED_LABELS:
+                result.lost(where, name, f"{path}.labels.{key}",
+                            "the engine sets this label on every alert itself; not copied")
+                del extra[key]
+        if "labels" in holder and not extra:
+            del holder["labels"]
+        if path != "alerting" and not holder:
+            alerting.pop(path.split(".")[1], None)

@@ -55,31 +55,44 @@ class WebhookPayload(BaseModel):
 def burn_alerts(payload: WebhookPayload, services: list[Service]) -> tuple[
         list[BurnAlert], list[str]]:
     """The payload's burn alerts of known SLOs, and why each other alert was skipped (an
-    SLO Prometheus still evaluates but the engine no longer loads must be visible)."""
+    SLO Prometheus still evaluates but the engine no longer loads must be visible).
+
+    An SLO may name its alerts and its severity values (`alerting.name`,
+    `page_alert.severity`): the SLO's own spec maps them back to a page or a ticket."""
     slos = {(slo.service, slo.name): slo for service in services for slo in service.slos}
+    burn_names = {BURN_ALERT} | {slo.alerting.name for slo in slos.values()}
     accepted: list[BurnAlert] = []
     skipped: list[str] = []
     for alert in payload.alerts:
         labels = alert.labels
         name = labels.get("alertname", "")
         key = (labels.get(SERVICE_LABEL, ""), labels.get(SLO_LABEL, ""))
-        if name != BURN_ALERT:
+        if name not in burn_names:
             skipped.append(f"{name or 'an alert without alertname'} ({'/'.join(key)}): not a "
-                           f"{BURN_ALERT} alert")
+                           f"{' or '.join(sorted(burn_names))} alert")
             continue
         slo = slos.get(key)
         if slo is None:
-            skipped.append(f"{BURN_ALERT} for unknown SLO {'/'.join(key)}: the engine does not "
+            skipped.append(f"{name} for unknown SLO {'/'.join(key)}: the engine does not "
                            "load it; do Prometheus and the engine read the same SLO files?")
             continue
+        if name != slo.alerting.name:
+            skipped.append(f"{name} {'/'.join(key)}: this SLO's burn alerts are named "
+                           f"{slo.alerting.name}; do Prometheus and the engine read the same "
+                           "SLO files?")
+            continue
         severity = labels.get(SEVERITY_LABEL)
-        if severity == "page":
+        kind = slo.alerting.kind_of(severity)
+        if kind == "page":
             accepted.append(_burn_alert(alert, slo, "page"))
-        elif severity == "ticket":
+        elif kind == "ticket":
             accepted.append(_burn_alert(alert, slo, "ticket"))
         else:
-            skipped.append(f"{BURN_ALERT} {'/'.join(key)}: severity {severity!r} is neither "
-                           "page nor ticket")
+            page, ticket = slo.alerting.page.severity, slo.alerting.ticket.severity
+            expected = ("page nor ticket" if (page, ticket) == ("page", "ticket") else
+                        f"{page} (page) nor {ticket} (ticket)")
+            skipped.append(f"{name} {'/'.join(key)}: severity {severity!r} is neither "
+                           f"{expected}")
     return accepted, skipped
 
 

@@ -59,13 +59,16 @@ class RuleSet:
     service: str
     source_file: str
     groups: tuple[RuleGroup, ...] = field(default_factory=tuple)
+    namespace: str | None = None  # the PrometheusRule's metadata, from `prometheus_rule`
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 def compile_service(service: Service) -> RuleSet:
     groups: list[RuleGroup] = []
     for slo in service.slos:
         groups.extend(compile_slo(slo))
-    return RuleSet(service.name, service.source_file, tuple(groups))
+    return RuleSet(service.name, service.source_file, tuple(groups), service.namespace,
+                   service.rule_labels)
 
 
 def compile_slo(slo: SLO) -> tuple[RuleGroup, RuleGroup]:
@@ -187,25 +190,27 @@ def burn_alert(slo: SLO, tier: AlertTier) -> AlertingRule:
     threshold = threshold_literal(tier)
     lasts = format_duration(round(slo.period_seconds / tier.burn_rate / 60) * 60)
     what = f"{slo.description.rstrip('.')}. " if slo.description else ""
+    extra = slo.alerting.of(tier.severity)
     return AlertingRule(
-        alert=names.BURN_ALERT,
+        alert=slo.alerting.name,
         expr=burn_condition(slo, tier),
-        labels=(*slo.labels, (names.SEVERITY_LABEL, tier.severity),
+        labels=(*slo.labels, (names.SEVERITY_LABEL, extra.severity),
                 (names.LONG_WINDOW_LABEL, tier.long_window),
-                (names.SHORT_WINDOW_LABEL, tier.short_window)),
-        annotations=_links(slo, (
+                (names.SHORT_WINDOW_LABEL, tier.short_window), *extra.labels),
+        annotations=(*_links(slo, (
             ("summary", f"{slo.service}/{slo.name}: error budget burning "
                         f"{VALUE_TEMPLATE}x as fast as sustainable "
                         f"(over {threshold}x for {tier.long_window} and {tier.short_window})"),
             ("description", f"{what}Objective {slo.objective_percent}% over {slo.period}. A burn "
                             f"of {threshold}x spends {number(tier.budget_fraction * 100)}% of "
                             f"the error budget in {tier.long_window} and all of it in {lasts}."),
-        )),
+        )), *extra.annotations),
     )
 
 
 def data_absent_alert(slo: SLO) -> AlertingRule:
     """No SLI: the total events are absent, or (latency) the threshold's bucket is, per group.
+    A ticket, with the ticket tiers' `severity` value so it routes like them.
 
     The two halves never overlap (the second needs the total the first says is absent), so
     the alert never holds two samples with one label set.
@@ -224,7 +229,7 @@ def data_absent_alert(slo: SLO) -> AlertingRule:
         alert=names.DATA_ABSENT_ALERT,
         expr=expr,
         for_=names.DATA_ABSENT_FOR,
-        labels=(*slo.labels, (names.SEVERITY_LABEL, "ticket")),
+        labels=(*slo.labels, (names.SEVERITY_LABEL, slo.alerting.ticket.severity)),
         annotations=_links(slo, (
             ("summary", f"{slo.service}/{slo.name}: no SLI data for {names.DATA_ABSENT_FOR}"),
             ("description", description),

@@ -14,6 +14,7 @@ import yaml
 
 from slo_engine.errors import RulesOutError
 from slo_engine.rules.compile import AlertingRule, RuleGroup, RuleSet
+from slo_engine.spec.conventions import operator_labels
 
 Format = Literal["prometheus", "prometheus-operator"]
 FORMATS: tuple[Format, ...] = ("prometheus", "prometheus-operator")
@@ -62,6 +63,16 @@ def group_data(group: RuleGroup) -> dict[str, Any]:
     return data
 
 
+def operator_metadata(rule_set: RuleSet) -> dict[str, Any]:
+    """The PrometheusRule's name, namespace (when the spec sets one; else kubectl's) and
+    labels: the engine's two, then the spec's, which a Prometheus ruleSelector matches."""
+    metadata: dict[str, Any] = {"name": f"slo-engine-{rule_set.service}"}
+    if rule_set.namespace:
+        metadata["namespace"] = rule_set.namespace
+    metadata["labels"] = {**operator_labels(rule_set.service), **dict(rule_set.labels)}
+    return metadata
+
+
 def render(rule_set: RuleSet, fmt: Format = "prometheus") -> str:
     groups = [group_data(g) for g in rule_set.groups]
     if fmt == "prometheus":
@@ -70,11 +81,7 @@ def render(rule_set: RuleSet, fmt: Format = "prometheus") -> str:
         body = {
             "apiVersion": "monitoring.coreos.com/v1",
             "kind": "PrometheusRule",
-            "metadata": {
-                "name": f"slo-engine-{rule_set.service}",
-                "labels": {"app.kubernetes.io/managed-by": "slo-engine",
-                           "slo-engine/service": rule_set.service},
-            },
+            "metadata": operator_metadata(rule_set),
             "spec": {"groups": groups},
         }
     return header(rule_set.source_file) + dump_yaml(body)

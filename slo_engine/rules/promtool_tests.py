@@ -581,8 +581,7 @@ def _alert_labels(slo: SLO, series: Sequence[Series], tier: AlertTier) -> dict[s
     labels = dict(slo.labels)
     any_series = dict(series[0].labels) if series else {}
     labels.update({k: any_series[k] for k in slo.group_by if k in any_series})
-    labels.update({names.SEVERITY_LABEL: tier.severity, names.LONG_WINDOW_LABEL: tier.long_window,
-                   names.SHORT_WINDOW_LABEL: tier.short_window})
+    labels.update(burn_alert(slo, tier).labels)
     return labels
 
 
@@ -651,14 +650,14 @@ def test_group(slo: SLO, scenario: Scenario) -> dict[str, Any]:
             {"eval_time": "9m", "alertname": names.DATA_ABSENT_ALERT, "exp_alerts": []},
             {"eval_time": "10m", "alertname": names.DATA_ABSENT_ALERT,
              "exp_alerts": fired if slo.data_absent else []},
-            {"eval_time": "10m", "alertname": names.BURN_ALERT, "exp_alerts": []},
+            {"eval_time": "10m", "alertname": slo.alerting.name, "exp_alerts": []},
         ]
         return {"name": f"{slo.name}: {scenario.name}", "interval": "1m",
                 "input_series": [{"series": "slo_engine_unrelated_total", "values": "0+1x10"}],
                 "alert_rule_test": checks}
     series = input_series(slo, scenario.traffic)
     tier_annotations = [burn_alert(slo, tier).annotations for tier in slo.tiers]
-    checks = [{"eval_time": _eval_time(t), "alertname": names.BURN_ALERT,
+    checks = [{"eval_time": _eval_time(t), "alertname": slo.alerting.name,
                "exp_alerts": _burn_alerts(slo, series, firing, tier_annotations)}
               for t, firing in expected_timeline(slo, scenario, series)]
     checks.append({"eval_time": _eval_time(scenario.traffic.minutes),

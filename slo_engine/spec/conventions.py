@@ -19,6 +19,18 @@ RESERVED_LABELS = frozenset(
      "alertname", "le", "__name__"}
 )
 
+# Annotations the engine writes on every alert; a spec's extra annotations may not replace them.
+RESERVED_ANNOTATIONS = ("summary", "description", "runbook_url", "dashboard_url")
+
+# Labels of every PrometheusRule object (`compile --format prometheus-operator`).
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+SERVICE_OBJECT_LABEL = "slo-engine/service"
+
+
+def operator_labels(service: str) -> dict[str, str]:
+    return {MANAGED_BY_LABEL: "slo-engine", SERVICE_OBJECT_LABEL: service}
+
+
 # The only window over which raw series are read.
 BASE_WINDOW = "5m"
 

@@ -18,6 +18,14 @@ from slo_engine.spec.durations import parse_duration
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 PERIOD_PATTERN = r"^[1-9][0-9]*[dw]$"
+# Prometheus rejects an alerting rule whose name is not a valid metric name.
+ALERT_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+# Kubernetes object metadata: a namespace is a DNS label; a label key is an optional DNS
+# subdomain prefix and a name; a label value is at most 63 characters of the same alphabet.
+K8S_NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+K8S_LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                         r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+K8S_LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 
 
 def _duration(text: str) -> str:
@@ -54,6 +62,51 @@ def _label_name(text: str) -> str:
     return text
 
 
+def _alert_name(text: str) -> str:
+    if not re.match(ALERT_NAME_PATTERN, text):
+        raise ValueError(
+            f"{text!r} is not a valid alert name; Prometheus wants a metric-name-like "
+            "identifier: letters, digits, '_' and ':', not starting with a digit, e.g. "
+            "ApiAvailabilityBurn"
+        )
+    return text
+
+
+def _severity(text: str) -> str:
+    if not text.strip():
+        raise ValueError("give the severity label's value, e.g. critical or warning, or leave "
+                         "'severity' out for the default")
+    return text
+
+
+def _k8s_namespace(text: str) -> str:
+    if not re.match(K8S_NAMESPACE_PATTERN, text) or len(text) > 63:
+        raise ValueError(
+            f"{text!r} is not a Kubernetes namespace; use at most 63 lowercase letters, digits "
+            "and '-', starting and ending with a letter or digit, e.g. monitoring"
+        )
+    return text
+
+
+def _k8s_label_key(text: str) -> str:
+    name = text.rsplit("/", 1)[-1]
+    if not re.match(K8S_LABEL_KEY_PATTERN, text) or len(name) > 63 or len(text) > 316:
+        raise ValueError(
+            f"{text!r} is not a Kubernetes label key; write [prefix/]name, the name at most 63 "
+            "letters, digits, '-', '_' and '.', e.g. release or app.kubernetes.io/part-of"
+        )
+    return text
+
+
+def _k8s_label_value(text: str) -> str:
+    if not re.match(K8S_LABEL_VALUE_PATTERN, text) or len(text) > 63:
+        raise ValueError(
+            f"{text!r} is not a Kubernetes label value; use at most 63 letters, digits, '-', "
+            "'_' and '.', starting and ending with a letter or digit"
+        )
+    return text
+
+
 Duration = Annotated[
     str,
     AfterValidator(_duration),
@@ -68,6 +121,21 @@ Name = Annotated[
 ]
 LabelName = Annotated[
     str, AfterValidator(_label_name), Field(json_schema_extra={"pattern": LABEL_NAME_PATTERN})
+]
+
+AlertName = Annotated[
+    str, AfterValidator(_alert_name), Field(json_schema_extra={"pattern": ALERT_NAME_PATTERN})
+]
+K8sNamespace = Annotated[
+    str, AfterValidator(_k8s_namespace),
+    Field(json_schema_extra={"pattern": K8S_NAMESPACE_PATTERN, "maxLength": 63}),
+]
+K8sLabelKey = Annotated[
+    str, AfterValidator(_k8s_label_key), Field(json_schema_extra={"pattern": K8S_LABEL_KEY_PATTERN})
+]
+K8sLabelValue = Annotated[
+    str, AfterValidator(_k8s_label_value),
+    Field(json_schema_extra={"pattern": K8S_LABEL_VALUE_PATTERN, "maxLength": 63}),
 ]
 
 # Keys of a labels mapping must match LabelName's pattern (patternProperties alone allows any).
@@ -150,7 +218,44 @@ class TierSpec(_SpecModel):
     enabled: bool = True
 
 
+class TierAlertSpec(_SpecModel):
+    """What the alerts of one severity carry, for routing in Alertmanager (Sloth's
+    page_alert/ticket_alert)."""
+
+    severity: Annotated[str, AfterValidator(_severity)] | None = Field(
+        None, description="Value of the `severity` label on these tiers' alerts "
+        "(default page for page tiers, ticket for ticket tiers), e.g. critical or warning.")
+    labels: dict[LabelName, str] = Field(
+        default_factory=dict, description="Extra labels on these tiers' alerts, e.g. "
+        "{routing_key: api-oncall}; they may not replace a label the engine sets.",
+        json_schema_extra=_ONLY_LABEL_NAMES)
+    annotations: dict[LabelName, str] = Field(
+        default_factory=dict, description="Extra annotations on these tiers' alerts; not "
+        "summary, description, runbook_url or dashboard_url.",
+        json_schema_extra=_ONLY_LABEL_NAMES)
+
+
 class AlertingSpec(_SpecModel):
+    name: AlertName | None = Field(
+        None, description="Name of this SLO's burn-rate alerts (default SLOErrorBudgetBurn), "
+        "e.g. ApiAvailabilityBurn.")
+    labels: dict[LabelName, str] = Field(
+        default_factory=dict, description="Extra labels on every burn alert of this SLO, e.g. "
+        "{team: platform}; they may not replace a label the engine sets.",
+        json_schema_extra=_ONLY_LABEL_NAMES)
+    annotations: dict[LabelName, str] = Field(
+        default_factory=dict, description="Extra annotations on every burn alert of this SLO, "
+        "e.g. {channel: '#api'}; not summary, description, runbook_url or dashboard_url.",
+        json_schema_extra=_ONLY_LABEL_NAMES)
+    page_alert: TierAlertSpec = Field(
+        default_factory=TierAlertSpec, description="Severity value, labels and annotations "
+        "of the page tiers' alerts.")
+    ticket_alert: TierAlertSpec = Field(
+        default_factory=TierAlertSpec, description="Severity value, labels and annotations "
+        "of the ticket tiers' alerts (and of SLODataAbsent's severity).")
+    windows: Name | None = Field(
+        None, description="Use the named tier set from the file's alert_windows instead of the "
+        "default tiers; not together with tiers.")
     page: bool = Field(True, description="Generate the page tiers.")
     ticket: bool = Field(True, description="Generate the ticket tiers.")
     min_events: int = Field(0, ge=0, description="No burn alert while the long window holds "
@@ -160,6 +265,10 @@ class AlertingSpec(_SpecModel):
         None, description="Replace the default SRE Workbook tiers (page 1h/5m 2%, page 6h/30m 5%, "
         "ticket 1d/2h 10%, ticket 3d/6h 10%)."
     )
+
+
+# Named tier sets, shared by the SLOs of a file through `alerting.windows`.
+AlertWindowSets = dict[Name, Annotated[list[TierSpec], Field(min_length=1)]]
 
 
 def _objective(value: float) -> float:
@@ -182,7 +291,21 @@ class SLOSpec(_SpecModel):
     labels: dict[LabelName, str] = Field(default_factory=dict,
                                          description="Extra labels for this SLO's series.",
                                          json_schema_extra=_ONLY_LABEL_NAMES)
+    runbook_url: str | None = Field(None, description="This SLO's runbook, on its alerts and "
+                                    "pages; overrides the service's runbook_url.")
+    dashboard_url: str | None = Field(None, description="This SLO's dashboard, on its alerts "
+                                      "and pages; overrides the service's dashboard_url.")
     alerting: AlertingSpec = Field(default_factory=AlertingSpec)
+
+
+class PrometheusRuleSpec(_SpecModel):
+    """Metadata of the PrometheusRule object `compile --format prometheus-operator` writes."""
+
+    namespace: K8sNamespace | None = Field(
+        None, description="metadata.namespace of the PrometheusRule, e.g. monitoring.")
+    labels: dict[K8sLabelKey, K8sLabelValue] = Field(
+        default_factory=dict, description="metadata.labels, e.g. {release: "
+        "kube-prometheus-stack} for the Prometheus ruleSelector to pick the object up.")
 
 
 class ServiceSpec(_SpecModel):
@@ -200,6 +323,13 @@ class ServiceSpec(_SpecModel):
     depends_on: list[Name] = Field(
         default_factory=list,
         description="Services this one depends on: their changes are shown in its pages too.")
+    alert_windows: AlertWindowSets = Field(
+        default_factory=dict, description="Named tier sets that SLOs of this file use with "
+        "alerting.windows, e.g. {fast-7d: [{severity: page, long_window: 1h, short_window: 5m, "
+        "budget_percent: 8}]}.")
+    prometheus_rule: PrometheusRuleSpec | None = Field(
+        None, description="Namespace and labels of the PrometheusRule written by compile "
+        "--format prometheus-operator.")
     slos: list[SLOSpec] = Field(min_length=1)
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False,

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from slo_engine.errors import SpecError, SpecIssue, SpecWarning
-from slo_engine.spec.document import LabelName, ServiceSpec, SLOSpec
+from slo_engine.spec.document import AlertWindowSets, LabelName, ServiceSpec, SLOSpec, TierSpec
 from slo_engine.spec.model import Service, to_model
 from slo_engine.spec.validation import check_across, check_service, check_slos, check_warnings
 
@@ -217,15 +217,25 @@ _LABELS: TypeAdapter[dict[str, str]] = TypeAdapter(dict[LabelName, str],
                                                    config=ConfigDict(strict=True))
 
 
-def _well_formed_parts(document: SpecDocument) -> tuple[dict[str, str], list[tuple[int, SLOSpec]]]:
-    """The service labels and the SLOs of an invalid file that are valid on their own."""
+_WINDOWS: TypeAdapter[dict[str, list[TierSpec]]] = TypeAdapter(AlertWindowSets,
+                                                                config=ConfigDict(strict=True))
+
+
+def _well_formed_parts(document: SpecDocument) -> tuple[
+        dict[str, str], list[tuple[int, SLOSpec]], dict[str, list[TierSpec]]]:
+    """The service labels, the SLOs and the alert window sets of an invalid file that are
+    valid on their own."""
     data = document.data
     if not isinstance(data, dict):
-        return {}, []
+        return {}, [], {}
     try:
         labels = _LABELS.validate_python(data.get("labels", {}))
     except ValidationError:
         labels = {}
+    try:
+        windows = _WINDOWS.validate_python(data.get("alert_windows", {}))
+    except ValidationError:
+        windows = {}
     slos: list[tuple[int, SLOSpec]] = []
     if isinstance(data.get("slos"), list):
         for index, item in enumerate(data["slos"]):
@@ -233,7 +243,7 @@ def _well_formed_parts(document: SpecDocument) -> tuple[dict[str, str], list[tup
                 slos.append((index, SLOSpec.model_validate(item)))
             except ValidationError:
                 continue
-    return labels, slos
+    return labels, slos, windows
 
 
 def model_issues(error: ValidationError, document: SpecDocument,
@@ -413,7 +423,8 @@ def load_checked(paths: Iterable[str | Path]) -> tuple[list[Service], list[SpecW
         if spec is None:
             # Still check the SLOs that are well-formed, so one typo hides no other mistake.
             issues.extend(found)
-            issues.extend(check_slos(*_well_formed_parts(document), document))
+            labels, slos, windows = _well_formed_parts(document)
+            issues.extend(check_slos(labels, slos, document, windows))
             continue
         found = check_service(spec, document)
         issues.extend(found)
@@ -436,4 +447,6 @@ def merge_service(parts: list[Service]) -> Service:
         source_file=", ".join(p.source_file for p in parts),
         slos=tuple(slo for p in parts for slo in p.slos),
         depends_on=tuple(sorted({d for p in parts for d in p.depends_on})),
+        namespace=first.namespace,
+        rule_labels=first.rule_labels,
     )

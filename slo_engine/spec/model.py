@@ -7,6 +7,7 @@ The alert tiers, their thresholds and the rule that decides when one fires live 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from slo_engine.spec.burn_rate import DEFAULT_TIERS as DEFAULT_TIERS
@@ -14,8 +15,8 @@ from slo_engine.spec.burn_rate import AlertTier as AlertTier
 from slo_engine.spec.burn_rate import TierPolicy as TierPolicy
 from slo_engine.spec.burn_rate import alert_tier, default_tiers
 from slo_engine.spec.burn_rate import burn_rate_threshold as burn_rate_threshold
-from slo_engine.spec.conventions import SERVICE_LABEL, SLO_LABEL
-from slo_engine.spec.document import ServiceSpec, SLOSpec, TierSpec
+from slo_engine.spec.conventions import BURN_ALERT, SERVICE_LABEL, SLO_LABEL
+from slo_engine.spec.document import AlertingSpec, ServiceSpec, SLOSpec, TierAlertSpec, TierSpec
 from slo_engine.spec.durations import format_duration, parse_duration
 from slo_engine.spec.promql import Selector, parse_selector
 
@@ -52,6 +53,36 @@ class QuerySLI:
 
 SLI = RatioSLI | LatencySLI | QuerySLI
 
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class TierAlert:
+    """What the alerts of the page (or ticket) tiers carry besides the engine's own labels:
+    the `severity` value Alertmanager routes on, and the user's extra labels and annotations
+    (the SLO-wide ones merged with the tier's, the tier's winning)."""
+
+    severity: str
+    labels: Labels = ()
+    annotations: Labels = ()
+
+
+@dataclass(frozen=True)
+class Alerting:
+    """How an SLO's burn alerts are named and labelled; the tiers themselves stay `page` or
+    `ticket` inside the engine, and `kind_of` maps a label value back for the webhook."""
+
+    name: str = BURN_ALERT
+    page: TierAlert = TierAlert("page")
+    ticket: TierAlert = TierAlert("ticket")
+
+    def of(self, kind: str) -> TierAlert:
+        return self.page if kind == "page" else self.ticket
+
+    def kind_of(self, severity: str | None) -> str | None:
+        """`page` or `ticket` for the `severity` label value of this SLO's alerts."""
+        return next((k for k in ("page", "ticket") if self.of(k).severity == severity), None)
+
 
 @dataclass(frozen=True)
 class SLO:
@@ -71,6 +102,7 @@ class SLO:
     dashboard_url: str | None
     source_file: str
     depends_on: tuple[str, ...] = ()
+    alerting: Alerting = Alerting()
 
     @property
     def error_budget(self) -> float:
@@ -100,13 +132,30 @@ class Service:
     source_file: str
     slos: tuple[SLO, ...]
     depends_on: tuple[str, ...] = ()
+    # metadata of its PrometheusRule (`compile --format prometheus-operator`)
+    namespace: str | None = None
+    rule_labels: Labels = ()
 
 
-def tier_policies(spec: SLOSpec) -> list[TierPolicy]:
-    """The tiers an SLO asks for, after the page/ticket switches and per-tier `enabled`:
-    its own `alerting.tiers`, or the default tiers for its period."""
+def custom_tiers(spec: SLOSpec,
+                 alert_windows: Mapping[str, Sequence[TierSpec]]) -> Sequence[TierSpec] | None:
+    """The SLO's own tiers: `alerting.tiers`, or the named set of `alerting.windows`;
+    None for the default tiers (or a set the file does not define, which validation reports)."""
     alerting = spec.alerting
-    chosen: list[TierPolicy | TierSpec] = list(alerting.tiers) if alerting.tiers is not None \
+    if alerting.tiers is not None:
+        return alerting.tiers
+    if alerting.windows is not None:
+        return alert_windows.get(alerting.windows)
+    return None
+
+
+def tier_policies(spec: SLOSpec, alert_windows: Mapping[str, Sequence[TierSpec]] | None = None,
+                  ) -> list[TierPolicy]:
+    """The tiers an SLO asks for, after the page/ticket switches and per-tier `enabled`:
+    its own `alerting.tiers` or `alerting.windows` set, or the default tiers for its period."""
+    alerting = spec.alerting
+    custom = custom_tiers(spec, alert_windows or {})
+    chosen: list[TierPolicy | TierSpec] = list(custom) if custom is not None \
         else list(default_tiers(parse_duration(spec.period)))
     return [
         TierPolicy(t.severity, format_duration(parse_duration(t.long_window)),
@@ -125,12 +174,27 @@ def to_model(spec: ServiceSpec, source_file: str) -> Service:
         source_file=source_file,
         slos=tuple(_slo(spec, slo, source_file) for slo in spec.slos),
         depends_on=tuple(spec.depends_on),
+        namespace=spec.prometheus_rule.namespace if spec.prometheus_rule else None,
+        rule_labels=tuple(sorted(spec.prometheus_rule.labels.items()))
+        if spec.prometheus_rule else (),
     )
+
+
+def _alerting(spec: AlertingSpec) -> Alerting:
+    def tier(extra: TierAlertSpec, default: str) -> TierAlert:
+        labels = {**spec.labels, **extra.labels}
+        annotations = {**spec.annotations, **extra.annotations}
+        return TierAlert(extra.severity or default, tuple(sorted(labels.items())),
+                         tuple(sorted(annotations.items())))
+
+    return Alerting(spec.name or BURN_ALERT, tier(spec.page_alert, "page"),
+                    tier(spec.ticket_alert, "ticket"))
 
 
 def _slo(service: ServiceSpec, spec: SLOSpec, source_file: str) -> SLO:
     period_seconds = parse_duration(spec.period)
-    tiers = tuple(alert_tier(policy, period_seconds) for policy in tier_policies(spec))
+    tiers = tuple(alert_tier(policy, period_seconds)
+                  for policy in tier_policies(spec, service.alert_windows))
     labels = {SLO_LABEL: spec.name, SERVICE_LABEL: service.service}
     labels.update(sorted(service.labels.items()))
     labels.update(sorted(spec.labels.items()))
@@ -147,10 +211,11 @@ def _slo(service: ServiceSpec, spec: SLOSpec, source_file: str) -> SLO:
         min_events=spec.alerting.min_events,
         data_absent=spec.alerting.data_absent,
         owner=service.owner,
-        runbook_url=service.runbook_url,
-        dashboard_url=service.dashboard_url,
+        runbook_url=spec.runbook_url or service.runbook_url,
+        dashboard_url=spec.dashboard_url or service.dashboard_url,
         source_file=source_file,
         depends_on=tuple(service.depends_on),
+        alerting=_alerting(spec.alerting),
     )
 
 

@@ -8,10 +8,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from slo_engine.errors import SpecIssue, SpecWarning
-from slo_engine.spec.conventions import RESERVED_LABELS
-from slo_engine.spec.document import ServiceSpec, SLOSpec
+from slo_engine.spec.burn_rate import TierPolicy
+from slo_engine.spec.conventions import (
+    RESERVED_ANNOTATIONS,
+    RESERVED_LABELS,
+    SEVERITY_LABEL,
+    operator_labels,
+)
+from slo_engine.spec.document import PrometheusRuleSpec, ServiceSpec, SLOSpec, TierSpec
 from slo_engine.spec.durations import format_duration, parse_duration
-from slo_engine.spec.model import burn_rate_threshold, tier_policies
+from slo_engine.spec.model import burn_rate_threshold, custom_tiers, tier_policies
 from slo_engine.spec.promql import (
     METRIC_NAME,
     SelectorSyntaxError,
@@ -26,18 +32,28 @@ if TYPE_CHECKING:
 BASE_WINDOW_SECONDS = 300
 
 
+AlertWindows = Mapping[str, Sequence[TierSpec]]
+
+
 def check_service(spec: ServiceSpec, document: SpecDocument) -> list[SpecIssue]:
-    return check_slos(spec.labels, list(enumerate(spec.slos)), document)
+    issues = list(_prometheus_rule(spec.prometheus_rule, document))
+    issues.extend(check_slos(spec.labels, list(enumerate(spec.slos)), document,
+                             spec.alert_windows))
+    return issues
 
 
 def check_slos(service_labels: Mapping[str, str], slos: Sequence[tuple[int, SLOSpec]],
-               document: SpecDocument) -> list[SpecIssue]:
-    """Checks of a file's service labels and its SLOs (by index in `slos:`).
+               document: SpecDocument, alert_windows: AlertWindows | None = None,
+               ) -> list[SpecIssue]:
+    """Checks of a file's service labels, its alert window sets and its SLOs (by index in
+    `slos:`).
 
-    Also run on the well-formed SLOs of a file the spec models rejected, so every mistake
+    Also run on the well-formed parts of a file the spec models rejected, so every mistake
     is reported in one go.
     """
+    windows = alert_windows or {}
     issues = list(_labels(service_labels, ("labels",), document))
+    issues.extend(_window_sets(windows, document))
     seen: dict[str, int] = {}
     for index, slo in slos:
         path: PathKey = ("slos", index)
@@ -50,8 +66,99 @@ def check_slos(service_labels: Mapping[str, str], slos: Sequence[tuple[int, SLOS
         issues.extend(_sli(slo, path, document))
         issues.extend(_labels(slo.labels, (*path, "labels"), document))
         issues.extend(_clashes(service_labels, slo, path, document))
-        issues.extend(_tiers(slo, path, document))
+        issues.extend(_alerting(service_labels, slo, path, document, windows))
+        issues.extend(_tiers(slo, path, document, windows))
     return issues
+
+
+def _prometheus_rule(spec: PrometheusRuleSpec | None,
+                     document: SpecDocument) -> Iterator[SpecIssue]:
+    engine = operator_labels("")
+    for name in spec.labels if spec else ():
+        if name in engine:
+            yield document.issue(("prometheus_rule", "labels", name),
+                                 f"label {name!r} is set by the engine on every PrometheusRule "
+                                 "it writes; choose another name",
+                                 key=True)
+
+
+def _alerting(service_labels: Mapping[str, str], slo: SLOSpec, path: PathKey,
+              document: SpecDocument, windows: AlertWindows) -> Iterator[SpecIssue]:
+    """The alerts' names, labels and annotations, and the tier set they use."""
+    alerting = slo.alerting
+    at: PathKey = (*path, "alerting")
+    if alerting.windows is not None and alerting.tiers is not None:
+        yield document.issue((*at, "windows"), "give either 'windows' (a set from "
+                             "alert_windows) or 'tiers', not both; remove one of them")
+    elif alerting.windows is not None and alerting.windows not in windows:
+        known = (f"known sets: {', '.join(sorted(windows))}" if windows else
+                 "this file defines no alert_windows; add the set under 'alert_windows:' at "
+                 "the top of the file, or write the tiers under 'tiers'")
+        yield document.issue((*at, "windows"),
+                             f"unknown alert window set {alerting.windows!r}; {known}")
+    page = alerting.page_alert.severity or "page"
+    ticket = alerting.ticket_alert.severity or "ticket"
+    if page == ticket:
+        yield document.issue((*at, "ticket_alert", "severity"),
+                             f"page and ticket alerts both have severity {page!r}; give them "
+                             "different values, so Alertmanager and the engine can tell a page "
+                             "from a ticket")
+    sli = slo.sli.ratio or slo.sli.latency
+    group_by = set(sli.group_by) if sli else set()
+    static = set(service_labels) | set(slo.labels)
+    for where, extra in (((), alerting), (("page_alert",), alerting.page_alert),
+                         (("ticket_alert",), alerting.ticket_alert)):
+        for name in extra.labels:
+            problem = _label_clash(name, group_by, static)
+            if problem:
+                yield document.issue((*at, *where, "labels", name),
+                                     f"label {name!r} {problem}", key=True)
+        for name in extra.annotations:
+            if name in RESERVED_ANNOTATIONS:
+                fix = (f"set the SLO's (or the service's) {name} instead" if name.endswith("_url")
+                       else "choose another name")
+                yield document.issue((*at, *where, "annotations", name),
+                                     f"annotation {name!r} is written by the engine on every "
+                                     f"alert; {fix}", key=True)
+
+
+def _label_clash(name: str, group_by: set[str], static: set[str]) -> str | None:
+    """Why an extra alert label may not be set, or None: it would replace the engine's own."""
+    if name == SEVERITY_LABEL:
+        return ("is set by the engine; set its value with page_alert.severity and "
+                "ticket_alert.severity")
+    if name in RESERVED_LABELS:
+        return "is set by the engine on every alert; choose another name"
+    if name in group_by:
+        return ("is a group_by label of this SLO, set per group by the engine; choose another "
+                "name")
+    if name in static:
+        return ("is already set by 'labels' on every series and alert of the SLO; choose "
+                "another name, or change it there")
+    return None
+
+
+def _window_sets(windows: AlertWindows, document: SpecDocument) -> Iterator[SpecIssue]:
+    """What a tier set gets wrong whatever SLO uses it; the rest is checked per SLO."""
+    for name, tiers in windows.items():
+        for i, tier in enumerate(tiers):
+            yield from _tier_windows(tier, ("alert_windows", name, i), document)
+
+
+def _tier_windows(tier: TierSpec | TierPolicy, where: PathKey | None,
+                  document: SpecDocument, fallback: PathKey = ()) -> Iterator[SpecIssue]:
+    """A tier's windows: whole minutes of at least 5m, short shorter than long. At `where`
+    (a tier in the file), else at `fallback` (the SLO's period, for default tiers)."""
+    long_s, short_s = parse_duration(tier.long_window), parse_duration(tier.short_window)
+    label = f"{tier.severity} tier {format_duration(long_s)}/{format_duration(short_s)}"
+    for window, seconds in (("short_window", short_s), ("long_window", long_s)):
+        if seconds < BASE_WINDOW_SECONDS or seconds % 60:
+            yield document.issue((*where, window) if where else fallback,
+                                 f"{label}: windows are whole minutes of at least 5m "
+                                 "(the engine's base rate window)")
+    if short_s >= long_s:
+        yield document.issue(where or fallback, f"{label}: short_window must be shorter than "
+                             "long_window (the SRE Workbook uses 1/12 of it)")
 
 
 def _labels(labels: Mapping[str, str], path: PathKey,
@@ -131,32 +238,37 @@ def _selector(text: str, path: PathKey, document: SpecDocument, *,
         yield document.issue(path, f"invalid selector '{text}': {problem[1]}")
 
 
-def _tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[SpecIssue]:
+def _tiers(slo: SLOSpec, path: PathKey, document: SpecDocument,
+           windows: AlertWindows) -> Iterator[SpecIssue]:
     period = parse_duration(slo.period)
     objective = slo.objective / 100
     max_burn = 1 / (1 - objective)
     alerting = slo.alerting
-    custom = alerting.tiers is not None
+    tiers = custom_tiers(slo, windows)
+    custom = tiers is not None
+    # A set's tiers are shared: their own mistakes are reported once, at the set (see
+    # _window_sets); what depends on this SLO is reported at its 'windows'.
+    shared = alerting.tiers is None and alerting.windows
     # tier_policies() drops disabled tiers; keep each one's index in the file to point at it.
-    indices = [i for i, t in enumerate(alerting.tiers or ())
+    indices = [i for i, t in enumerate(tiers or ())
                if t.enabled and (alerting.page if t.severity == "page" else alerting.ticket)]
-    policies = tier_policies(slo)
+    policies = tier_policies(slo, windows)
     never: list[str] = []  # tiers that cannot fire, when the objective looks like a fraction
     for i, tier in zip(indices if custom else range(len(policies)), policies, strict=True):
-        where: PathKey = (*path, "alerting", "tiers", i) if custom else (*path, "period")
-        long_s, short_s = parse_duration(tier.long_window), parse_duration(tier.short_window)
+        where: PathKey = ((*path, "alerting", "windows") if shared else
+                          (*path, "alerting", "tiers", i) if custom else (*path, "period"))
+        long_s = parse_duration(tier.long_window)
         label = f"{tier.severity} tier {tier.long_window}/{tier.short_window}"
-        for window, seconds in (("short_window", short_s), ("long_window", long_s)):
-            if seconds < BASE_WINDOW_SECONDS or seconds % 60:
-                yield document.issue((*where, window) if custom else where,
-                                     f"{label}: windows are whole minutes of at least 5m "
-                                     "(the engine's base rate window)")
-        if short_s >= long_s:
-            yield document.issue(where, f"{label}: short_window must be shorter than "
-                                 "long_window (the SRE Workbook uses 1/12 of it)")
+        if shared:
+            label += f" of alert window set {alerting.windows!r}"
+        else:
+            yield from _tier_windows(tier, where if custom else None, document, where)
         if long_s > period:  # only custom tiers: the default ones scale with the period
-            yield document.issue(where, f"period {slo.period} is shorter than the {label}'s "
-                                 "long window; shorten its long_window")
+            yield document.issue(where, (
+                f"period {slo.period} is shorter than the long window of the {label}; use a "
+                "set with shorter windows or a longer period") if shared else (
+                f"period {slo.period} is shorter than the {label}'s long window; shorten its "
+                "long_window"))
             continue
         burn = burn_rate_threshold(tier.budget_percent, period, long_s)
         if burn > max_burn and slo.objective < 1:
@@ -183,15 +295,19 @@ def _tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[Spec
 def check_warnings(spec: ServiceSpec, document: SpecDocument) -> list[SpecWarning]:
     """What a valid file probably does not mean; the file still loads and compiles."""
     return [warning for index, slo in enumerate(spec.slos)
-            for warning in _slow_tiers(slo, ("slos", index), document)]
+            for warning in _slow_tiers(slo, ("slos", index), document, spec.alert_windows)]
 
 
-def _slow_tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[SpecWarning]:
+def _slow_tiers(slo: SLOSpec, path: PathKey, document: SpecDocument,
+                windows: AlertWindows) -> Iterator[SpecWarning]:
     """Custom tiers below 1x: they fire on a burn that leaves budget at the end of the
     period (a steady 0.6x leaves 40%), and stay open for as long as it lasts."""
     period = parse_duration(slo.period)
-    for i, tier in enumerate(slo.alerting.tiers or ()):
-        if not tier.enabled:
+    shared = slo.alerting.tiers is None and slo.alerting.windows
+    field = "windows" if shared else "tiers"
+    switches = {"page": slo.alerting.page, "ticket": slo.alerting.ticket}
+    for i, tier in enumerate(custom_tiers(slo, windows) or ()):
+        if not (tier.enabled and switches[tier.severity]):
             continue
         long_s = parse_duration(tier.long_window)
         burn = burn_rate_threshold(tier.budget_percent, period, long_s)
@@ -199,12 +315,13 @@ def _slow_tiers(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator
             continue
         longest = format_duration(60 * int(tier.budget_percent / 100 * period // 60))
         yield document.warning(
-            (*path, "alerting", "tiers", i),
-            f"{tier.severity} tier {tier.long_window}/{tier.short_window} fires at "
+            (*path, "alerting", "windows") if shared else (*path, "alerting", "tiers", i),
+            f"{tier.severity} tier {tier.long_window}/{tier.short_window}"
+            f"{f' of alert window set {slo.alerting.windows!r}' if shared else ''} fires at "
             f"{burn:.4g}x, below 1x: it opens on burns that leave budget at the end of the "
             f"{slo.period} period; raise budget_percent to at least "
             f"{100 * long_s / period:.4g}, shorten long_window to at most {longest}, or drop "
-            f"'alerting.tiers' for the default tiers of a {slo.period} period")
+            f"'alerting.{field}' for the default tiers of a {slo.period} period")
 
 
 def check_across(documents: list[tuple[ServiceSpec, SpecDocument]]) -> list[SpecIssue]:
@@ -215,7 +332,7 @@ def check_across(documents: list[tuple[ServiceSpec, SpecDocument]]) -> list[Spec
     for spec, document in documents:
         first = first_file.setdefault(spec.service, (spec, document))
         if first[1] is not document:
-            for field in ("owner", "runbook_url", "dashboard_url", "labels"):
+            for field in ("owner", "runbook_url", "dashboard_url", "labels", "prometheus_rule"):
                 if getattr(spec, field) != getattr(first[0], field):
                     if (field,) in first[1].key_positions:
                         line, column = first[1].position((field,))
