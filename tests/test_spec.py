@@ -215,11 +215,12 @@ BAD_FILES = [
          "9:9: slos[0].sli.ratio: give exactly one of 'bad' or 'good' (plus 'total')",
          id="a ratio SLI with both bad and good"),
     case("no-sli-kind",
-         "7:10: slos[0].sli: give exactly one SLI kind: ratio, latency or query (given: none)",
+         "7:10: slos[0].sli: give exactly one SLI kind: ratio, latency, query, bool_gauge or "
+         "error_ratio (given: none)",
          id="an SLI with no kind"),
     case("two-sli-kinds",
-         "8:7: slos[0].sli: give exactly one SLI kind: ratio, latency or query "
-         "(given: ratio, latency)",
+         "8:7: slos[0].sli: give exactly one SLI kind: ratio, latency, query, bool_gauge or "
+         "error_ratio (given: ratio, latency)",
          id="an SLI with two kinds names both"),
     case("latency-bucket-suffix",
          "9:17: slos[0].sli.latency.metric: give the histogram's base name, without the "
