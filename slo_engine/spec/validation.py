@@ -5,6 +5,7 @@ never fire, label clashes and duplicates across files. Each returns located Spec
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from slo_engine.errors import SpecIssue, SpecWarning
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from slo_engine.spec.loader import PathKey, SpecDocument
 
 BASE_WINDOW_SECONDS = 300
+# The selector parser's advice for a ratio selector, which a gauge selector needs reworded.
+_RATE_HINT = "the engine adds rate() and the window itself (use a 'query' SLI for other PromQL)"
 
 
 def check_service(spec: ServiceSpec, document: SpecDocument) -> list[SpecIssue]:
@@ -110,8 +113,11 @@ def _sli(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[SpecIs
                 yield document.issue((*path, "sli", "query", field), message,
                                      offset=offset or None)
     if sli.bool_gauge is not None:
-        yield from _selector(sli.bool_gauge.metric, (*path, "sli", "bool_gauge", "metric"),
-                             document)
+        for issue in _selector(sli.bool_gauge.metric, (*path, "sli", "bool_gauge", "metric"),
+                               document):
+            yield replace(issue, message=issue.message.replace(
+                _RATE_HINT, "the engine counts the gauge's samples over each window itself "
+                "(use an error_ratio SLI for other PromQL)"))
     if sli.error_ratio is not None:
         problem = check_query(sli.error_ratio.query) or parser_problem(sli.error_ratio.query)
         if problem is not None:
