@@ -51,7 +51,7 @@ def test_validate_summary_is_singular_for_one(capsys: pytest.CaptureFixture[str]
 def test_validate_several_paths(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "validate", "slo_definitions/api.yaml", "tests/spec_cases/good")
     assert code == 0
-    assert out == "OK: 14 SLOs in 8 services valid\n"
+    assert out == "OK: 16 SLOs in 9 services valid\n"
 
 
 def test_validate_bad_file_prints_every_issue_and_exits_1(

@@ -183,7 +183,7 @@ def test_a_burn_spending_under_two_percent_alerts_nobody() -> None:
 
 
 def test_steady_healthy_traffic_alerts_nobody() -> None:
-    for case in (c for c in GOLDEN_CASES if c != "query-not-derivable"):
+    for case in (c for c in GOLDEN_CASES if not c.endswith("not-derivable")):
         for slo in load_services([ROOT / f"tests/golden/{case}/slo.yaml"])[0].slos:
             scenario = next((s for s in scenarios(slo) if s.name == "steady healthy traffic"),
                             None)

@@ -12,7 +12,15 @@ from slo_engine.errors import SpecError, SpecIssue
 from slo_engine.spec.burn_rate import alert_tier, default_tiers, threshold_literal
 from slo_engine.spec.durations import parse_duration
 from slo_engine.spec.loader import load_checked, load_services
-from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, RatioSLI, Service
+from slo_engine.spec.model import (
+    SLO,
+    BoolGaugeSLI,
+    ErrorRatioSLI,
+    LatencySLI,
+    QuerySLI,
+    RatioSLI,
+    Service,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = "tests/spec_cases"
@@ -216,11 +224,12 @@ BAD_FILES = [
          "9:9: slos[0].sli.ratio: give exactly one of 'bad' or 'good' (plus 'total')",
          id="a ratio SLI with both bad and good"),
     case("no-sli-kind",
-         "7:10: slos[0].sli: give exactly one SLI kind: ratio, latency or query (given: none)",
+         "7:10: slos[0].sli: give exactly one SLI kind: ratio, latency, query, bool_gauge or "
+         "error_ratio (given: none)",
          id="an SLI with no kind"),
     case("two-sli-kinds",
-         "8:7: slos[0].sli: give exactly one SLI kind: ratio, latency or query "
-         "(given: ratio, latency)",
+         "8:7: slos[0].sli: give exactly one SLI kind: ratio, latency, query, bool_gauge or "
+         "error_ratio (given: ratio, latency)",
          id="an SLI with two kinds names both"),
     case("latency-bucket-suffix",
          "9:17: slos[0].sli.latency.metric: give the histogram's base name, without the "
@@ -372,6 +381,23 @@ BAD_FILES = [
          "are unique per service",
          f"25:14: slos[2].sli.query.bad: {NEEDS_WINDOW}",
          id="every mistake of a file at once, semantic ones too, in file order"),
+    # --- the peers' SLI kinds: Sloth's raw error ratio, Pyrra's bool gauge
+    case("peer-sli-kinds",
+         f"9:16: slos[0].sli.error_ratio.query: {NEEDS_WINDOW}",
+         "14:20: slos[1].sli.error_ratio.query: PromQL does not parse: unknown function with "
+         "name 'rat'",
+         "21:19: slos[2].alerting.min_events: an error_ratio SLI has no event counts (its query "
+         "gives the ratio only), so min_events cannot be checked; remove it, or use a ratio or "
+         "query SLI over the counters to guard low traffic",
+         "26:45: slos[3].sli.bool_gauge.metric: invalid selector 'probe_success{job=\"blackbox\"'"
+         ": unclosed '{'; add the closing '}'",
+         "27:20: slos[3].sli.bool_gauge.group_by[0]: cannot group by 'slo': the engine sets "
+         "that label on every series; relabel it in the selector's exporter or group by another "
+         "label",
+         "32:30: slos[4].sli.bool_gauge.metric: invalid selector 'probe_success[5m]': give a "
+         "plain selector; the engine counts the gauge's samples over each window itself (use an "
+         "error_ratio SLI for other PromQL)",
+         id="error_ratio and bool_gauge SLIs: window, parser, min_events, selector, group_by"),
 ]
 
 
@@ -715,3 +741,12 @@ def test_prometheus_rule_metadata_reaches_the_service() -> None:
     assert service.namespace == "monitoring"
     assert service.rule_labels == (("app.kubernetes.io/part-of", "slos"),
                                    ("release", "kube-prometheus-stack"))
+
+
+def test_peer_sli_kinds_load_into_the_model() -> None:
+    [service] = load_services([f"{CASES}/good/peer-sli-kinds.yaml"])
+    gauge, ratio = (slo.sli for slo in service.slos)
+    assert isinstance(gauge, BoolGaugeSLI) and isinstance(ratio, ErrorRatioSLI)
+    assert gauge.metric.metric == "probe_success" and gauge.group_by == ("instance",)
+    assert service.slos[0].group_by == ("instance",) and service.slos[1].group_by == ()
+    assert ratio.query.startswith("sum(rate(http_requests_total{code=~\"5..\"}[{{window}}]))")

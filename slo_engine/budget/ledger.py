@@ -26,7 +26,7 @@ from pandas.api.types import union_categoricals
 
 from slo_engine.errors import LedgerError
 from slo_engine.spec.conventions import RESERVED_LABELS
-from slo_engine.spec.model import SLO, QuerySLI, Service
+from slo_engine.spec.model import QUERY_SLIS, SLO, Service
 
 COLUMNS = ("timestamp", "service", "slo", "group", "total", "bad")
 KEY = ("service", "slo", "group")
@@ -49,7 +49,7 @@ def series_group(slo: SLO, labels: Mapping[str, str]) -> str:
     them beyond the SLO's own labels, so every label but those and the reserved ones is
     the group.
     """
-    if not isinstance(slo.sli, QuerySLI):
+    if not isinstance(slo.sli, QUERY_SLIS):
         return group_key({k: labels.get(k, "") for k in slo.group_by})
     own = RESERVED_LABELS.union(name for name, _ in slo.labels)
     return group_key({k: v for k, v in labels.items() if k not in own and v != ""})

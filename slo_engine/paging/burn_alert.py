@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Literal
 
 from slo_engine.budget.ledger import group_labels, series_group
-from slo_engine.spec.model import SLO, QuerySLI
+from slo_engine.spec.model import QUERY_SLIS, SLO
 
 Severity = Literal["page", "ticket"]
 AlertSource = Literal["engine", "alertmanager"]
@@ -43,7 +43,7 @@ class BurnAlert:
     def group_for(slo: SLO, labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         """The group of an alert or series of `slo`: its group_by labels, or for a query SLI
         the labels its query keeps, as the ledger groups them, so pages and budgets join."""
-        if isinstance(slo.sli, QuerySLI):
+        if isinstance(slo.sli, QUERY_SLIS):
             return tuple(sorted(group_labels(series_group(slo, labels)).items()))
         return BurnAlert.group_of(labels, slo.group_by)
 

@@ -20,7 +20,7 @@ from slo_engine.paging.burn_alert import BurnAlert
 from slo_engine.spec.burn_rate import AlertTier, budget_literal, tier_of
 from slo_engine.spec.conventions import SERVICE_LABEL, SLO_LABEL, error_ratio_metric
 from slo_engine.spec.durations import describe_seconds, format_duration, parse_duration
-from slo_engine.spec.model import SLO
+from slo_engine.spec.model import SLO, BoolGaugeSLI, ErrorRatioSLI
 from slo_engine.spec.promql import number
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def _broken(context: PageContext, tier: AlertTier | None) -> kit.Block:
     what = (f"*What is broken*\nThe error budget is burning *{kit.burn(long_burn)}* as fast as "
             f"the objective allows over {alert.long_window}, and *{kit.burn(short_burn)}* over "
             f"{alert.short_window}: the {alert.severity} tier {alert.tier} fires above "
-            f"{threshold} in both.")
+            f"{threshold} in both.{_sli_kind(slo)}")
     fields = [
         f"*SLI now ({alert.short_window})*\n{_sli(sli_now, slo)} "
         f"(objective {slo.objective_percent}%)",
@@ -187,6 +187,17 @@ def _broken(context: PageContext, tier: AlertTier | None) -> kit.Block:
         f"*Burn rate {alert.short_window}*\n{kit.burn(short_burn)} (fires above {threshold})",
     ]
     return kit.section(what, fields, "broken")
+
+
+def _sli_kind(slo: SLO) -> str:
+    """What the SLI counts, where it is not requests: a probe's samples, or minutes."""
+    if isinstance(slo.sli, BoolGaugeSLI):
+        return (f"\nThe SLI counts `{slo.sli.metric.metric}` samples, each 0 a failed one, "
+                "not requests.")
+    if isinstance(slo.sli, ErrorRatioSLI):
+        return ("\nThe SLI is its query's error ratio averaged over time: a quiet minute "
+                "weighs as much as a busy one.")
+    return ""
 
 
 def _impact(context: PageContext) -> kit.Block:

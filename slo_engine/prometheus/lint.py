@@ -18,7 +18,7 @@ from slo_engine.errors import SpecIssue
 from slo_engine.prometheus.source import PrometheusSource
 from slo_engine.spec.durations import format_duration
 from slo_engine.spec.loader import PathKey, SpecDocument, parse_yaml
-from slo_engine.spec.model import SLO, LatencySLI, RatioSLI, Service
+from slo_engine.spec.model import SLO, BoolGaugeSLI, ErrorRatioSLI, LatencySLI, RatioSLI, Service
 from slo_engine.spec.promql import number, query_selectors
 
 LOOKBACK = "1h"  # a series scraped within this long exists
@@ -66,6 +66,11 @@ def plan(slo: SLO, index: int) -> list[Check]:
         return [SeriesCheck(where, sli.count.render()),
                 BucketCheck((*base, "latency", "threshold"), sli.bucket.render(),
                             sli.selector.metric, sli.threshold_seconds)]
+    if isinstance(sli, BoolGaugeSLI):
+        return [SeriesCheck((*base, "bool_gauge", "metric"), sli.metric.render())]
+    if isinstance(sli, ErrorRatioSLI):
+        return [SeriesCheck((*base, "error_ratio", "query"), selector)
+                for selector in query_selectors(sli.query)]
     queries = (("bad", sli.bad), ("good", sli.good), ("total", sli.total))
     return [SeriesCheck((*base, "query", name), selector, optional=name == "bad")
             for name, text in queries if text is not None

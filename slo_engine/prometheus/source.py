@@ -47,9 +47,17 @@ from slo_engine.errors import QueryError
 from slo_engine.prometheus import cache
 from slo_engine.prometheus.cache import bucket_time, pair_mask
 from slo_engine.prometheus.client import PrometheusClient, Result, utc
-from slo_engine.rules.compile import le_matcher
+from slo_engine.rules.compile import bool_gauge_rates, error_ratio_rates, le_matcher
 from slo_engine.spec import conventions as names
-from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, RatioSLI, Service
+from slo_engine.spec.model import (
+    SLO,
+    BoolGaugeSLI,
+    ErrorRatioSLI,
+    LatencySLI,
+    QuerySLI,
+    RatioSLI,
+    Service,
+)
 from slo_engine.spec.promql import WINDOW_PLACEHOLDER, number
 
 __all__ = ["POINTS_PER_QUERY", "FetchStats", "PrometheusSource", "fallback_queries",
@@ -321,6 +329,12 @@ def fallback_queries(slo: SLO, step_seconds: int) -> dict[str, str]:
         elif sli.good is not None:
             out["good"] = sli.good.replace(WINDOW_PLACEHOLDER, window).strip()
         return out
+    if isinstance(sli, BoolGaugeSLI | ErrorRatioSLI):
+        # The rules' own expressions over the step's window: a gauge's samples and zeros per
+        # second, or (error_ratio) one event per second and the window's ratio of it.
+        total, bad = bool_gauge_rates(sli, window, int(window[:-1])) \
+            if isinstance(sli, BoolGaugeSLI) else error_ratio_rates(sli, window)
+        return {"total": total, "bad": bad}
     by = f"sum by ({', '.join(sli.group_by)}) " if sli.group_by else "sum"
 
     def rate(selector: str) -> str:

@@ -61,7 +61,15 @@ from slo_engine.changes.events import Change, parse_change
 from slo_engine.errors import ReleaseError
 from slo_engine.rules.compile import le_matcher
 from slo_engine.spec.durations import format_duration
-from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, RatioSLI, Service
+from slo_engine.spec.model import (
+    SLO,
+    BoolGaugeSLI,
+    ErrorRatioSLI,
+    LatencySLI,
+    QuerySLI,
+    RatioSLI,
+    Service,
+)
 from slo_engine.spec.promql import METRIC_NAME, Matcher, SelectorSyntaxError, parse_selector
 
 if TYPE_CHECKING:
@@ -398,6 +406,13 @@ def traffic_queries(slo: SLO, matchers: tuple[Matcher, ...], window_seconds: flo
     def increase(selector: str) -> str:
         return f"sum(increase({selector}[{window}]))"
 
+    if isinstance(sli, BoolGaugeSLI | ErrorRatioSLI):
+        kind = "bool_gauge" if isinstance(sli, BoolGaugeSLI) else "error_ratio"
+        raise ReleaseError(
+            f"{slo.service}/{slo.name} has a {kind} "
+            "SLI: canary analysis compares request counts of the canary and the baseline, "
+            "which it does not have. Define a ratio or latency SLI over the service's "
+            "request metrics to compare canaries on it")
     if isinstance(sli, QuerySLI):
         raise ReleaseError(
             f"{slo.service}/{slo.name} has a query SLI: arbitrary PromQL the engine cannot "

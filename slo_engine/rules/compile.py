@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from slo_engine.spec import conventions as names
 from slo_engine.spec.burn_rate import AlertTier, budget_literal, threshold_literal
 from slo_engine.spec.durations import format_duration
-from slo_engine.spec.model import SLO, LatencySLI, RatioSLI, Service
+from slo_engine.spec.model import (
+    SLO,
+    BoolGaugeSLI,
+    ErrorRatioSLI,
+    LatencySLI,
+    RatioSLI,
+    Service,
+)
 from slo_engine.spec.promql import WINDOW_PLACEHOLDER, Matcher, number
 
 
@@ -134,6 +141,10 @@ def _event_rates(slo: SLO) -> list[Rule]:
             assert sli.good is not None
             good = f"{by}({_rate(sli.good.render())})"
             bad = f"clamp_min({total_recorded} - ({good} or 0 * {total_recorded}), 0)"
+    elif isinstance(sli, BoolGaugeSLI):
+        total, bad = bool_gauge_rates(sli, names.BASE_WINDOW, 300)
+    elif isinstance(sli, ErrorRatioSLI):
+        total, bad = error_ratio_rates(sli, names.BASE_WINDOW)
     elif isinstance(sli, LatencySLI):
         total = f"{by}({_rate(sli.count.render())})"
         good = f"{by}({_rate(sli.bucket.render((le_matcher(sli.threshold_seconds),)))})"
@@ -153,6 +164,27 @@ def _event_rates(slo: SLO) -> list[Rule]:
         RecordingRule(names.TOTAL_EVENTS_RATE, total, slo.labels),
         RecordingRule(names.BAD_EVENTS_RATE, bad, slo.labels),
     ]
+
+
+def bool_gauge_rates(sli: BoolGaugeSLI, window: str, window_seconds: int) -> tuple[str, str]:
+    """Total and bad events per second of a 0/1 gauge: each sample is an event, so the
+    samples per second, and among them the zeros (count − sum; never below 0, should the
+    gauge read above 1)."""
+    by = f"sum by ({', '.join(sli.group_by)}) " if sli.group_by else "sum"
+    metric = sli.metric.render()
+    total = f"{by}(count_over_time({metric}[{window}])) / {window_seconds}"
+    bad = (f"{by}(clamp_min(count_over_time({metric}[{window}]) - "
+           f"sum_over_time({metric}[{window}]), 0)) / {window_seconds}")
+    return total, bad
+
+
+def error_ratio_rates(sli: ErrorRatioSLI, window: str) -> tuple[str, str]:
+    """An error ratio as event rates: one event per second wherever the ratio has a value,
+    and the ratio as the bad share of it, so every window averages the 5m ratios (each
+    minute weighs the same). An undefined ratio (0/0, no traffic) records nothing rather
+    than a NaN that would poison every window holding it; a ratio above 1 counts as 1."""
+    ratio = f"({_window(sli.query, window)}) >= 0"
+    return f"({ratio}) * 0 + 1", f"clamp_max({ratio}, 1)"
 
 
 def _window(query: str, window: str) -> str:
@@ -220,7 +252,10 @@ def data_absent_alert(slo: SLO) -> AlertingRule:
     description = ("The SLI's total-events series is absent, so burn-rate alerts cannot fire. "
                    "Check that the service is scraped and the selector still matches its "
                    "metrics.")
-    if isinstance(slo.sli, LatencySLI):
+    if isinstance(slo.sli, ErrorRatioSLI):
+        description += (" For an error_ratio SLI also when the ratio has had no value (0/0: no "
+                        "traffic, or a counter of its query does not exist yet).")
+    elif isinstance(slo.sli, LatencySLI):
         expr += f"\nor\n{total} unless {recorded(names.BAD_EVENTS_RATE, slo)}"
         description += (f" Or the histogram has no bucket le=\"{number(slo.sli.threshold_seconds)}"
                         "\": the threshold must be one of its bucket bounds (slo-engine validate "

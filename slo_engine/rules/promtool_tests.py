@@ -39,7 +39,7 @@ from slo_engine.spec.burn_rate import (
     rule_threshold,
 )
 from slo_engine.spec.durations import format_duration
-from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, Service
+from slo_engine.spec.model import SLO, BoolGaugeSLI, ErrorRatioSLI, LatencySLI, QuerySLI, Service
 from slo_engine.spec.promql import (
     Matcher,
     Selector,
@@ -81,8 +81,8 @@ class Series:
     """An input series with its role in the SLI, and its counter values per minute."""
 
     labels: tuple[tuple[str, str], ...]
-    role: str  # bad | good | total | other
-    values: Counts
+    role: str  # bad | good | total | other | gauge (a 0..1 gauge: floats, NaN = no sample)
+    values: np.ndarray[Any, Any]
 
     def promql(self) -> str:
         metric = dict(self.labels)["__name__"]
@@ -203,6 +203,35 @@ _SUM_RATE = re.compile(
 )
 
 
+def _top_level_divide(query: str) -> tuple[str, str] | None:
+    """`a / b` split at its only division outside brackets and strings, or None."""
+    depth, quote, found = 0, "", []
+    for i, char in enumerate(query):
+        if quote:
+            quote = "" if char == quote and query[i - 1] != "\\" else quote
+        elif char in "\"'`":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "/" and depth == 0:
+            found.append(i)
+    if len(found) != 1:
+        return None
+    return query[:found[0]], query[found[0] + 1:]
+
+
+def _ratio_selectors(query: str) -> tuple[Selector, Selector]:
+    """The bad and total counters of an error-ratio query of the common shape
+    `sum(rate(A[{{window}}])) / sum(rate(B[{{window}}]))`; other shapes are not derivable."""
+    parts = _top_level_divide(query)
+    if parts is None:
+        raise NotDerivable("the query is not sum(rate(<selector>[{{window}}])) / "
+                           "sum(rate(<selector>[{{window}}]))")
+    return _query_selector(parts[0]), _query_selector(parts[1])
+
+
 def _query_selector(query: str) -> Selector:
     match = _SUM_RATE.match(query)
     if not match:
@@ -249,8 +278,10 @@ def _sli_selectors(slo: SLO) -> list[Selector]:
     sli = slo.sli
     if isinstance(sli, LatencySLI):
         return [sli.selector]
-    if isinstance(sli, QuerySLI):
+    if isinstance(sli, QuerySLI | ErrorRatioSLI):
         return []
+    if isinstance(sli, BoolGaugeSLI):
+        return [sli.metric]
     return [s for s in (sli.total, sli.bad, sli.good) if s is not None]
 
 
@@ -281,7 +312,18 @@ def input_series(slo: SLO, traffic: Traffic) -> list[Series]:
             _series({**base, "le": "+Inf", "__name__": sli.bucket.metric}, "other", traffic.total),
             _series({**base, "__name__": sli.count.metric}, "total", traffic.total),
         ]
-    if isinstance(sli, QuerySLI):
+    if isinstance(sli, BoolGaugeSLI):
+        # One sample a minute, its value the minute's good share; none at minute 0, where
+        # the counters of the other kinds read 0 and record no rate either.
+        labels = labels_for(sli.metric.metric, [sli.metric], [], fixed)
+        share = 1 - traffic.bad / traffic.total
+        return [_gauge({**labels, "__name__": sli.metric.metric}, share)]
+    total: Selector
+    bad: Selector | None
+    good: Selector | None = None
+    if isinstance(sli, ErrorRatioSLI):
+        bad, total = _ratio_selectors(sli.query)
+    elif isinstance(sli, QuerySLI):
         total = _query_selector(sli.total)
         bad = _query_selector(sli.bad) if sli.bad is not None else None
         good = _query_selector(sli.good) if sli.good is not None else None
@@ -308,6 +350,32 @@ def _series(labels: dict[str, str], role: str, per_minute: Counts) -> Series:
     ordered = (("__name__", labels["__name__"]),
                *sorted((k, v) for k, v in labels.items() if k != "__name__"))
     return Series(ordered, role, values)
+
+
+def _gauge(labels: dict[str, str], per_minute: np.ndarray[Any, Any]) -> Series:
+    values = np.concatenate(([np.nan], np.asarray(per_minute, dtype=np.float64)))
+    ordered = (("__name__", labels["__name__"]),
+               *sorted((k, v) for k, v in labels.items() if k != "__name__"))
+    return Series(ordered, "gauge", values)
+
+
+def gauge_notation(values: np.ndarray[Any, Any]) -> str:
+    """promtool values of a gauge: `_` for no sample, runs of one value as `v+0xn` (exact:
+    a non-zero step would add rounding at every value)."""
+    parts: list[str] = []
+    i = 0
+    while i < len(values):
+        value = float(values[i])
+        end = i + 1
+        while end < len(values) and (float(values[end]) == value or
+                                     (math.isnan(value) and math.isnan(float(values[end])))):
+            end += 1
+        if math.isnan(value):
+            parts.extend(["_"] * (end - i))
+        else:
+            parts.append(repr(value) if end - i == 1 else f"{value!r}+0x{end - i - 1}")
+        i = end
+    return " ".join(parts)
 
 
 def expanding(values: Sequence[int] | Counts) -> str:
@@ -349,6 +417,22 @@ def _rates5m(counter: Counts) -> np.ndarray[Any, np.dtype[np.float64]]:
 
 
 
+def _gauge_rates(values: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any],
+                                                       np.ndarray[Any, Any]]:
+    """The recorded total and bad rates of a 0/1 gauge sampled each minute (NaN: none),
+    as the rules compute them: count_over_time and sum_over_time over the 5m range (both
+    ends included in Prometheus 2.42), count − sum clamped at 0, each over 300."""
+    total = np.full(len(values), np.nan)
+    bad = np.full(len(values), np.nan)
+    for t in range(len(values)):
+        window = [float(v) for v in values[max(0, t - 5):t + 1] if not math.isnan(v)]
+        if window:
+            count = float(len(window))
+            total[t] = count / 300
+            bad[t] = max(count - sum_over_time(window), 0.0) / 300
+    return total, bad
+
+
 @dataclass(frozen=True)
 class Replay:
     """What the generated rules compute, minute by minute, for one group of one SLO."""
@@ -359,7 +443,16 @@ class Replay:
 
     @classmethod
     def of(cls, slo: SLO, series: Sequence[Series], minutes: int) -> Replay:
+        if isinstance(slo.sli, BoolGaugeSLI):
+            return cls(slo, *_gauge_rates(series[0].values[:minutes + 1]))
         rates = {s.role: _rates5m(s.values[:minutes + 1]) for s in series}
+        if isinstance(slo.sli, ErrorRatioSLI):
+            # sum(rate(A)) / sum(rate(B)), B being both series when one counter is split.
+            denominator = rates["total"] if "total" in rates else rates["bad"] + rates["good"]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = rates["bad"] / denominator
+            ratio[~(ratio >= 0)] = np.nan
+            return cls(slo, np.where(np.isnan(ratio), np.nan, 1.0), np.minimum(ratio, 1.0))
         # One counter split in two by a label: sum() adds both series.
         total = rates["total"] if "total" in rates else rates["bad"] + rates["good"]
         subtract = isinstance(slo.sli, LatencySLI) or getattr(slo.sli, "good", None) is not None
@@ -376,8 +469,9 @@ class Replay:
         span = self._span(window_seconds, t)
         if span.start >= span.stop:
             return math.nan
-        return divide(sum_over_time(self.bad_rate[span].tolist()),
-                      sum_over_time(self.total_rate[span].tolist()))
+        recorded = ~np.isnan(self.total_rate[span])  # no sample where nothing was recorded
+        return divide(sum_over_time(self.bad_rate[span][recorded].tolist()),
+                      sum_over_time(self.total_rate[span][recorded].tolist()))
 
     def events(self, window_seconds: float, t: int) -> float:
         """avg_over_time(total[w]) * w, with Prometheus 2.42's incremental mean."""
@@ -602,7 +696,7 @@ def expected_timeline(slo: SLO, scenario: Scenario, series: Sequence[Series]) ->
     assert scenario.traffic is not None
     subtract = isinstance(slo.sli, LatencySLI) or getattr(slo.sli, "good", None) is not None
     key = (slo.error_budget, slo.period_seconds, slo.tiers, slo.min_events, subtract,
-           tuple(s.role for s in series), scenario.name)
+           type(slo.sli).__name__, tuple(s.role for s in series), scenario.name)
     if key not in _TIMELINES:
         replay = Replay.of(slo, series, scenario.traffic.minutes)
         matrix = replay.firing_matrix()
@@ -665,7 +759,8 @@ def test_group(slo: SLO, scenario: Scenario) -> dict[str, Any]:
     return {
         "name": f"{slo.name}: {scenario.name}",
         "interval": "1m",
-        "input_series": [{"series": s.promql(), "values": expanding(s.values)} for s in series],
+        "input_series": [{"series": s.promql(), "values": gauge_notation(s.values)
+                           if s.role == "gauge" else expanding(s.values)} for s in series],
         "alert_rule_test": checks,
     }
 

@@ -190,17 +190,42 @@ class QuerySLISpec(_SpecModel):
         return self
 
 
+class BoolGaugeSLISpec(_SpecModel):
+    """A 0/1 gauge (Pyrra's bool_gauge): every sample is an event, 1 good and 0 bad."""
+
+    metric: str = Field(description="Selector of a gauge that is 1 when good and 0 when bad, "
+                        "e.g. probe_success{job=\"blackbox\"}.")
+    group_by: list[LabelName] = Field(
+        default_factory=list, description="Labels to split the SLO by: one SLI per label value."
+    )
+
+
+class ErrorRatioSLISpec(_SpecModel):
+    """PromQL that already gives the error ratio (Sloth's raw SLI); no event counts, so
+    windows and the budget weigh every minute the same."""
+
+    query: str = Field(description="PromQL giving the error ratio (0..1) over {{window}}, e.g. "
+                       "sum(rate(errors_total[{{window}}])) / "
+                       "sum(rate(requests_total[{{window}}])).")
+
+
+SLI_KINDS = ("ratio", "latency", "query", "bool_gauge", "error_ratio")
+
+
 class SLISpec(_SpecModel):
     ratio: RatioSLISpec | None = None
     latency: LatencySLISpec | None = None
     query: QuerySLISpec | None = None
+    bool_gauge: BoolGaugeSLISpec | None = None
+    error_ratio: ErrorRatioSLISpec | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> SLISpec:
-        kinds = [k for k in ("ratio", "latency", "query") if getattr(self, k) is not None]
+        kinds = [k for k in SLI_KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
             given = ", ".join(kinds) if kinds else "none"
-            raise ValueError(f"give exactly one SLI kind: ratio, latency or query (given: {given})")
+            raise ValueError("give exactly one SLI kind: ratio, latency, query, bool_gauge or "
+                             f"error_ratio (given: {given})")
         return self
 
 

@@ -295,7 +295,7 @@ def _expected_at(loc: PathKey) -> str | None:
 _MISSING_HINTS = {
     "apiVersion": "; start the file with 'apiVersion: slo-engine/v1'",
     "objective": "; the target percent of good events, e.g. 'objective: 99.9'",
-    "sli": "; give one of 'ratio', 'latency' or 'query'",
+    "sli": "; give one of 'ratio', 'latency', 'query', 'bool_gauge' or 'error_ratio'",
     "total": "; the selector or query of all valid events",
     "owner": "; the team that owns the service, pages route by it",
     "slos": "; list the service's SLOs under 'slos:'",

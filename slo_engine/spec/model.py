@@ -51,7 +51,24 @@ class QuerySLI:
     good: str | None = None
 
 
-SLI = RatioSLI | LatencySLI | QuerySLI
+@dataclass(frozen=True)
+class BoolGaugeSLI:
+    """A 0/1 gauge: every sample is an event, a 0 a bad one (Pyrra's bool_gauge)."""
+
+    metric: Selector
+    group_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ErrorRatioSLI:
+    """PromQL giving the error ratio itself (Sloth's raw SLI): time-weighted, no events."""
+
+    query: str
+
+
+SLI = RatioSLI | LatencySLI | QuerySLI | BoolGaugeSLI | ErrorRatioSLI
+# SLIs of arbitrary PromQL: their groups are whatever labels the query keeps.
+QUERY_SLIS = (QuerySLI, ErrorRatioSLI)
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -114,7 +131,8 @@ class SLO:
 
     @property
     def group_by(self) -> tuple[str, ...]:
-        return self.sli.group_by if isinstance(self.sli, RatioSLI | LatencySLI) else ()
+        return self.sli.group_by if isinstance(self.sli, RatioSLI | LatencySLI | BoolGaugeSLI) \
+            else ()
 
     @property
     def windows(self) -> tuple[str, ...]:
@@ -237,6 +255,11 @@ def _sli(spec: SLOSpec) -> SLI:
             threshold_seconds=parse_duration(latency.threshold),
             group_by=tuple(latency.group_by),
         )
+    if sli.bool_gauge is not None:
+        return BoolGaugeSLI(parse_selector(sli.bool_gauge.metric),
+                            tuple(sli.bool_gauge.group_by))
+    if sli.error_ratio is not None:
+        return ErrorRatioSLI(sli.error_ratio.query)
     assert sli.query is not None
     return QuerySLI(total=sli.query.total, bad=sli.query.bad, good=sli.query.good)
 

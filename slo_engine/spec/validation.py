@@ -5,6 +5,7 @@ never fire, label clashes and duplicates across files. Each returns located Spec
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from slo_engine.errors import SpecIssue, SpecWarning
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from slo_engine.spec.loader import PathKey, SpecDocument
 
 BASE_WINDOW_SECONDS = 300
+# The selector parser's advice for a ratio selector, which a gauge selector needs reworded.
+_RATE_HINT = "the engine adds rate() and the window itself (use a 'query' SLI for other PromQL)"
 
 
 AlertWindows = Mapping[str, Sequence[TierSpec]]
@@ -171,10 +174,10 @@ def _labels(labels: Mapping[str, str], path: PathKey,
 
 def _clashes(service_labels: Mapping[str, str], slo: SLOSpec, path: PathKey,
              document: SpecDocument) -> Iterator[SpecIssue]:
-    sli = slo.sli.ratio or slo.sli.latency
+    sli = slo.sli.ratio or slo.sli.latency or slo.sli.bool_gauge
     if sli is None:
         return
-    kind = "ratio" if slo.sli.ratio else "latency"
+    kind = "ratio" if slo.sli.ratio else "latency" if slo.sli.latency else "bool_gauge"
     static = set(service_labels) | set(slo.labels)
     for i, label in enumerate(sli.group_by):
         where = (*path, "sli", kind, "group_by", i)
@@ -216,6 +219,23 @@ def _sli(slo: SLOSpec, path: PathKey, document: SpecDocument) -> Iterator[SpecIs
                 offset, message = problem
                 yield document.issue((*path, "sli", "query", field), message,
                                      offset=offset or None)
+    if sli.bool_gauge is not None:
+        for issue in _selector(sli.bool_gauge.metric, (*path, "sli", "bool_gauge", "metric"),
+                               document):
+            yield replace(issue, message=issue.message.replace(
+                _RATE_HINT, "the engine counts the gauge's samples over each window itself "
+                "(use an error_ratio SLI for other PromQL)"))
+    if sli.error_ratio is not None:
+        problem = check_query(sli.error_ratio.query) or parser_problem(sli.error_ratio.query)
+        if problem is not None:
+            offset, message = problem
+            yield document.issue((*path, "sli", "error_ratio", "query"), message,
+                                 offset=offset or None)
+        if slo.alerting.min_events:
+            yield document.issue((*path, "alerting", "min_events"), (
+                "an error_ratio SLI has no event counts (its query gives the ratio only), so "
+                "min_events cannot be checked; remove it, or use a ratio or query SLI over "
+                "the counters to guard low traffic"))
 
 
 def _selector(text: str, path: PathKey, document: SpecDocument, *,
