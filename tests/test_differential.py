@@ -56,6 +56,12 @@ slos:
   - name: availability
     objective: 99.9
     period: 7d
+    alerting:
+      tiers: &workbook-windows  # the 30d windows, so 1h, 6h, 1d and 3d are recorded on 7d
+        - {severity: page, long_window: 1h, short_window: 5m, budget_percent: 2}
+        - {severity: page, long_window: 6h, short_window: 30m, budget_percent: 5}
+        - {severity: ticket, long_window: 1d, short_window: 2h, budget_percent: 15}
+        - {severity: ticket, long_window: 3d, short_window: 6h, budget_percent: 43}
     sli:
       ratio:
         bad: http_requests_total{code=~"5.."}
@@ -70,6 +76,8 @@ slos:
   - name: availability-by-instance
     objective: 99.5
     period: 7d
+    alerting:
+      tiers: *workbook-windows
     sli:
       ratio:
         bad: http_requests_total{code=~"5.."}

@@ -155,7 +155,7 @@ def test_the_digest_goes_to_each_owner_channel_once_a_day(
         assert engine.send_digest() == 2
         [shop] = [t for t in _texts(slack, "C0TICKET") if t.startswith("SLO digest")]
         [discovery] = [t for t in _texts(slack, "C0NOTICE") if t.startswith("SLO digest")]
-        assert shop.startswith(f"SLO digest {at:%Y-%m-%d} for shop: 1 SLO, 1 burning.")
+        assert shop.startswith(f"SLO digest {at:%Y-%m-%d} for shop: 1 SLO, 1 healthy.")
         assert discovery.startswith(f"SLO digest {at:%Y-%m-%d} for discovery: 1 SLO, 1 healthy.")
         uploads = {upload.channel: upload for upload in slack.uploads.values()}
         assert sorted(uploads) == ["C0NOTICE", "C0TICKET"]  # one chart each, in its channel
@@ -216,7 +216,7 @@ def test_a_firing_tier_without_samples_is_held_before_it_resolves(
     url, at = prometheus  # this Prometheus has no error-ratio series: every window is unseen
     clock = Clock(at)
     engine = _engine(tmp_path, url, slack, clock)
-    firing = BurnAlert("checkout", "availability", (), "page", "1h", "5m", True,
+    firing = BurnAlert("checkout", "availability", (), "page", "12m", "5m", True,
                        at - timedelta(minutes=5), 20.0, 100.0, "engine")
     engine._save_firing({tier_id(firing): firing})  # as an evaluation before the outage left it
     try:
@@ -226,7 +226,7 @@ def test_a_firing_tier_without_samples_is_held_before_it_resolves(
             assert list(engine.firing().values()) == [firing]
         clock.now = at + UNSEEN_HOLD
         [resolved] = engine.evaluate()
-        assert (resolved.tier, resolved.firing, resolved.at) == ("1h/5m", False, clock.now)
+        assert (resolved.tier, resolved.firing, resolved.at) == ("12m/5m", False, clock.now)
         assert engine.firing() == {}
     finally:
         engine.close()
