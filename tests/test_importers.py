@@ -45,13 +45,13 @@ SLOTH = """
           ticket_alert: {disable: true}
       - name: raw
         objective: 99
-        sli: {raw: {error_ratio_query: "1 - avg(x[{{.window}}])"}}
+        sli: {raw: {error_ratio_query: "1 - avg(avg_over_time(x[{{.window}}]))"}}
     """
 
 
 def test_sloth_events_become_a_query_sli_with_the_window_placeholder() -> None:
     result = _import("sloth", SLOTH)
-    [slo] = _slos(result)
+    slo, _ = _slos(result)
     assert slo["name"] == "requests-availability"
     assert slo["sli"] == {"query": {"bad": 'sum(rate(http_total{code=~"5.."}[{{window}}]))',
                                     "total": "sum(rate(http_total[{{window}}]))"}}
@@ -60,9 +60,16 @@ def test_sloth_events_become_a_query_sli_with_the_window_placeholder() -> None:
     assert any("renamed to requests-availability" in note for note in result.notes)
 
 
-def test_sloth_raw_sli_is_listed_not_dropped() -> None:
-    issues = [str(i) for i in _import("sloth", SLOTH).issues]
-    assert "src.yml:1: raw: slos[1].sli.raw: a raw error-ratio SLI" in "\n".join(issues)
+def test_sloth_raw_sli_becomes_an_error_ratio_sli() -> None:
+    result = _import("sloth", SLOTH)
+    assert _slos(result)[1]["sli"] == {
+        "error_ratio": {"query": "1 - avg(avg_over_time(x[{{window}}]))"}}
+    assert result.issues == []
+
+
+def test_sloth_raw_sli_that_is_not_promql_is_listed_not_dropped() -> None:
+    issues = [str(i) for i in _import("sloth", SLOTH.replace("avg(avg_over_time", "avg((")).issues]
+    assert "src.yml:1: raw: slos[1].sli.raw.error_ratio_query: not PromQL" in "\n".join(issues)
 
 
 def test_sloth_alerting_maps_to_the_alerting_fields() -> None:
@@ -122,13 +129,16 @@ PYRRA = """
     apiVersion: pyrra.dev/v1alpha1
     kind: ServiceLevelObjective
     metadata: {name: probe}
-    spec: {target: "99", window: 7d, indicator: {bool_gauge: {metric: probe_success}}}
+    spec:
+      target: "99"
+      window: 7d
+      indicator: {bool_gauge: {metric: 'probe_success{job="blackbox"}', grouping: [target]}}
     """
 
 
 def test_pyrra_ratio_and_latency_map_to_ratio_and_latency_slis() -> None:
     result = _import("pyrra", PYRRA)
-    errors, latency = _slos(result)
+    errors, latency, _ = _slos(result)
     assert errors["sli"] == {"ratio": {"bad": 'http_requests_total{job="api",code=~"5.."}',
                                        "total": 'http_requests_total{job="api"}',
                                        "group_by": ["route"]}}
@@ -136,7 +146,21 @@ def test_pyrra_ratio_and_latency_map_to_ratio_and_latency_slis() -> None:
     assert latency["sli"] == {"latency": {"metric": "http_duration_seconds",
                                           "selector": '{job="api"}', "threshold": "250ms"}}
     assert result.services[0].service == "web"
-    assert [i.what for i in result.issues] == ["spec.indicator.bool_gauge"]
+    assert result.issues == []
+
+
+def test_pyrra_bool_gauge_maps_to_a_bool_gauge_sli() -> None:
+    result = _import("pyrra", PYRRA)
+    assert _slos(result)[2]["sli"] == {"bool_gauge": {"metric": 'probe_success{job="blackbox"}',
+                                                      "group_by": ["target"]}}
+    assert [s.service for s in result.services] == ["web", "probe"]
+
+
+def test_pyrra_bool_gauge_over_other_promql_is_listed_not_dropped() -> None:
+    result = _import("pyrra", PYRRA.replace("'probe_success{job=\"blackbox\"}'",
+                                            "'max(probe_success)'"))
+    assert [i.what for i in result.issues] == ["spec.indicator.bool_gauge.metric"]
+    assert len(_slos(result)) == 2
 
 
 def test_pyrra_latency_over_other_selectors_becomes_a_query() -> None:
@@ -218,10 +242,10 @@ def test_unknown_fields_are_listed_not_dropped() -> None:
 def test_cli_exits_1_and_writes_nothing_unless_partial(tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "slo.yaml"
-    source.write_text(textwrap.dedent(PYRRA))
+    source.write_text(textwrap.dedent(PYRRA).replace("bool_gauge", "latencyNative"))
     assert main(["import", "pyrra", str(source), "--out", str(tmp_path / "a")]) == 1
     assert not (tmp_path / "a").exists()
-    assert f"{source}:3: probe: spec.indicator.bool_gauge:" in capsys.readouterr().err
+    assert f"{source}:3: probe: spec.indicator.latencyNative:" in capsys.readouterr().err
     assert main(["import", "pyrra", str(source), "--out", str(tmp_path / "b"),
                  "--allow-partial", "--owner", "web-team"]) == 0
     [service] = app.validate([tmp_path / "b" / "web.yaml"])
@@ -237,6 +261,18 @@ def _corpus() -> list[tuple[str, Path]]:
 def test_corpus_holds_at_least_25_real_documents() -> None:
     documents = [d for _, p in _corpus() for d in yaml.safe_load_all(p.read_text()) if d]
     assert len(documents) >= 25
+
+
+@pytest.mark.parametrize(("fmt", "name", "kind"), [
+    ("sloth", "sloth/raw-home-wifi.yml", "error_ratio"),
+    ("pyrra", "pyrra/prometheus-probe-success.yaml", "bool_gauge"),
+])
+def test_corpus_raw_and_bool_gauge_slis_import_whole(fmt: str, name: str, kind: str,
+                                                     tmp_path: Path) -> None:
+    assert main(["import", fmt, str(CORPUS / name), "--out", str(tmp_path)]) == 0
+    [service] = app.validate([tmp_path])
+    assert [type(slo.sli).__name__ for slo in service.slos] == [
+        {"error_ratio": "ErrorRatioSLI", "bool_gauge": "BoolGaugeSLI"}[kind]]
 
 
 @pytest.fixture(scope="module")

@@ -102,7 +102,8 @@ def test_generated_unit_tests_pass(promtool: str, tmp_path: Path,
 @pytest.mark.parametrize("case", ["zero-traffic", "group-by", "latency", "query", "tiers-7d",
                                   "tiers-14d", "latency-missing-bucket",
                                   "latency-missing-bucket-7d", "latency-missing-bucket-14d",
-                                  "query-by-target-7d", "query-by-target-14d"])
+                                  "query-by-target-7d", "query-by-target-14d",
+                                  "query-by-target-no-failures-7d"])
 def test_handwritten_promtool_cases(case: str, promtool: str, tmp_path: Path) -> None:
     service = load_services([HANDWRITTEN / f"{case}.slo.yaml"])[0]
     (tmp_path / "rules.yml").write_text(render(compile_service(service)))

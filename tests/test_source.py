@@ -146,6 +146,7 @@ class History:
     web: Service  # 20 SLOs
     main: Service  # the first 3, recorded over the 8 days
     legacy: Service
+    off_bucket: Service  # latency SLOs, two without their bucket, recorded over the last day
     start: datetime  # of the recorded history (the rules' first evaluation)
     end: datetime
 
@@ -181,6 +182,8 @@ def history(tmp_path_factory: pytest.TempPathFactory, promtool: str,
     (work / "slos").mkdir()
     (work / "slos" / "web.yaml").write_text(WEB, encoding="utf-8")
     (work / "slos" / "legacy.yaml").write_text(LEGACY, encoding="utf-8")
+    (work / "slos" / "recorded.yaml").write_text(
+        OFF_BUCKET.replace("service: legacy", "service: recorded"), encoding="utf-8")
     services = {s.name: s for s in load_services([work / "slos"])}
 
     end = int(time.time()) // HOUR * HOUR - 4 * HOUR
@@ -202,11 +205,13 @@ def history(tmp_path_factory: pytest.TempPathFactory, promtool: str,
     web = services["web"]
     main, extras = subset(web, MAIN), dataclasses.replace(web, slos=web.slos[MAIN:])
     with running_prometheus(prometheus_binary, work / "prometheus") as server:
-        for name, service, since in (("main", main, start), ("extras", extras, end - DAY)):
+        for name, service, since in (("main", main, start), ("extras", extras, end - DAY),
+                                     ("recorded", services["recorded"], end - DAY)):
             levels = split_levels(render(compile_service(service)),
                                   only={names.TOTAL_EVENTS_RATE, names.BAD_EVENTS_RATE})
             backfill_levels(server, promtool, levels, since, end, work / name)
         yield History(server, requests, latency, web, main, services["legacy"],
+                      services["recorded"],
                       datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC))
 
 
@@ -443,6 +448,25 @@ def test_a_latency_threshold_without_its_bucket_is_no_data_not_an_outage(
             "no_data", None, 0), rows[name]
     bad, total = history.latency.counts(int(start.timestamp()), int(end.timestamp()))
     assert rows["raw-latency"].sli == pytest.approx(1 - bad / total, abs=1e-4)
+
+
+@pytest.mark.prometheus
+def test_a_recorded_latency_total_without_a_bad_rate_is_no_data_not_healthy(
+        history: History) -> None:
+    """With the rules deployed, a missing bucket leaves a recorded total but no bad rate
+    (`clamp_min(total - good, 0)` has no sample): the report must not read that as 0 bad,
+    100% good, while the rules fire SLODataAbsent."""
+    frame, stats = history.source().fetch_ledger([history.off_bucket], *recent(history))
+    assert set(frame["slo"]) == {"raw-latency"} and not stats.fallback
+    assert_matches_truth(frame, "raw-latency", history.latency, 300)
+    assert stats.missing == ["recorded/off-bucket", "recorded/off-bucket-by-instance"]
+    missing = 'http_request_duration_seconds_bucket{le="0.25"} is missing'
+    assert any(w.startswith(f"recorded/off-bucket: {missing}, so") for w in stats.warnings)
+    assert any(w.startswith(f"recorded/off-bucket-by-instance: {missing} for instance=api-1, "
+                            "instance=api-2, instance=api-3") for w in stats.warnings)
+    rows = {r.slo: r for r in budget.report([history.off_bucket], frame, recent(history)[1])}
+    for name in ("off-bucket", "off-bucket-by-instance"):
+        assert (rows[name].status, rows[name].sli) == ("no_data", None), rows[name]
 
 
 @pytest.mark.prometheus

@@ -80,13 +80,13 @@ def _indicator(indicator: Fields, where: str, name: str,
         return _ratio(indicator.child("ratio"), where, name, result)
     if indicator.has("latency"):
         return _latency(indicator.child("latency"), where, name, result)
-    for kind, why in (("latencyNative", "native histograms are not a slo-engine SLI kind yet"),
-                      ("bool_gauge", "a boolean-gauge SLI (e.g. probe_success) is not a "
-                       "slo-engine SLI kind yet")):
-        if indicator.has(kind):
-            indicator.get(kind)
-            result.lost(where, name, indicator.at(kind), f"{why}; SLO not imported")
-            return None
+    if indicator.has("bool_gauge"):
+        return _bool_gauge(indicator.child("bool_gauge"), where, name, result)
+    if indicator.has("latencyNative"):
+        indicator.get("latencyNative")
+        result.lost(where, name, indicator.at("latencyNative"), "native histograms are not a "
+                    "slo-engine SLI kind yet; SLO not imported")
+        return None
     result.lost(where, name, indicator.path, "no ratio, latency, latencyNative or bool_gauge "
                 "indicator; SLO not imported")
     return None
@@ -104,6 +104,21 @@ def _ratio(ratio: Fields, where: str, name: str, result: ImportResult) -> dict[s
     if grouping:
         spec["group_by"] = grouping
     return {"ratio": spec}
+
+
+def _bool_gauge(gauge: Fields, where: str, name: str,
+                result: ImportResult) -> dict[str, Any] | None:
+    """Pyrra's 0/1 gauge (e.g. probe_success), read the same way: each sample one event."""
+    metric = str(gauge.get("metric") or "")
+    grouping = _grouping(gauge, where, name, result)
+    if parse_selector(metric) is None:
+        result.lost(where, name, gauge.at("metric"), "must be a metric selector (Pyrra counts "
+                    "its samples); SLO not imported")
+        return None
+    spec: dict[str, Any] = {"metric": metric}
+    if grouping:
+        spec["group_by"] = grouping
+    return {"bool_gauge": spec}
 
 
 def _latency(latency: Fields, where: str, name: str,

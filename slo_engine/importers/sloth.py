@@ -127,10 +127,18 @@ def _sli(sli: Fields, where: str, name: str, result: ImportResult) -> dict[str, 
         result.lost(where, name, events.path, "needs both error_query and total_query")
         return None
     if sli.has("raw"):
-        sli.child("raw").get("error_ratio_query")
-        result.lost(where, name, sli.at("raw"), "a raw error-ratio SLI is not a slo-engine SLI "
-                    "kind yet (it needs event counts); SLO not imported")
-        return None
+        raw = sli.child("raw")
+        ratio = raw.get("error_ratio_query")
+        if not isinstance(ratio, str):
+            result.lost(where, name, raw.path, "needs error_ratio_query; SLO not imported")
+            return None
+        text = sloth_window(ratio).strip()
+        problem = promql_problem(text)
+        if problem:
+            result.lost(where, name, raw.at("error_ratio_query"),
+                        f"not PromQL ({problem}); SLO not imported")
+            return None
+        return {"error_ratio": {"query": text}}
     if sli.has("plugin"):
         sli.get("plugin")
         result.lost(where, name, sli.at("plugin"), "Sloth SLI plugins are Go code run by Sloth; "

@@ -257,7 +257,7 @@ class PrometheusSource:
                 if slo is not None:
                     key = (slo.service, slo.name, ledger.series_group(slo, labels))
                     keyed.append((key, _KINDS[kind], item["values"]))
-        return _events(keyed, step, good_based=False)
+        return _events(_recorded_buckets_present(by_pair, keyed, stats), step, good_based=False)
 
     def _fallback(self, slo: SLO, lo: int, hi: int, step: int,
                   stats: FetchStats) -> pd.DataFrame:
@@ -406,22 +406,44 @@ def _events(series: Iterable[Keyed], step: int, *, good_based: bool) -> pd.DataF
     })
 
 
+def _recorded_buckets_present(by_pair: Mapping[tuple[str, str], SLO], keyed: list[Keyed],
+                              stats: FetchStats) -> list[Keyed]:
+    """Recorded latency totals only where a bad rate was recorded too.
+
+    The rules record a latency SLI's bad rate as `clamp_min(total - good, 0)`, so a missing
+    threshold bucket leaves a total without a bad sample; counting that as 0 bad would show
+    the group healthy while the rules fire SLODataAbsent. Such a group and bucket is
+    missing data, as in the raw fallback.
+    """
+    by_slo: dict[tuple[str, str], list[Keyed]] = {}
+    for entry in keyed:
+        by_slo.setdefault(entry[0][:2], []).append(entry)
+    kept: list[Keyed] = []
+    for pair, entries in by_slo.items():
+        slo = by_pair[pair]
+        if isinstance(slo.sli, LatencySLI):
+            entries = _without_missing_bucket(slo, slo.sli, entries, stats, marker=_BAD)
+        kept.extend(entries)
+    return kept
+
+
 def _without_missing_bucket(slo: SLO, sli: LatencySLI, keyed: list[Keyed],
-                            stats: FetchStats) -> list[Keyed]:
+                            stats: FetchStats, marker: int = _GOOD) -> list[Keyed]:
     """Latency totals only where the threshold's bucket has a sample, as the rules do.
 
     A threshold that is no bucket bound matches no `le` series: read as "no request was
     fast" it would count every event as bad, an outage on healthy traffic. Like the rules'
     `clamp_min(total - good, 0)`, such a group and bucket gets no events at all (missing
-    data), and the fetch notes name the bucket.
+    data), and the fetch notes name the bucket. `marker` is the kind whose sample shows the
+    bucket: the good rate of raw series, the bad rate the rules derive from it.
     """
-    good = {(key, t) for key, kind, pairs in keyed if kind == _GOOD
-            for t, value in pairs if math.isfinite(float(value))}
+    present = {(key, t) for key, kind, pairs in keyed if kind == marker
+               for t, value in pairs if math.isfinite(float(value))}
     kept: list[Keyed] = []
     lacking: set[str] = set()
     for key, kind, pairs in keyed:
         if kind == _TOTAL:
-            with_bucket = [p for p in pairs if (key, p[0]) in good]
+            with_bucket = [p for p in pairs if (key, p[0]) in present]
             if len(with_bucket) < len(pairs):
                 lacking.add(key[2])
             pairs = with_bucket

@@ -155,8 +155,12 @@ def _event_rates(slo: SLO) -> list[Rule]:
     else:
         total = _window(sli.total, names.BASE_WINDOW)
         if sli.bad is not None:
-            bad = f"({_window(sli.bad, names.BASE_WINDOW)}) or on () (0 * " \
-                  f"{recorded(names.TOTAL_EVENTS_RATE, slo)})"
+            # The zero default per label set of the query (a target without a failure
+            # counter still gets an SLI); the recorded total also has the labels this rule
+            # sets, which the query's output lacks until then: they are ignored.
+            rule_labels = ", ".join(name for name, _ in slo.labels)
+            bad = f"({_window(sli.bad, names.BASE_WINDOW)}) or ignoring ({rule_labels}) " \
+                  f"(0 * {recorded(names.TOTAL_EVENTS_RATE, slo)})"
         else:
             assert sli.good is not None
             bad = f"clamp_min(({total}) - ({_window(sli.good, names.BASE_WINDOW)}), 0)"
