@@ -171,7 +171,7 @@ def test_a_failed_commit_is_rolled_back_and_the_next_transaction_works(tmp_path:
                 unit.connection.execute(statement)
         assert state.add_changes([change(0)]) == [change(0)]
         assert state.query("SELECT COUNT(*) FROM child")[0][0] == 0
-        assert state.writable()
+        state.probe_write()
 
 
 # --- the CLI --------------------------------------------------------------------------------

@@ -194,7 +194,8 @@ def test_an_existing_sqlite_file_keeps_its_tables_and_columns(tmp_path: Path) ->
                              "consumed_at_open", "budget_spent", "fingerprint", "message"],
         "engine_firing": ["tier", "body"],
         "engine_budget_notices": ["service", "slo", "grp", "threshold", "sent_at"],
-        "engine_outage": ["id", "since", "noticed", "reason"]}
+        "engine_outage": ["id", "since", "noticed", "reason"],
+        "state_meta": ["id", "identity", "created_at", "heartbeat_at"]}
 
 
 def test_sqlite_implements_the_interface() -> None:

@@ -8,12 +8,22 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from slo_engine.cli import budget, changes, demo, importers, notify, release, service, specs
+from slo_engine.cli import (
+    budget,
+    changes,
+    demo,
+    importers,
+    notify,
+    release,
+    service,
+    specs,
+    state,
+)
 from slo_engine.cli.arguments import print_error
 from slo_engine.errors import SloEngineError
 from slo_engine.extras import missing_extra
 
-COMMAND_GROUPS = (specs, importers, budget, changes, release, notify, service, demo)
+COMMAND_GROUPS = (specs, importers, budget, changes, release, notify, service, state, demo)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -75,10 +75,16 @@ def engine_config(args: argparse.Namespace) -> EngineConfig | None:
     return load_config(args.config) if getattr(args, "config", None) is not None else None
 
 
+def state_path(args: argparse.Namespace) -> Path:
+    """--state, else the --config's state.path, else the default."""
+    config = engine_config(args)
+    if config is not None:
+        return config.state.path
+    path: Path = getattr(args, "state", None) or DEFAULT_STATE
+    return path
+
+
 def open_state(args: argparse.Namespace) -> StateDB:
     from slo_engine.storage.sqlite import StateDB
 
-    config = engine_config(args)
-    if config is not None:
-        return StateDB(config.state.path)
-    return StateDB(getattr(args, "state", None) or DEFAULT_STATE)
+    return StateDB(state_path(args))

@@ -144,15 +144,20 @@ def config_problems(config: EngineConfig, *, connect: bool = False) -> tuple[
 
 
 def _state_problems(path: Path) -> list[str]:
-    """Whether the state database could be created or written there, without creating it."""
+    """Whether the state database could be created or written there, and whether `run`
+    would refuse the one that is there, without creating or changing it."""
+    from slo_engine.storage.sqlite import check_state, fresh_start_hint
+
+    problems = [f"{problem}: {fresh_start_hint(path)}"
+                for problem in check_state(path).problems]
     target = path if path.exists() else next(
         (p for p in path.parents if p.exists()), Path("."))
     if target.exists() and not target.is_dir() and target != path:
-        return [f"state.path {path}: {target} is a file, not a directory"]
+        return [*problems, f"state.path {path}: {target} is a file, not a directory"]
     if not os.access(target, os.W_OK):
-        return [f"state.path {path}: {target} is not writable by this user; choose a "
-                "writable path or fix its permissions"]
-    return []
+        return [*problems, f"state.path {path}: {target} is not writable by this user; choose "
+                "a writable path or fix its permissions"]
+    return problems
 
 
 def _connect(config: EngineConfig, services: list[Service], problems: list[str],

@@ -37,6 +37,7 @@ from slo_engine.errors import (
     SourceError,
     SourceUnavailable,
     SpecError,
+    StateError,
 )
 from slo_engine.paging import notices
 from slo_engine.paging.alertmanager import WebhookPayload, burn_alerts
@@ -145,9 +146,11 @@ class Engine:
             checks["prometheus"] = "ok"
         except SourceError as error:
             checks["prometheus"] = str(error)
-        checks["state"] = "ok" if self.state.writable() else (
-            f"cannot write the state database {self.state.location}: check the disk and the "
-            "directory's permissions (state.path in the engine config)")
+        try:
+            self.state.probe_write()
+            checks["state"] = "ok"
+        except StateError as error:
+            checks["state"] = f"failing ({error})"
         return checks
 
     def handle_alertmanager(self, payload: WebhookPayload) -> int:

@@ -226,8 +226,9 @@ class StateStore(Protocol):
                 kinds: Iterable[str] | None = None) -> list[Change]:
         ...
 
-    def writable(self) -> bool:
-        """Whether a write would succeed now: what /readyz reports."""
+    def probe_write(self) -> None:
+        """Write and commit a heartbeat now, raising StateError with the reason when that
+        fails: what /readyz reports (a read-only probe would miss an unwritable store)."""
         ...
 
     def close(self) -> None:

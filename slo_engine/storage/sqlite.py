@@ -1,17 +1,27 @@
 """The state store in one SQLite file, WAL mode, shared by the CLI, the scheduler and the API.
 
 Every SQL statement of the state database lives here, so SQLite's dialect stays in this
-module. The schema is the one earlier versions wrote (same tables and columns), so an
-existing state.db keeps working.
+module. The schema is the one earlier versions wrote (same tables and columns) plus
+`state_meta`, so an existing state.db keeps working: opening it adopts it.
+
+A state database forgets nothing on purpose. Recreating one that existed would page every
+open incident a second time and leave its first message unresolved, so the file carries an
+identity, a marker file beside it (`<file>.id`) remembers that identity, and an open that
+finds the file missing, empty, replaced or corrupt while the marker says it existed is
+refused with a StateError naming `slo-engine state check` and `state reset`. No file and no
+marker is a true first start: both are created.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -94,7 +104,164 @@ CREATE TABLE IF NOT EXISTS engine_outage (
     noticed INTEGER NOT NULL DEFAULT 0,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS state_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),  -- one row: which database this is
+    identity TEXT NOT NULL,          -- random; the marker file beside the database repeats it
+    created_at TEXT NOT NULL,
+    heartbeat_at TEXT                -- /readyz's write probe
+);
 """
+
+SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is a database from before identities
+PROBE_BUSY_MS = 2000  # /readyz waits this long for another writer, not the 10 s of a job
+COUNTED = ("changes", "notify_incidents", "notify_outbox", "engine_firing",
+           "engine_budget_notices")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which state database this is: random, fixed when the database is created."""
+
+    id: str
+    created_at: str
+
+    def line(self) -> str:
+        return f"{self.id} {self.created_at}"
+
+
+@dataclass
+class StateCheck:
+    """What `slo-engine state check` reports about one state database, opened read-only."""
+
+    path: str
+    exists: bool = False
+    identity: Identity | None = None
+    marker: Identity | None = None
+    schema_version: int | None = None
+    quick_check: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def marker_path(path: str | Path) -> Path:
+    """The file beside the database that says a database with this identity existed."""
+    return Path(f"{path}.id")
+
+
+def fresh_start_hint(path: str | Path) -> str:
+    return (f"inspect it with `slo-engine state check --state {path}`, or start fresh on "
+            f"purpose with `slo-engine state reset --state {path} --yes` (open incidents "
+            "are then forgotten)")
+
+
+def check_state(path: str | Path) -> StateCheck:
+    """Identity, schema version, quick_check and row counts, without creating or changing
+    anything; `problems` lists what would make the engine refuse the file."""
+    report = StateCheck(str(path))
+    try:
+        report.marker = _read_marker(path)
+    except StateError as error:
+        report.problems.append(str(error))
+        return report
+    report.exists = Path(path).exists()
+    missing = _missing_or_empty(path)
+    if missing is not None:
+        if report.marker is not None:
+            report.problems.append(f"the state database {path} {missing} but "
+                                   f"{marker_path(path)} says it existed "
+                                   f"(identity {report.marker.id})")
+        return report
+    try:
+        with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro",
+                                     uri=True, timeout=10)) as connection:
+            report.quick_check = _quick_check(connection)
+            if report.quick_check != "ok":
+                report.problems.append(_corrupt(path, f"quick_check: {report.quick_check}"))
+                return report
+            report.schema_version = int(connection.execute("PRAGMA user_version")
+                                        .fetchone()[0])
+            tables = {name for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            report.identity = _read_identity(connection) if "state_meta" in tables else None
+            report.counts = {name: int(connection.execute(
+                f"SELECT COUNT(*) FROM {name}").fetchone()[0])
+                for name in COUNTED if name in tables}
+    except sqlite3.Error as error:
+        report.problems.append(_corrupt(path, str(error)) if _is_corruption(error) else
+                               f"cannot read the state database {path}: {error}")
+        return report
+    mismatch = _identity_mismatch(path, report.identity, report.marker)
+    if mismatch is not None:
+        report.problems.append(mismatch)
+    if report.schema_version is not None and report.schema_version > SCHEMA_VERSION:
+        report.problems.append(_newer(path, report.schema_version))
+    return report
+
+
+def _missing_or_empty(path: str | Path) -> str | None:
+    """Why the file holds no database, or None when it has content."""
+    try:
+        size = Path(path).stat().st_size
+    except (FileNotFoundError, NotADirectoryError):
+        return "is missing"
+    return "is empty" if size == 0 else None
+
+
+def _read_marker(path: str | Path) -> Identity | None:
+    try:
+        words = marker_path(path).read_text(encoding="utf-8").split()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        raise StateError(f"cannot read {marker_path(path)}: {error}") from None
+    return Identity(words[0], words[1] if len(words) > 1 else "") if words else Identity("", "")
+
+
+def _write_marker(path: str | Path, identity: Identity) -> None:
+    """Atomically: a half-written marker would refuse a healthy database."""
+    target = marker_path(path)
+    temporary = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text(identity.line() + "\n", encoding="utf-8")
+        os.replace(temporary, target)
+    except OSError as error:
+        raise StateError(f"cannot write {target} (the state database's marker): {error}; "
+                         "check the directory is writable (state.path in the engine "
+                         "config)") from None
+
+
+def _read_identity(connection: sqlite3.Connection) -> Identity | None:
+    row = connection.execute("SELECT identity, created_at FROM state_meta WHERE id = 1") \
+        .fetchone()
+    return None if row is None else Identity(str(row[0]), str(row[1]))
+
+
+def _identity_mismatch(path: str | Path, identity: Identity | None,
+                       marker: Identity | None) -> str | None:
+    if marker is None or (identity is not None and identity.id == marker.id):
+        return None
+    held = f"identity {identity.id}" if identity is not None else "no identity"
+    return (f"the state database {path} holds {held} but {marker_path(path)} says "
+            f"{marker.id}: the file was replaced")
+
+
+def _quick_check(connection: sqlite3.Connection) -> str:
+    rows = [str(row[0]) for row in connection.execute("PRAGMA quick_check(5)")]
+    return "ok" if rows == ["ok"] else "; ".join(rows)
+
+
+def _is_corruption(error: sqlite3.Error) -> bool:
+    name = str(getattr(error, "sqlite_errorname", ""))
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
+def _corrupt(path: str | Path, detail: str) -> str:
+    return f"the state database {path} is corrupt ({detail})"
+
+
+def _newer(path: str | Path, version: int) -> str:
+    return (f"the state database {path} has schema version {version}, newer than this "
+            f"slo-engine's {SCHEMA_VERSION}: upgrade slo-engine")
 
 
 class StateDB:
@@ -104,19 +271,71 @@ class StateDB:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        in_memory = self.path == ":memory:"
+        marker = None if in_memory else _read_marker(self.path)
+        missing = None if in_memory else _missing_or_empty(self.path)
+        if marker is not None and missing is not None:
+            raise StateError(f"the state database {self.path} {missing} but "
+                             f"{marker_path(self.path)} says it existed (identity "
+                             f"{marker.id}); it is not recreated, so no incident is paged "
+                             f"twice: {fresh_start_hint(self.path)}")
         try:
-            if self.path != ":memory:":
+            if not in_memory:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._connection = sqlite3.connect(self.path, timeout=10, isolation_level=None,
                                                check_same_thread=False)
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=NORMAL")
         except (sqlite3.Error, OSError) as error:
             raise StateError(f"cannot open the state database {self.path}: {error}; check the "
                              "path's directory exists and is writable (state.path in the "
                              "engine config)") from None
         self._lock = threading.RLock()
-        self.ensure_schema(_SCHEMA)
+        try:
+            self._verify()
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=NORMAL")
+            self.ensure_schema(_SCHEMA)
+            self.identity = self._identify(marker)
+        except BaseException:
+            self._connection.close()
+            raise
+
+    def _refuse(self, problem: str) -> StateError:
+        return StateError(f"{problem}: {fresh_start_hint(self.path)}")
+
+    def _verify(self) -> None:
+        """PRAGMA quick_check before anything is read: a page overwritten inside the file
+        would otherwise surface later as a dropped resolution."""
+        try:
+            result = _quick_check(self._connection)
+            version = int(self._connection.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as error:
+            if _is_corruption(error):
+                raise self._refuse(_corrupt(self.path, str(error))) from None
+            raise StateError(f"cannot open the state database {self.path}: {error}") from None
+        if result != "ok":
+            raise self._refuse(_corrupt(self.path, f"quick_check: {result}"))
+        if version > SCHEMA_VERSION:
+            raise StateError(_newer(self.path, version))
+
+    def _identify(self, marker: Identity | None) -> Identity:
+        """The database's identity, created on a first start and adopted by a database of
+        an earlier version; it must match the marker, which is (re)written to repeat it."""
+        with self.transaction() as unit:
+            identity = _read_identity(unit.connection)
+            if identity is None and marker is None:
+                identity = Identity(secrets.token_hex(8), datetime.now(UTC).isoformat(
+                    timespec="seconds"))
+                unit.connection.execute(
+                    "INSERT INTO state_meta (id, identity, created_at) VALUES (1, ?, ?)",
+                    (identity.id, identity.created_at))
+                unit.connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        mismatch = _identity_mismatch(self.path, identity, marker)
+        if mismatch is not None:
+            raise self._refuse(mismatch)
+        assert identity is not None
+        if self.path != ":memory:" and marker is None:
+            _write_marker(self.path, identity)
+        return identity
 
     @property
     def location(self) -> str:
@@ -183,13 +402,17 @@ class StateDB:
         with self.read() as reader:
             return reader.rows(sql, tuple(parameters))
 
-    def writable(self) -> bool:
-        try:
-            with self.transaction() as unit:
-                unit.connection.execute("CREATE TABLE IF NOT EXISTS probe (x INTEGER)")
-            return True
-        except StateError:
-            return False
+    def probe_write(self) -> None:
+        """Upsert the heartbeat and commit: a probe that only reads says "ok" while every
+        write fails (an immutable file, a full disk, a writer holding the lock)."""
+        with self._lock:
+            self._connection.execute(f"PRAGMA busy_timeout = {PROBE_BUSY_MS}")
+            try:
+                with self.transaction() as unit:
+                    unit.connection.execute("UPDATE state_meta SET heartbeat_at = ? "
+                                            "WHERE id = 1", (datetime.now(UTC).isoformat(),))
+            finally:
+                self._connection.execute("PRAGMA busy_timeout = 10000")
 
     def add_changes(self, changes: Iterable[Change]) -> list[Change]:
         with self.transaction() as unit:
