@@ -186,7 +186,7 @@ def _listed_commands() -> list[ParameterSet]:
 @pytest.mark.parametrize("words", _listed_commands())
 def test_listed_commands_and_options_exist(words: list[str],
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    subcommand = words[:2] if words[0] in ("changes", "config") else words[:1]
+    subcommand = words[:2] if words[0] in ("changes", "config", "state") else words[:1]
     with pytest.raises(SystemExit) as exited:
         main([*subcommand, "--help"])
     assert exited.value.code == 0
