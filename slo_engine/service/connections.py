@@ -127,6 +127,7 @@ def _over_client_limit(app: ASGI3Application) -> ASGI3Application:
         if scope["type"] == "http" and scope["path"] in PROBES:
             await app(scope, receive, send)
             return
+        await _drain(receive)
         body = b'{"detail": "too many connections from this client; retry shortly"}'
         await send({"type": "http.response.start", "status": 429, "headers": [
             (b"content-type", b"application/json"),
@@ -136,3 +137,16 @@ def _over_client_limit(app: ASGI3Application) -> ASGI3Application:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     return guarded
+
+
+async def _drain(receive: ASGIReceiveCallable, limit: int = 1 << 20) -> None:
+    """Read (and drop) the request body before answering: closing a socket with unread data
+    resets it, and the client would never see the 429."""
+    read = 0
+    while read <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
