@@ -117,6 +117,16 @@ class HttpConfig(_Section):
     tokens: list[SecretStr] = Field(default_factory=list,
                                     description="Bearer tokens accepted for writes.")
     max_body_bytes: int = Field(65_536, ge=1024, le=10_485_760)
+    header_timeout: float = Field(10.0, gt=0, le=300, description=(
+        "Seconds a connection may take to send a request's headers (idle ones included)."))
+    body_timeout: float = Field(10.0, gt=0, le=300, description=(
+        "Seconds a request body may go without a byte before the connection is closed."))
+    max_connections: int = Field(4096, ge=16, le=65_536, description=(
+        "Open connections in all; beyond it new ones are reset."))
+    max_connections_per_client: int = Field(256, ge=1, le=65_536, description=(
+        "Open connections per client address; beyond it writes get 429 (probes are served)."))
+    max_queued_writes: int = Field(512, ge=1, le=65_536, description=(
+        "Writes waiting for the state database; beyond it, or after 10 s waiting, 429."))
 
     @field_validator("listen")
     @classmethod

@@ -24,6 +24,12 @@ SUSPECT_KINDS: tuple[ChangeKind, ...] = ("deploy", "config", "feature_flag")
 DEFAULT_ROLLBACK_TEMPLATE = "deploy {previous_version}"
 ROLLBACK_PLACEHOLDERS = ("previous_version", "service", "version")
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # names end up in Slack messages and terminals
+# The span a change may fall in: the state database keeps times as int64 nanoseconds and
+# pandas as Timestamps (1677-2262), so anything outside is refused where it enters.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+# What records changes; any other client-set `source` is counted as "other" in metrics.
+CHANGE_SOURCES = ("api", "cli", "file", "http", "build_info", "gate", "canary")
 
 
 class Change(BaseModel):
@@ -47,7 +53,14 @@ class Change(BaseModel):
     @field_validator("time")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 shifted past the calendar by its offset
+            utc = None
+        if utc is None or not EARLIEST <= utc < LATEST:
+            raise ValueError(f"{value.isoformat().replace('+00:00', 'Z')} is out of range; a "
+                             f"change falls between {EARLIEST.date()} and {LATEST.date()} (UTC)")
+        return utc
 
     @property
     def identity(self) -> tuple[str, str, str, str]:
@@ -99,6 +112,8 @@ def describe_errors(error: ValidationError) -> str:
             message = f"got {item.get('input')!r}; expected one of: {', '.join(CHANGE_KINDS)}"
         elif item["type"] == "timezone_aware":
             message = "needs a timezone, e.g. 2026-05-12T14:03:00Z"
+        elif item["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         parts.append(f"{field}: {message}")
     return "; ".join(parts)
 

@@ -40,6 +40,8 @@ def print_warnings(warnings: Iterable[SpecWarning]) -> None:
 def duration(text: str) -> timedelta:
     try:
         return timedelta(seconds=parse_duration(text))
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is too long a duration") from None
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 

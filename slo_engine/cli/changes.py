@@ -169,7 +169,11 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    since = datetime.now(UTC) - args.since
+    from slo_engine.changes.events import EARLIEST
+
+    # No change is older than EARLIEST, so a longer look back lists them all.
+    now = datetime.now(UTC)
+    since = now - args.since if args.since < now - EARLIEST else EARLIEST
     with open_state(args) as state:
         changes = state.changes(services=args.service, since=since, limit=args.limit)
     if args.format == "json":

@@ -1,12 +1,15 @@
 """The HTTP face of `slo-engine run`: change intake, Alertmanager's webhook, status, probes.
 
 A thin shell over the engine: every write needs a bearer token and a bounded body, every
-rejection says why (401 no or wrong token, 413 too large, 422 what is invalid), and the
-engine's own work runs in the thread pool so a slow Prometheus never blocks the probes.
+rejection says why (401 no or wrong token, 413 too large, 422 what is invalid, 429 when to
+retry), and the engine's own work runs in the thread pool so a slow Prometheus never blocks
+the probes. Writes take at most a few of its threads and queue, boundedly, for them, so a
+flood of deploys is answered 201 or 429 while the probes and Alertmanager stay served.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import threading
@@ -21,15 +24,20 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from slo_engine.budget.accounting import BudgetStatus
 from slo_engine.changes.events import Change, describe_errors
 from slo_engine.config import HttpConfig
 from slo_engine.errors import SloEngineError
 from slo_engine.paging.alertmanager import WebhookPayload
+from slo_engine.service.connections import RETRY_AFTER_SECONDS, GuardedConfig
 from slo_engine.service.telemetry import Telemetry
 
 MAX_CHANGES = 1000
+WRITES_IN_FLIGHT = 4  # of the thread pool's 40: the rest stay free for probes and reads
+WRITE_WAIT_SECONDS = 10.0
 _CHANGES: TypeAdapter[list[Change]] = TypeAdapter(list[Change])
 
 
@@ -55,14 +63,51 @@ class _Rejected(Exception):
         self.headers = headers
 
 
+class _WriteGate:
+    """At most WRITES_IN_FLIGHT writes in the thread pool, `queued` more waiting; beyond that,
+    or after WRITE_WAIT_SECONDS, a 429 with Retry-After rather than a pile-up."""
+
+    def __init__(self, queued: int) -> None:
+        self._slots = asyncio.Semaphore(WRITES_IN_FLIGHT)
+        self._queued = queued
+        self._waiting = 0
+
+    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        busy = _Rejected(429, "the engine is busy recording writes; retry shortly",
+                         {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        if self._waiting >= self._queued:
+            raise busy
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), WRITE_WAIT_SECONDS)
+        except TimeoutError:
+            raise busy from None
+        finally:
+            self._waiting -= 1
+        try:
+            return await _engine_call(function, *args)
+        finally:
+            self._slots.release()
+
+
 def create_app(engine: EngineAPI, http: HttpConfig) -> FastAPI:
     app = FastAPI(title="slo-engine", version="1", docs_url=None, redoc_url=None)
+    app.state.http = http
+    app.add_middleware(_RefuseSmuggling)
     tokens = [t.get_secret_value().encode() for t in http.tokens if t.get_secret_value()]
+    # Alertmanager's webhook has a gate of its own: a deploy flood must not delay a page.
+    change_writes = _WriteGate(http.max_queued_writes)
+    alert_writes = _WriteGate(http.max_queued_writes)
 
     @app.exception_handler(_Rejected)
     async def rejected(request: Request, error: _Rejected) -> JSONResponse:
         return JSONResponse({"detail": error.detail}, status_code=error.status,
                             headers=error.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, error: ClientDisconnect) -> Response:
+        """The client left mid-body: nobody to answer and nothing to log (uvicorn drops it)."""
+        return Response(status_code=400)
 
     async def authorised_json(request: Request) -> Any:
         _authorise(request, tokens)
@@ -73,6 +118,8 @@ def create_app(engine: EngineAPI, http: HttpConfig) -> FastAPI:
             raise _Rejected(422, f"the body is not JSON: {error}") from None
         except RecursionError:  # a few kilobytes of '[' are enough
             raise _Rejected(422, "the body's JSON nests too deeply") from None
+        except ValueError as error:  # an integer of over 4,300 digits
+            raise _Rejected(422, f"the body's JSON has a number out of range: {error}") from None
 
     @app.post("/api/v1/changes", status_code=201, openapi_extra=_body_schema(
         {"oneOf": [{"$ref": "#/components/schemas/Change"},
@@ -91,9 +138,9 @@ def create_app(engine: EngineAPI, http: HttpConfig) -> FastAPI:
                        else [Change.model_validate(tagged[0])])
         except ValidationError as error:
             raise _Rejected(422, describe_errors(error)) from None
-        added = await _engine_call(engine.record_changes, changes)
+        added = await change_writes.run(engine.record_changes, changes)
         for change in added:
-            engine.telemetry.changes_recorded.labels(change.source).inc()
+            engine.telemetry.change_recorded(change.source)
         return JSONResponse({"received": len(changes), "recorded": len(added),
                              "already_known": len(changes) - len(added)}, status_code=201)
 
@@ -108,7 +155,7 @@ def create_app(engine: EngineAPI, http: HttpConfig) -> FastAPI:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: "
                                  f"{e['msg']}" for e in error.errors(include_url=False))
             raise _Rejected(422, problems) from None
-        accepted = await _engine_call(engine.handle_alertmanager, payload)
+        accepted = await alert_writes.run(engine.handle_alertmanager, payload)
         return JSONResponse({"alerts": len(payload.alerts), "accepted": accepted})
 
     @app.get("/api/v1/slos")
@@ -184,6 +231,26 @@ async def _engine_call(function: Callable[..., Any], *args: Any) -> Any:
         raise _Rejected(503, str(error)) from None
 
 
+class _RefuseSmuggling:
+    """Both Content-Length and Transfer-Encoding: the request's end is ambiguous, so a proxy
+    in front may see a different second request than we would (RFC 9112 6.1). Answer 400
+    and close the connection; nothing pipelined behind it is served."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            names = {name.lower() for name, _ in scope["headers"]}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                response = JSONResponse(
+                    {"detail": "both Content-Length and Transfer-Encoding; send one"},
+                    status_code=400, headers={"Connection": "close"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Declare the JSON body in the OpenAPI document: it is read raw, to bound its size."""
     return {"requestBody": {"required": True,
@@ -195,10 +262,16 @@ class HttpServer:
 
     def __init__(self, app: FastAPI, listen: str) -> None:
         host, _, port = listen.rpartition(":")
-        self._server = uvicorn.Server(uvicorn.Config(
+        http: HttpConfig = getattr(app.state, "http", None) or HttpConfig()
+        # No limit_concurrency: it counts idle connections and answers 503 to everyone once
+        # they fill it. The guarded protocol bounds connections and times out slow ones.
+        self._server = uvicorn.Server(GuardedConfig(
             app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_level="warning",
-            lifespan="off", access_log=False, timeout_keep_alive=5, limit_concurrency=100,
-            h11_max_incomplete_event_size=16_384))
+            lifespan="off", access_log=False, timeout_keep_alive=5,
+            h11_max_incomplete_event_size=16_384, timeout_graceful_shutdown=5,
+            header_timeout=http.header_timeout, body_timeout=http.body_timeout,
+            max_connections=http.max_connections,
+            max_connections_per_client=http.max_connections_per_client))
         self._thread: threading.Thread | None = None
         self.port = int(port)
 

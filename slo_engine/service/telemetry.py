@@ -15,6 +15,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from slo_engine.changes.events import CHANGE_SOURCES
+
 
 class Telemetry:
     def __init__(self) -> None:
@@ -47,7 +49,8 @@ class Telemetry:
             "Alerts received from Alertmanager, by outcome (accepted, skipped).", ["outcome"],
             registry=self.registry)
         self.changes_recorded = Counter(
-            "slo_engine_changes_recorded_total", "Change events recorded, by source.",
+            "slo_engine_changes_recorded_total",
+            "Change events recorded, by source (a source the engine does not know is 'other').",
             ["source"], registry=self.registry)
         for outcome in ("sent", "failed"):
             self.notifications.labels(outcome)
@@ -55,6 +58,11 @@ class Telemetry:
             self.webhook_alerts.labels(outcome)
         for kind in ("unavailable", "rejected"):
             self.query_errors.labels(kind)
+
+    def change_recorded(self, source: str) -> None:
+        """Count a change; `source` is client-set, so only known values become labels (one
+        series per value, forever)."""
+        self.changes_recorded.labels(source if source in CHANGE_SOURCES else "other").inc()
 
     def set_budgets(self, budgets: dict[tuple[str, str, str], float | None]) -> None:
         """Replace every budget gauge, so removed SLOs stop being exported."""
