@@ -231,6 +231,9 @@ class Notifier:
     def _claim_next(self) -> OutboxItem | None:
         """The oldest queued call, marked as being sent (so an update cannot be folded into a
         message already on its way); None while it waits for its Retry-After."""
+        with self._state.read() as reader:  # no write lock taken when nothing waits
+            if reader.outbox_depth() == 0:
+                return None
         with self._state.transaction() as unit:
             return unit.claim_next(datetime.now(UTC))
 
