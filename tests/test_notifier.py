@@ -4,6 +4,7 @@ errors a broken set-up gives."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 import threading
@@ -238,7 +239,7 @@ def test_a_rate_limited_page_waits_in_the_outbox_for_its_retry_after(
         assert attempts <= 4 and time.monotonic() - began < 10
     calls = slack.calls("chat.postMessage")
     assert [r.status for r in calls] == [429, 429, 429, 200]
-    gaps = [later.at - earlier.at for earlier, later in zip(calls, calls[1:], strict=False)]
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(calls)]
     assert all(gap >= 1.0 for gap in gaps), gaps
     assert pager.outbox_depth() == 0
     assert len(slack.posts()) == 1
