@@ -92,8 +92,13 @@ class SlackRefused(NotifyError):
 
 
 class SlackUnavailable(SloEngineError):
-    """Slack did not take the call — down, 5xx, rate-limiting past the retries, unreachable.
-    The outbox keeps the message; `notify-test` reports it."""
+    """Slack did not take the call — down, 5xx past the retries, rate-limiting, unreachable.
+    The outbox keeps the message; `notify-test` reports it. `retry_after`: the seconds Slack
+    asked to wait (a 429's Retry-After), which the outbox honours before the next attempt."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RulesOutError(SloEngineError):

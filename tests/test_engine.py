@@ -25,7 +25,7 @@ from slo_engine.budget import charts
 from slo_engine.config import load_config
 from slo_engine.paging.alertmanager import WebhookPayload
 from slo_engine.paging.burn_alert import BurnAlert
-from slo_engine.paging.dedup import UNSEEN_HOLD, tier_id
+from slo_engine.paging.dedup import UNSEEN_HOLD, encode_firing, tier_id
 from slo_engine.service.engine import Engine
 from slo_engine.spec.conventions import BAD_EVENTS_RATE, TOTAL_EVENTS_RATE
 from tests.support.binaries import require
@@ -218,7 +218,8 @@ def test_a_firing_tier_without_samples_is_held_before_it_resolves(
     engine = _engine(tmp_path, url, slack, clock)
     firing = BurnAlert("checkout", "availability", (), "page", "12m", "5m", True,
                        at - timedelta(minutes=5), 20.0, 100.0, "engine")
-    engine._save_firing({tier_id(firing): firing})  # as an evaluation before the outage left it
+    with engine.state.transaction() as unit:  # as an evaluation before the outage left it
+        unit.save_firing(encode_firing({tier_id(firing): firing}))
     try:
         for later in (timedelta(0), UNSEEN_HOLD - timedelta(minutes=1)):
             clock.now = at + later

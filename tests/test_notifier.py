@@ -4,9 +4,11 @@ errors a broken set-up gives."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import replace
@@ -214,28 +216,48 @@ def test_tiers_with_one_long_window_lead_in_name_order(slack: SlackStandIn, stat
 # --- Slack misbehaving
 
 
-def test_rate_limits_are_waited_out_as_retry_after_asks(slack: SlackStandIn, state: StateDB,
-                                                         checkout: SLO) -> None:
-    slack.answer_429(1, retry_after=1)
+def test_a_rate_limited_page_waits_in_the_outbox_for_its_retry_after(
+        slack: SlackStandIn, state: StateDB, checkout: SLO) -> None:
+    """Issue 14: after a 429 with Retry-After 1 s the next flush posted again at once
+    (0.0 s). The outbox now keeps the not-before time and nothing sleeps in the caller."""
+    slack.answer_429(3, retry_after=1)
     pager = notifier(state, slack, retries=2)
-    pager.handle(alert_context(checkout))
-    limited, accepted = slack.calls("chat.postMessage")
-    assert (limited.status, accepted.ok) == (429, True)
-    assert accepted.at - limited.at >= 1.0
-    assert pager.outbox_depth() == 0
-
-
-def test_rate_limiting_past_the_retries_keeps_the_page_queued(slack: SlackStandIn,
-                                                              state: StateDB,
-                                                              checkout: SLO) -> None:
-    slack.answer_429(2, retry_after=1)
-    pager = notifier(state, slack, retries=1)
-    pager.handle(alert_context(checkout))  # no exception: an outage is not an error
-    assert [r.status for r in slack.calls("chat.postMessage")] == [429, 429]
+    began = time.monotonic()
+    pager.handle(alert_context(checkout))  # no exception, and no sleep: an outage
+    assert time.monotonic() - began < 0.9
+    assert [r.status for r in slack.calls("chat.postMessage")] == [429]
     assert pager.outbox_depth() == 1
-    report = pager.flush()
-    assert (report.sent, report.failed, report.queued) == (1, 0, 0)
+    assert pager.next_attempt() is not None
+    report = pager.flush()  # too early: nothing is called
+    assert (report.sent, report.queued) == (0, 1)
+    assert len(slack.calls("chat.postMessage")) == 1
+    attempts = 1
+    while not slack.posts():
+        time.sleep(0.05)
+        pager.flush()
+        attempts = len(slack.calls("chat.postMessage"))
+        assert attempts <= 4 and time.monotonic() - began < 10
+    calls = slack.calls("chat.postMessage")
+    assert [r.status for r in calls] == [429, 429, 429, 200]
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(calls)]
+    assert all(gap >= 1.0 for gap in gaps), gaps
+    assert pager.outbox_depth() == 0
     assert len(slack.posts()) == 1
+
+
+def test_a_retry_after_survives_a_restart(slack: SlackStandIn, tmp_path: Path,
+                                          checkout: SLO) -> None:
+    path = tmp_path / "state.db"
+    slack.answer_429(1, retry_after=2)
+    with StateDB(path) as first:
+        notifier(first, slack).handle(alert_context(checkout))
+    with StateDB(path) as second:
+        restarted = notifier(second, slack)
+        assert restarted.flush().sent == 0  # the restarted engine waits too
+        time.sleep(2.0)
+        assert restarted.flush().sent == 1
+    (limited, accepted) = slack.calls("chat.postMessage")
+    assert accepted.at - limited.at >= 2.0
 
 
 def test_a_run_of_500s_queues_everything_and_recovery_drains_it_in_order(

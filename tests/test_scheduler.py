@@ -71,6 +71,9 @@ class RecordingJobs:
     def reload_if_changed(self) -> None:
         self._record("reload_if_changed")
 
+    def start_delivery(self) -> None:
+        self._record("start_delivery")
+
     def reload(self) -> bool:
         self._record("reload")
         return True

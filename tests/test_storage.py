@@ -188,7 +188,7 @@ def test_an_existing_sqlite_file_keeps_its_tables_and_columns(tmp_path: Path) ->
         "changes": ["service", "kind", "version", "time", "time_ns", "body", "recorded_at"],
         "notify_outbox": ["id", "kind", "channel", "parent_id", "notice_key", "body",
                           "filename", "content", "state", "ts", "attempts", "last_error",
-                          "created_at", "sent_at"],
+                          "created_at", "sent_at", "not_before"],
         "notify_incidents": ["id", "incident_key", "service", "slo", "group_key", "severity",
                              "channel", "post_id", "tiers", "opened_at", "resolved_at",
                              "consumed_at_open", "budget_spent", "fingerprint", "message"],
@@ -196,6 +196,45 @@ def test_an_existing_sqlite_file_keeps_its_tables_and_columns(tmp_path: Path) ->
         "engine_budget_notices": ["service", "slo", "grp", "threshold", "sent_at"],
         "engine_outage": ["id", "since", "noticed", "reason"],
         "state_meta": ["id", "identity", "created_at", "heartbeat_at"]}
+
+
+def test_a_rate_limited_call_holds_the_outbox_until_its_not_before_time(
+        store: StateStore) -> None:
+    with store.transaction() as unit:
+        first = unit.enqueue("post", "#a", "1", T)
+        unit.enqueue("post", "#b", "2", T)
+        claimed = unit.claim_next(T)
+        assert claimed is not None and claimed.id == first
+        unit.requeue(first, T + timedelta(seconds=30))
+    with store.transaction() as unit:
+        assert unit.claim_next(T + timedelta(seconds=29)) is None  # and nothing overtakes it
+        assert unit.outbox_not_before() == T + timedelta(seconds=30)
+        assert unit.outbox_depth() == 2
+        again = unit.claim_next(T + timedelta(seconds=30))
+        assert again is not None and (again.id, again.attempts) == (first, 1)
+        unit.requeue(first)  # an outage without Retry-After: no wait
+        assert unit.outbox_not_before() is None
+
+
+def test_an_outbox_from_before_not_before_times_gains_the_column_and_keeps_its_rows(
+        tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    connection = sqlite3.connect(path)
+    connection.execute(
+        "CREATE TABLE notify_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
+        "channel TEXT NOT NULL, parent_id INTEGER, notice_key TEXT UNIQUE, body TEXT NOT NULL, "
+        "filename TEXT, content BLOB, state TEXT NOT NULL DEFAULT 'queued', ts TEXT, "
+        "attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, created_at TEXT NOT NULL, "
+        "sent_at TEXT)")
+    connection.execute("INSERT INTO notify_outbox (kind, channel, body, created_at) "
+                       "VALUES ('post', '#a', '{}', ?)", (T.isoformat(),))
+    connection.commit()
+    connection.close()
+    for _ in range(2):  # opening again adds nothing twice
+        with StateDB(path) as store, store.transaction() as unit:
+            claimed = unit.claim_next(T)
+            assert claimed is not None and claimed.not_before is None
+            unit.requeue(claimed.id)
 
 
 def test_sqlite_implements_the_interface() -> None:

@@ -5,8 +5,9 @@ store, not from memory, so a restarted engine never pages twice and still resolv
 message it posted before. Every Slack call goes through the outbox in order: when Slack is
 down or keeps rate-limiting, messages wait there and go out when it recovers — none lost,
 none duplicated. Slack refusing the set-up itself (token, channel) is a NotifyError that says
-how to fix it; an outage never raises. The transport is `paging.slack`; which alerts reach
-the notifier at all is `paging.dedup`.
+how to fix it; an outage never raises. A 429 holds the outbox until its Retry-After (kept
+with the call, so a restart waits too) instead of sleeping in the caller. The transport is
+`paging.slack`; which alerts reach the notifier at all is `paging.dedup`.
 """
 
 from __future__ import annotations
@@ -76,11 +77,18 @@ class Notifier:
         """Record what the alert means for its incident, queue the Slack calls, and try to
         deliver them. Never raises on a Slack outage (the calls wait in the outbox); raises
         NotifyError, after recording, when Slack refused the token or a channel."""
-        if context.alert.firing:
-            self._fire(context)
-        else:
-            self._resolve(context)
+        with self._state.transaction() as unit:
+            self.record(unit, context)
         self._raise_refusals(self.flush())
+
+    def record(self, unit: StateWriter, context: PageContext) -> None:
+        """What the alert means for its incident, written in the caller's unit of work (which
+        also saves the firing set, so both commit or neither): queued, not delivered.
+        ConfigError, before anything is written, when the owner has no channel."""
+        if context.alert.firing:
+            self._fire(unit, context)
+        else:
+            self._resolve(unit, context)
 
     def send_notice(self, channel: str, message: SlackMessage, key: str,
                     attachment: tuple[str, bytes] | None = None, *,
@@ -88,17 +96,26 @@ class Notifier:
         """Post a notice (budget policy, digest) once per `key`, with an optional file
         (filename, bytes) after it, titled `title` (default: the message's first line).
         False when that key was already sent or queued."""
-        now = datetime.now(UTC)
         with self._state.transaction() as unit:
-            if unit.notice_queued(key):
+            if not self.queue_notice(unit, channel, message, key, attachment, title=title):
                 return False
-            post_id = unit.enqueue("post", channel, _body(message), now, notice_key=key)
-            if attachment is not None:
-                filename, content = attachment
-                title = (title or message.text.partition("\n")[0])[:250] or filename
-                unit.enqueue("upload", channel, title, now, parent_id=post_id,
-                             filename=filename, content=content)
         self._raise_refusals(self.flush())
+        return True
+
+    def queue_notice(self, unit: StateWriter, channel: str, message: SlackMessage, key: str,
+                     attachment: tuple[str, bytes] | None = None, *,
+                     title: str | None = None) -> bool:
+        """`send_notice`'s queueing, in the caller's unit of work (with what records that
+        the notice went out); False when that key was already sent or queued."""
+        if unit.notice_queued(key):
+            return False
+        now = datetime.now(UTC)
+        post_id = unit.enqueue("post", channel, _body(message), now, notice_key=key)
+        if attachment is not None:
+            filename, content = attachment
+            title = (title or message.text.partition("\n")[0])[:250] or filename
+            unit.enqueue("upload", channel, title, now, parent_id=post_id,
+                         filename=filename, content=content)
         return True
 
     def has_notice(self, key: str) -> bool:
@@ -137,25 +154,30 @@ class Notifier:
         with self._state.read() as reader:
             return reader.outbox_depth()
 
+    def next_attempt(self) -> datetime | None:
+        """When the call at the head of the outbox may be tried again, if Slack asked it to
+        wait: a delivery loop sleeps until then instead of asking again at once."""
+        with self._state.read() as reader:
+            return reader.outbox_not_before()
+
     # --- the lifecycle
 
-    def _fire(self, context: PageContext) -> None:
+    def _fire(self, unit: StateWriter, context: PageContext) -> None:
         alert = context.alert
         message = _body(render_page(context))
         fingerprint = hashlib.sha256(message.encode()).hexdigest()
         now = datetime.now(UTC)
-        with self._state.transaction() as unit:
-            incident = unit.open_incident(alert.incident_key)
-            if incident is None or _post_state(unit, incident) == "failed":
-                self._open(unit, context, incident, message, fingerprint, now)
-                return
-            tiers = tuple(sorted({*incident.tiers, alert.tier}, key=_tier_speed))
-            leads = tiers[0] == alert.tier
-            if leads and fingerprint != incident.fingerprint:
-                _enqueue_update(unit, incident, message, now)
-                unit.update_incident_page(incident.id, fingerprint, message)
-                log.info("incident %s: page updated", alert.incident_key)
-            unit.update_incident_tiers(incident.id, tiers)
+        incident = unit.open_incident(alert.incident_key)
+        if incident is None or _post_state(unit, incident) == "failed":
+            self._open(unit, context, incident, message, fingerprint, now)
+            return
+        tiers = tuple(sorted({*incident.tiers, alert.tier}, key=_tier_speed))
+        leads = tiers[0] == alert.tier
+        if leads and fingerprint != incident.fingerprint:
+            _enqueue_update(unit, incident, message, now)
+            unit.update_incident_page(incident.id, fingerprint, message)
+            log.info("incident %s: page updated", alert.incident_key)
+        unit.update_incident_tiers(incident.id, tiers)
 
     def _open(self, unit: StateWriter, context: PageContext, failed: Incident | None,
               message: str, fingerprint: str, now: datetime) -> None:
@@ -174,48 +196,52 @@ class Notifier:
             consumed_at_open=consumed, fingerprint=fingerprint, message=message))
         log.info("incident %s: paging %s", alert.incident_key, channel)
 
-    def _resolve(self, context: PageContext) -> None:
+    def _resolve(self, unit: StateWriter, context: PageContext) -> None:
         alert = context.alert
         now = datetime.now(UTC)
-        with self._state.transaction() as unit:
-            incident = unit.open_incident(alert.incident_key)
-            if incident is None:
-                log.info("resolution of %s ignored: no open incident (never paged, or "
-                         "already resolved)", alert.incident_key)
-                return
-            if alert.tier not in incident.tiers:
-                log.info("resolution of tier %s of %s ignored: that tier was not firing",
-                         alert.tier, alert.incident_key)
-                return
-            still = tuple(tier for tier in incident.tiers if tier != alert.tier)
-            if still:
-                unit.update_incident_tiers(incident.id, still)
-                return
-            duration = (alert.at - incident.opened_at).total_seconds()
-            consumed = context.status.error_budget_consumed if context.status else None
-            spent = (None if consumed is None or incident.consumed_at_open is None
-                     else max(0.0, consumed - incident.consumed_at_open))
-            page = SlackMessage.from_json(json.loads(incident.message))
-            resolved = _body(mark_resolved(page, alert.at, duration))
-            if _post_state(unit, incident) != "failed":  # else nothing to update
-                _enqueue_update(unit, incident, resolved, now)
-                unit.enqueue("reply", incident.channel,
-                             _body(render_resolution(context, duration, spent)), now,
-                             parent_id=incident.post_id)
-            unit.resolve_incident(incident.id, alert.at, spent, resolved)
-            log.info("incident %s: resolved after %.0fs", alert.incident_key, duration)
+        incident = unit.open_incident(alert.incident_key)
+        if incident is None:
+            log.info("resolution of %s ignored: no open incident (never paged, or "
+                     "already resolved)", alert.incident_key)
+            return
+        if alert.tier not in incident.tiers:
+            log.info("resolution of tier %s of %s ignored: that tier was not firing",
+                     alert.tier, alert.incident_key)
+            return
+        still = tuple(tier for tier in incident.tiers if tier != alert.tier)
+        if still:
+            unit.update_incident_tiers(incident.id, still)
+            return
+        duration = (alert.at - incident.opened_at).total_seconds()
+        consumed = context.status.error_budget_consumed if context.status else None
+        spent = (None if consumed is None or incident.consumed_at_open is None
+                 else max(0.0, consumed - incident.consumed_at_open))
+        page = SlackMessage.from_json(json.loads(incident.message))
+        resolved = _body(mark_resolved(page, alert.at, duration))
+        if _post_state(unit, incident) != "failed":  # else nothing to update
+            _enqueue_update(unit, incident, resolved, now)
+            unit.enqueue("reply", incident.channel,
+                         _body(render_resolution(context, duration, spent)), now,
+                         parent_id=incident.post_id)
+        unit.resolve_incident(incident.id, alert.at, spent, resolved)
+        log.info("incident %s: resolved after %.0fs", alert.incident_key, duration)
 
     # --- the outbox
 
     def _claim_next(self) -> OutboxItem | None:
         """The oldest queued call, marked as being sent (so an update cannot be folded into a
-        message already on its way)."""
+        message already on its way); None while it waits for its Retry-After."""
+        with self._state.read() as reader:  # no write lock taken when nothing waits
+            if reader.outbox_depth() == 0:
+                return None
         with self._state.transaction() as unit:
-            return unit.claim_next()
+            return unit.claim_next(datetime.now(UTC))
 
     def _deliver(self, item: OutboxItem) -> SlackUnavailable | SlackRefused | None:
-        """Make one call; record the outcome. Anything unexpected puts the call back."""
+        """Make one call; record the outcome. Anything unexpected puts the call back; a rate
+        limit puts it back not to be tried before its Retry-After."""
         finished = False
+        not_before: datetime | None = None
         try:
             parent = None
             if item.parent_id is not None:
@@ -235,6 +261,8 @@ class Notifier:
             finished = True
             return None
         except SlackUnavailable as outage:
+            if outage.retry_after is not None:
+                not_before = datetime.now(UTC) + timedelta(seconds=outage.retry_after)
             return outage
         except SlackRefused as refusal:
             if not refusal.blocks_all:
@@ -245,7 +273,7 @@ class Notifier:
         finally:
             if not finished:
                 with self._state.transaction() as unit:
-                    unit.requeue(item.id)
+                    unit.requeue(item.id, not_before)
 
     def _call(self, item: OutboxItem, parent: OutboxItem | None) -> Posted | None:
         kind = item.kind

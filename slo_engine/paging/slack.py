@@ -1,9 +1,11 @@
 """Slack transport: where messages go (the Web API through slack-sdk, or the terminal).
 
-Retries of outages happen here (slack-sdk's handlers, with backoff and Retry-After); what
-is still failing after them is classified once: SlackUnavailable (an outage, the outbox
-keeps the message) or SlackRefused (the set-up or a channel needs a fix, says which). The
-incident lifecycle and the outbox are the notifier's.
+Retries of short outages happen here (slack-sdk's handlers, with backoff); what is still
+failing after them is classified once: SlackUnavailable (an outage, the outbox keeps the
+message) or SlackRefused (the set-up or a channel needs a fix, says which). A 429 is not
+waited out here: it is a SlackUnavailable carrying Retry-After, and the outbox holds the
+call until then, so no thread sleeps for Slack. The incident lifecycle and the outbox are
+the notifier's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from slo_engine.config import SlackConfig
@@ -58,6 +60,8 @@ _CHANNEL_ERRORS = {
 _ERROR_CODE = re.compile(r"[a-z0-9_]+")
 _TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_unavailable",
                      "request_timeout"}
+DEFAULT_RETRY_AFTER = 5.0  # seconds, for a 429 without a readable Retry-After
+MAX_RETRY_AFTER = 3600.0  # a larger Retry-After is taken as this: an hour is already long
 
 
 
@@ -83,16 +87,16 @@ class Delivery(Protocol):
 
 
 class SlackDelivery:
-    """Slack's Web API through slack-sdk, with its retry handlers: 429 waits for Retry-After,
-    5xx and connection errors back off; what is still failing after `retries` is reported as
-    SlackUnavailable (stays queued) or SlackRefused (needs a fix)."""
+    """Slack's Web API through slack-sdk, with its retry handlers for 5xx and connection
+    errors (backoff); what is still failing after `retries` is reported as SlackUnavailable
+    (stays queued) or SlackRefused (needs a fix). A 429 is reported at once with its
+    Retry-After: sleeping it out here would hold whichever thread called."""
 
     def __init__(self, slack: SlackConfig, *, timeout: int = 15,
                  backoff_seconds: float = 0.5) -> None:
         from slack_sdk import WebClient
         from slack_sdk.http_retry.builtin_handlers import (
             ConnectionErrorRetryHandler,
-            RateLimitErrorRetryHandler,
             ServerErrorRetryHandler,
         )
         from slack_sdk.http_retry.builtin_interval_calculators import (
@@ -110,7 +114,6 @@ class SlackDelivery:
             token=slack.token.get_secret_value(), base_url=slack.base_url, timeout=timeout,
             logger=logging.getLogger(f"{__name__}.slack_sdk"),
             retry_handlers=[
-                RateLimitErrorRetryHandler(max_retry_count=slack.retries),
                 ServerErrorRetryHandler(max_retry_count=slack.retries,
                                         interval_calculator=backoff),
                 ConnectionErrorRetryHandler(max_retry_count=slack.retries,
@@ -153,18 +156,20 @@ class SlackDelivery:
             code = str(data.get("error", "")) if isinstance(data, dict) else ""
             code = code if _ERROR_CODE.fullmatch(code) else ""  # not slack-sdk's own prose
             failure: SloEngineError = self._classify(method, channel,
-                                                     error.response.status_code, code)
+                                                     error.response.status_code, code,
+                                                     error.response.headers)
         except (SlackClientError, OSError, http.client.HTTPException) as error:
             failure = SlackUnavailable(f"Slack did not answer {method} at {self.base_url} "
                                        f"after {self.retries} retries: {_describe(error)}")
         raise failure
 
-    def _classify(self, method: str, channel: str | None, status: int,
-                  code: str) -> SloEngineError:
+    def _classify(self, method: str, channel: str | None, status: int, code: str,
+                  headers: Mapping[str, object] | None = None) -> SloEngineError:
         where = f" to {channel}" if channel else ""
         if status == 429 or code == "ratelimited":
-            return SlackUnavailable(f"Slack kept rate-limiting {method}{where} after "
-                                    f"{self.retries} retries, each after its Retry-After")
+            wait = _retry_after(headers or {})
+            return SlackUnavailable(f"Slack is rate-limiting {method}{where}: it asks to "
+                                    f"wait {wait:g} s (Retry-After)", retry_after=wait)
         if status >= 500 or code in _TRANSIENT_ERRORS:
             return SlackUnavailable(f"Slack answered {method}{where} with HTTP {status}"
                                     f"{f' ({code})' if code else ''} after {self.retries} "
@@ -228,6 +233,22 @@ def delivery_from_config(slack: SlackConfig) -> Delivery:
 
 def _dry_run_ts() -> str:
     return f"{time.time():.6f}"
+
+
+def _retry_after(headers: Mapping[str, object]) -> float:
+    """Retry-After in seconds (Slack sends whole seconds), bounded; a default when absent
+    or unreadable (an HTTP date is not something Slack sends)."""
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            text = value[0] if isinstance(value, list) and value else value
+            try:
+                seconds = float(str(text).strip())
+            except ValueError:
+                break
+            if seconds == seconds:  # not NaN
+                return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+            break
+    return DEFAULT_RETRY_AFTER
 
 
 def _describe(error: BaseException) -> str:

@@ -3,13 +3,20 @@
 One object owns the loaded SLOs, the state database, the Prometheus sources, the notifier
 and the engine's own metrics. The scheduler calls its jobs (evaluate, refresh budgets, send
 the digest, reload SLO files) and the HTTP API its requests (changes, the webhook, status,
-readiness). Both paging modes meet in `_notify`: a burn alert, enriched with the SLO group's
-budget and what changed before its onset, goes to the notifier.
+readiness). Both paging modes meet in `_record_transitions`: burn alerts, enriched with the
+SLO group's budget and what changed before their onset, go to the notifier.
 
 Nothing a job meets at run time stops the engine: Prometheus or Slack outages are logged,
 counted in its metrics and retried at the next run (what a Prometheus outage does is
 `service.outage`); an invalid set of SLO files is refused while the last good one keeps
 running. Which transitions page is `paging.dedup`; what is kept is `storage`.
+
+Transitions are recorded in one unit of work: the firing set, the incidents and the outbox
+calls they imply commit together or not at all. A refused write (the database locked by
+another process, a full disk) leaves the firing set as it was, so the same transitions are
+found again and page once the write goes through; /readyz and the metrics say so meanwhile.
+Slack calls leave from the outbox on their own thread (`service.delivery`): no job waits
+for Slack.
 """
 
 from __future__ import annotations
@@ -64,12 +71,13 @@ from slo_engine.prometheus.build_info import build_info_changes
 from slo_engine.prometheus.client import without_credentials
 from slo_engine.prometheus.queries import error_ratio_series
 from slo_engine.prometheus.source import PrometheusSource
+from slo_engine.service.delivery import DeliveryLoop
 from slo_engine.service.outage import PrometheusOutage
 from slo_engine.service.telemetry import Telemetry
 from slo_engine.spec.durations import describe_seconds, parse_duration
 from slo_engine.spec.loader import discover
 from slo_engine.spec.model import SLO, Service
-from slo_engine.storage import StateStore
+from slo_engine.storage import StateStore, StateWriter
 from slo_engine.storage.sqlite import StateDB
 
 if TYPE_CHECKING:
@@ -80,6 +88,11 @@ log = logging.getLogger(__name__)
 PROBE_QUERY = "vector(1)"
 PROBE_TIMEOUT = 5.0  # seconds: /readyz must answer before the kubelet gives up
 RECENT_BUILD_INFO = timedelta(minutes=30)  # synced before each page: deploys just landed
+# Seconds between attempts to record transitions the state database refused, within half
+# an evaluation interval (each attempt may also wait SQLite's busy timeout); the next
+# evaluation tries again after that.
+STATE_WRITE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
+WEBHOOK_WRITE_SECONDS = 5.0  # then 503: Alertmanager sends the webhook again
 Clock = Callable[[], datetime]
 
 
@@ -114,6 +127,9 @@ class Engine:
                                         self._announce)
         self._paging = threading.Lock()  # one transition of the firing set at a time
         self._refreshing = threading.Lock()  # the ledger cache has one writer
+        self._write_error: str | None = None  # why the last transitions were not recorded
+        self._pending = 0  # how many they were
+        self._delivery_loop: DeliveryLoop | None = None
 
     @classmethod
     def from_config(cls, config: EngineConfig, *, telemetry: Telemetry | None = None,
@@ -151,6 +167,10 @@ class Engine:
             checks["state"] = "ok"
         except StateError as error:
             checks["state"] = f"failing ({error})"
+        refused = self._write_error
+        checks["transitions"] = "ok" if refused is None else (
+            f"{self._pending} transition(s) not recorded, so not paged yet (retried with "
+            f"backoff): {refused}")
         return checks
 
     def handle_alertmanager(self, payload: WebhookPayload) -> int:
@@ -169,10 +189,11 @@ class Engine:
         with self._paging:
             previous = self.firing()
             current, changed = apply_alerts(previous, alerts)
-            for alert in changed:
-                self._notify(alert)
-            self._save_firing(current)
-        self.deliver()
+            if not self._record_transitions(self._contexts(changed), current,
+                                            within=WEBHOOK_WRITE_SECONDS):
+                raise StateError(f"the alerts were not recorded: {self._write_error}; send "
+                                 "them again")
+        self._wake_delivery()
         return len(alerts)
 
     # --- jobs -----------------------------------------------------------------------------
@@ -195,7 +216,7 @@ class Engine:
             self._count_query_error(error)
             log.warning("Prometheus query failed: %s", error)
             self._outage.failed(str(error), at)
-            self.deliver()
+            self._wake_delivery()
             return []
         self._outage.answered(at)
         changed: list[BurnAlert] = []
@@ -209,12 +230,15 @@ class Engine:
                                 describe_seconds(unseen_for.total_seconds()))
                 current.update(held.kept)
                 changed = transitions(previous, current, at)
-                for alert in changed:
-                    self._notify(alert)
-                self._save_firing(current)
+                # No transition, nothing to write: a write each evaluation would only wait
+                # for (or fail on) a database another process holds.
+                if changed and not self._record_transitions(
+                        self._contexts(changed), current,
+                        within=parse_duration(self.config.schedule.evaluate) / 2):
+                    changed = []
         self.telemetry.evaluation_seconds.observe(time.perf_counter() - began)
         self.telemetry.last_evaluation.set(time.time())
-        self.deliver()
+        self._wake_delivery()
         return changed
 
     def refresh_budgets(self) -> list[BudgetStatus]:
@@ -236,7 +260,7 @@ class Engine:
                                     for s in statuses})
         self._send_budget_notices(statuses)
         self.sync_changes(at - _delta(self.config.changes.lookback), at)
-        self.deliver()
+        self._wake_delivery()
         return statuses
 
     def send_digest(self) -> int:
@@ -268,7 +292,7 @@ class Engine:
             sent += self._send_notice(channel, message, _digest_key(channel, at),
                                       (chart.filename, chart.png) if chart else None,
                                       chart.title if chart else None)
-        self.deliver()
+        self._wake_delivery()
         return sent
 
     def reload(self) -> bool:
@@ -321,18 +345,45 @@ class Engine:
             self.telemetry.changes_recorded.labels(change.source).inc()
         return len(added)
 
-    def deliver(self) -> None:
-        """Retry what waits in the Slack outbox (oldest first), and export its depth."""
+    def deliver(self) -> datetime | None:
+        """Retry what waits in the Slack outbox (oldest first), and export its depth.
+        Returns when the head of the outbox may be tried again, if Slack asked it to wait."""
         try:
             report = self.notifier.flush()
             for error in report.errors:
                 log.error("Slack refused a message: %s", error)
         except SloEngineError as error:
             log.error("Slack delivery failed: %s", error)
-        self.telemetry.outbox_depth.set(self.notifier.outbox_depth())
+        try:
+            self.telemetry.outbox_depth.set(self.notifier.outbox_depth())
+            return self.notifier.next_attempt()
+        except StateError as error:
+            log.error("outbox not read: %s", error)
+            return None
+
+    def start_delivery(self) -> None:
+        """Deliver the outbox on its own thread from now on (the running service); without
+        it, each job delivers before it returns (one-shot uses, tests)."""
+        if self._delivery_loop is None:
+            self._delivery_loop = DeliveryLoop(self.deliver)
+            self._delivery_loop.start()
+
+    def _wake_delivery(self) -> None:
+        if self._delivery_loop is not None:
+            self._delivery_loop.wake()
+        else:
+            self.deliver()
+        try:
+            self.telemetry.outbox_depth.set(self.notifier.outbox_depth())
+        except StateError as error:
+            log.error("outbox not read: %s", error)
 
     def close(self) -> None:
-        """Last delivery attempt, then close the sources and the state database."""
+        """Stop the delivery thread, make a last delivery attempt, then close the sources
+        and the state database."""
+        if self._delivery_loop is not None:
+            self._delivery_loop.stop()
+            self._delivery_loop = None
         self.deliver()
         with self._sources_lock:
             for source in self._sources:
@@ -344,17 +395,59 @@ class Engine:
 
     # --- paging ---------------------------------------------------------------------------
 
-    def _notify(self, alert: BurnAlert) -> None:
-        slo = self._slos().get((alert.service, alert.slo)) or \
-            self._retired.get((alert.service, alert.slo))
-        if slo is None:
-            log.warning("%s %s: the SLO is no longer loaded; not notified", alert.incident_key,
-                        "fired" if alert.firing else "resolved")
-            return
+    def _contexts(self, alerts: list[BurnAlert]) -> list[PageContext]:
+        """Each transition with its page's figures, read before the write that records them
+        (no query runs while the state database is held)."""
+        contexts: list[PageContext] = []
+        for alert in alerts:
+            slo = self._slos().get((alert.service, alert.slo)) or \
+                self._retired.get((alert.service, alert.slo))
+            if slo is None:
+                log.warning("%s %s: the SLO is no longer loaded; not notified",
+                            alert.incident_key, "fired" if alert.firing else "resolved")
+                continue
+            contexts.append(self._context(alert, slo))
+        return contexts
+
+    def _record_transitions(self, contexts: list[PageContext],
+                            current: Mapping[str, BurnAlert], *, within: float) -> bool:
+        """The transitions' incidents and Slack calls and the new firing set, in one unit of
+        work; a refused write is retried with backoff for `within` seconds. False when it
+        never went through: the firing set is as before, so the caller finds the same
+        transitions again and they page then, once."""
+        deadline = time.monotonic() + within
+        for delay in (*STATE_WRITE_BACKOFF, None):
+            try:
+                with self.state.transaction() as unit:
+                    for context in contexts:
+                        self._record(unit, context)
+                    unit.save_firing(encode_firing(current))
+            except StateError as error:
+                self.telemetry.state_write_failures.inc()
+                self._pending = len(contexts)
+                self.telemetry.pending_transitions.set(self._pending)
+                self._write_error = str(error)
+                if delay is None or time.monotonic() + delay > deadline:
+                    log.error("%d transition(s) not recorded, so not paged yet; tried again "
+                              "at the next evaluation: %s", len(contexts), error)
+                    return False
+                log.warning("%d transition(s) not recorded, trying again in %.1f s: %s",
+                            len(contexts), delay, error)
+                time.sleep(delay)
+                continue
+            if self._write_error is not None:
+                log.info("transitions recorded again after the state database refused them")
+            self._write_error = None
+            self._pending = 0
+            self.telemetry.pending_transitions.set(0)
+            return True
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _record(self, unit: StateWriter, context: PageContext) -> None:
         try:
-            self.notifier.handle(self._context(alert, slo))
-        except SloEngineError as error:  # Slack refused the set-up: recorded, fix needed
-            log.error("%s: %s", alert.incident_key, error)
+            self.notifier.record(unit, context)
+        except ConfigError as error:  # no channel for the owner: nothing was written for it
+            log.error("%s: %s", context.alert.incident_key, error)
 
     def _context(self, alert: BurnAlert, slo: SLO) -> PageContext:
         """The page's figures: the group's budget now, and (firing) what changed before the
@@ -478,10 +571,6 @@ class Engine:
         with self.state.read() as reader:
             return decode_firing(reader.firing())
 
-    def _save_firing(self, firing: Mapping[str, BurnAlert]) -> None:
-        with self.state.transaction() as unit:
-            unit.save_firing(encode_firing(firing))
-
     # --- notices --------------------------------------------------------------------------
 
     def _send_budget_notices(self, statuses: list[BudgetStatus]) -> None:
@@ -491,20 +580,32 @@ class Engine:
             channel = self._channel(notice.owner, "ticket")
             if channel is None:
                 continue
-            self._send_notice(channel, notice.message, notice.key)
             s = notice.status
-            with self.state.transaction() as unit:
-                unit.record_budget_notice(s.service, s.slo, s.group, notice.crossed, s.at)
-            log.info("budget notice: %s", notice.message.text)
+
+            def announced(unit: StateWriter, s: BudgetStatus = s,
+                          crossed: tuple[float, ...] = tuple(notice.crossed)) -> None:
+                unit.record_budget_notice(s.service, s.slo, s.group, crossed, s.at)
+
+            if self._send_notice(channel, notice.message, notice.key, also=announced):
+                log.info("budget notice: %s", notice.message.text)
 
     def _send_notice(self, channel: str, message: SlackMessage, key: str,
                      attachment: tuple[str, bytes] | None = None,
-                     title: str | None = None) -> bool:
+                     title: str | None = None, *,
+                     also: Callable[[StateWriter], None] | None = None) -> bool:
+        """Queue a notice (and, in the same unit of work, `also`: what records it was
+        sent); the delivery thread sends it. False when already queued or not written."""
         try:
-            return self.notifier.send_notice(channel, message, key, attachment, title=title)
-        except SloEngineError as error:
-            log.error("notice %s to %s: %s", key, channel, error)
+            with self.state.transaction() as unit:
+                queued = self.notifier.queue_notice(unit, channel, message, key, attachment,
+                                                    title=title)
+                if also is not None:
+                    also(unit)
+        except StateError as error:
+            self.telemetry.state_write_failures.inc()
+            log.error("notice %s to %s not queued: %s", key, channel, error)
             return False
+        return queued
 
     def _channel(self, owner: str, severity: str) -> str | None:
         try:

@@ -4,6 +4,8 @@
   digest on `schedule.digest_cron` (UTC), and a look at the SLO files every few seconds;
 - a job never overlaps itself (max_instances 1) and runs once after a stall, not once per
   missed run (coalesce); a run later than its grace time is skipped, the next one comes;
+- the Slack outbox is delivered on the engine's own thread, started with the schedule, so
+  no job waits for Slack (a 429's Retry-After, an outage);
 - SIGTERM and SIGINT stop the schedule, let running jobs finish and flush the outbox;
   SIGHUP reloads the SLO files (so does saving one of them).
 
@@ -47,6 +49,8 @@ class Jobs(Protocol):
     def reload_if_changed(self) -> object: ...
 
     def reload(self) -> bool: ...
+
+    def start_delivery(self) -> None: ...
 
 
 def digest_trigger(cron: str) -> CronTrigger:
@@ -94,6 +98,7 @@ class EngineScheduler:
                                 misfire_grace_time=max(1, int(grace)), **extra)
 
     def start(self) -> None:
+        self.jobs.start_delivery()
         self._scheduler.start()
 
     def next_run(self, name: str) -> datetime | None:

@@ -37,6 +37,16 @@ class Telemetry:
         self.outbox_depth = Gauge(
             "slo_engine_outbox_depth", "Slack messages waiting in the outbox.",
             registry=self.registry)
+        self.state_write_failures = Counter(
+            "slo_engine_state_write_failures_total",
+            "Attempts to record transitions (firing set, outbox, notices) that the state "
+            "database refused; each is retried, the transitions page once it takes them.",
+            registry=self.registry)
+        self.pending_transitions = Gauge(
+            "slo_engine_pending_transitions",
+            "Transitions (tiers starting or stopping) not yet recorded because the state "
+            "database refused the write: pages held back until it takes them.",
+            registry=self.registry)
         self.error_budget_remaining = Gauge(
             "slo_engine_error_budget_remaining_ratio",
             "Error budget left at the last refresh (1 = untouched, negative = overspent).",

@@ -40,6 +40,7 @@ class OutboxItem:
     ts: str | None
     attempts: int
     last_error: str | None
+    not_before: datetime | None = None  # Slack asked to wait (Retry-After) until then
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,10 @@ class StateReader(Protocol):
         """How many calls are queued or being sent."""
         ...
 
+    def outbox_not_before(self) -> datetime | None:
+        """When the oldest queued call may be tried again, if Slack asked it to wait."""
+        ...
+
 
 class StateWriter(StateReader, Protocol):
     """What one transaction can write; everything it wrote commits at its end or not at all."""
@@ -155,8 +160,9 @@ class StateWriter(StateReader, Protocol):
         """Give a call that has not left yet a newer body; False when it has left."""
         ...
 
-    def claim_next(self) -> OutboxItem | None:
-        """The oldest queued call, marked as being sent and its attempt counted."""
+    def claim_next(self, now: datetime | None = None) -> OutboxItem | None:
+        """The oldest queued call, marked as being sent and its attempt counted; None when
+        it must wait (its not-before time is after `now`): nothing overtakes it."""
         ...
 
     def finish(self, item_id: int, state: Literal["sent", "failed"], *,
@@ -166,8 +172,9 @@ class StateWriter(StateReader, Protocol):
         `drop_content` forgets an upload's bytes once Slack has them."""
         ...
 
-    def requeue(self, item_id: int) -> None:
-        """Put a claimed call back in the queue (its delivery did not finish)."""
+    def requeue(self, item_id: int, not_before: datetime | None = None) -> None:
+        """Put a claimed call back in the queue (its delivery did not finish), not to be
+        tried again before `not_before` (Slack's Retry-After)."""
         ...
 
     def requeue_interrupted(self) -> int:

@@ -2,7 +2,8 @@
 
 Every SQL statement of the state database lives here, so SQLite's dialect stays in this
 module. The schema is the one earlier versions wrote (same tables and columns) plus
-`state_meta`, so an existing state.db keeps working: opening it adopts it.
+`state_meta` and the columns of `_ADDED_COLUMNS` (added in place at open), so an existing
+state.db keeps working: opening it adopts it.
 
 A state database forgets nothing on purpose. Recreating one that existed would page every
 open incident a second time and leave its first message unresolved, so the file carries an
@@ -111,6 +112,11 @@ CREATE TABLE IF NOT EXISTS state_meta (
     heartbeat_at TEXT                -- /readyz's write probe
 );
 """
+# Added after the first schema: (table, column, declaration), each added when missing.
+_ADDED_COLUMNS = (
+    # not before this time (ISO, UTC) may a rate-limited call be tried again: Retry-After
+    ("notify_outbox", "not_before", "TEXT"),
+)
 
 SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is a database from before identities
 PROBE_BUSY_MS = 2000  # /readyz waits this long for another writer, not the 10 s of a job
@@ -294,6 +300,7 @@ class StateDB:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA synchronous=NORMAL")
             self.ensure_schema(_SCHEMA)
+            self._add_missing_columns()
             self.identity = self._identify(marker)
         except BaseException:
             self._connection.close()
@@ -359,6 +366,20 @@ class StateDB:
                 self._connection.executescript(script)
         except sqlite3.Error as error:
             raise StateError(f"cannot create tables in {self.path}: {error}") from None
+
+    def _add_missing_columns(self) -> None:
+        """Columns newer than a state.db: added in place, so an existing file keeps working
+        (ALTER TABLE ADD COLUMN is not idempotent, hence the check)."""
+        try:
+            with self._lock:
+                for table, column, declaration in _ADDED_COLUMNS:
+                    known = {row[1] for row in
+                             self._connection.execute(f"PRAGMA table_info({table})")}
+                    if column not in known:
+                        self._connection.execute(
+                            f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        except sqlite3.Error as error:
+            raise StateError(f"cannot add columns to {self.path}: {error}") from None
 
     @contextmanager
     def transaction(self) -> Iterator[SqliteTransaction]:
@@ -504,6 +525,12 @@ class SqliteReader:
                          "WHERE state IN ('queued', 'sending')")
         return int(rows[0]["n"])
 
+    def outbox_not_before(self) -> datetime | None:
+        row = self.row("SELECT not_before FROM notify_outbox WHERE state = 'queued' "
+                       "ORDER BY id LIMIT 1", ())
+        return None if row is None or row["not_before"] is None else \
+            datetime.fromisoformat(row["not_before"])
+
 
 class SqliteTransaction(SqliteReader):
     """The writes of one transaction on one SQLite connection (storage.StateWriter)."""
@@ -562,10 +589,14 @@ class SqliteTransaction(SqliteReader):
             "UPDATE notify_outbox SET body = ? WHERE id = ? AND state = 'queued'",
             (body, item_id)).rowcount)
 
-    def claim_next(self) -> OutboxItem | None:
+    def claim_next(self, now: datetime | None = None) -> OutboxItem | None:
         row = self.row("SELECT * FROM notify_outbox WHERE state = 'queued' ORDER BY id LIMIT 1",
                        ())
         if row is None:
+            return None
+        not_before = row["not_before"]
+        if not_before is not None and \
+                datetime.fromisoformat(not_before) > (now or datetime.now(UTC)):
             return None
         self.connection.execute("UPDATE notify_outbox SET state = 'sending', "
                                 "attempts = attempts + 1 WHERE id = ?", (row["id"],))
@@ -583,9 +614,10 @@ class SqliteTransaction(SqliteReader):
             self.connection.execute("UPDATE notify_outbox SET content = NULL WHERE id = ?",
                                     (item_id,))
 
-    def requeue(self, item_id: int) -> None:
-        self.connection.execute("UPDATE notify_outbox SET state = 'queued' WHERE id = ?",
-                                (item_id,))
+    def requeue(self, item_id: int, not_before: datetime | None = None) -> None:
+        self.connection.execute(
+            "UPDATE notify_outbox SET state = 'queued', not_before = ? WHERE id = ?",
+            (not_before.isoformat() if not_before is not None else None, item_id))
 
     def requeue_interrupted(self) -> int:
         return self.connection.execute("UPDATE notify_outbox SET state = 'queued' "
@@ -655,7 +687,8 @@ def _outbox_item(row: sqlite3.Row) -> OutboxItem:
         id=int(row["id"]), kind=cast(OutboxKind, row["kind"]), channel=row["channel"],
         parent_id=row["parent_id"], notice_key=row["notice_key"], body=row["body"],
         filename=row["filename"], content=row["content"], state=row["state"], ts=row["ts"],
-        attempts=int(row["attempts"]), last_error=row["last_error"])
+        attempts=int(row["attempts"]), last_error=row["last_error"],
+        not_before=datetime.fromisoformat(row["not_before"]) if row["not_before"] else None)
 
 
 def _ns(moment: datetime) -> int:

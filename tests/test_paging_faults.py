@@ -1,0 +1,217 @@
+"""Faults between detection and Slack, against the real things: Prometheus (1 s scrape and
+evaluation) loading the compiled rules, the engine as `slo-engine run` wires it, a second
+process holding the state database's write lock, and the Slack stand-in answering 429.
+
+- The state database locked by another process just as a burn starts: the transition is
+  not lost (it used to be: the notify error was swallowed and the firing set committed
+  anyway), and it pages exactly once when the lock is gone.
+- Slack answering 429 with Retry-After: evaluation keeps its cadence while the messages
+  wait (slack-sdk used to sleep inside the evaluate job), they go out after the wait, in
+  order, none lost or doubled.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slo_engine.app import generated_files, validate
+from slo_engine.config import load_config
+from slo_engine.service.engine import Engine
+from slo_engine.service.http_api import HttpServer, create_app
+from slo_engine.service.scheduler import EngineScheduler
+from tests.support.binaries import require
+from tests.support.exporter import Exporter
+from tests.support.prometheus import PrometheusServer, free_port
+from tests.support.slack_standin import TOKEN, SlackStandIn
+from tests.test_service_e2e import BASELINE_RPS, OUTAGE_RPS, _spec, _until
+
+pytestmark = pytest.mark.prometheus
+
+SERVICES = {"locked": "C0PAGE", "paced-a": "C0OTHER", "paced-b": "C0OTHER"}
+LOCK_SECONDS = 20.0  # beyond SQLite's busy timeout (10 s): the first write is refused
+RETRY_AFTER = 3  # seconds
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    exporters: dict[str, Exporter]
+    prometheus: PrometheusServer
+    slack: SlackStandIn
+    slo_files: dict[str, Path]
+
+    def config(self, name: str, services: list[str], evaluate: str) -> Path:
+        path = self.workdir / name / "slo-engine.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "slo-engine/v1", "kind": "EngineConfig",
+            "slo_files": [str(self.slo_files[s]) for s in services], "paging": "engine",
+            "prometheus": {"url": self.prometheus.url, "timeout": "5s", "step": "1m"},
+            "slack": {"token": TOKEN, "base_url": self.slack.url, "retries": 2,
+                      "owners": {s: {"page": SERVICES[s], "ticket": "C0NOTICE"}
+                                 for s in services}},
+            "state": {"path": "state/state.db"},
+            "schedule": {"evaluate": evaluate, "budget_refresh": "1h", "no_data_after": "30s",
+                         "digest_cron": "0 0 1 1 *"},
+            "http": {"listen": f"127.0.0.1:{free_port()}", "tokens": []},
+        }), encoding="utf-8")
+        return path
+
+    def posts(self, channel: str) -> list[Any]:
+        return [r for r in self.slack.posts() if r.answer["channel"] == channel]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    binary = require("prometheus")
+    workdir = tmp_path_factory.mktemp("paging-faults")
+    specs = workdir / "slos"
+    specs.mkdir()
+    slo_files = {}
+    for service in SERVICES:
+        slo_files[service] = specs / f"{service}.yaml"
+        slo_files[service].write_text(yaml.safe_dump(_spec(service, service)),
+                                      encoding="utf-8")
+    rules = []
+    for relative, text in generated_files(validate([specs]), with_tests=False).items():
+        rules.append(workdir / "rules" / relative)
+        rules[-1].parent.mkdir(parents=True, exist_ok=True)
+        rules[-1].write_text(text, encoding="utf-8")
+    exporters = {s: Exporter(rps=BASELINE_RPS, service=s, version="web:1").start()
+                 for s in SERVICES}
+    slack = SlackStandIn().start()
+    prometheus = PrometheusServer(binary, workdir / "prometheus", tuple(rules),
+                                  evaluation_interval="1s", scrape_interval="1s",
+                                  scrape_targets={s: [e.target] for s, e in exporters.items()})
+    try:
+        prometheus.start()
+        yield Stack(workdir, exporters, prometheus, slack, slo_files)
+    finally:
+        prometheus.stop()
+        slack.stop()
+        for exporter in exporters.values():
+            exporter.stop()
+
+
+@dataclass
+class Running:
+    engine: Engine
+    server: HttpServer
+    scheduler: EngineScheduler
+
+    @classmethod
+    def start(cls, config_file: Path) -> Running:
+        config = load_config(config_file)
+        engine = Engine.from_config(config)
+        server = HttpServer(create_app(engine, config.http), config.http.listen)
+        server.start()
+        scheduler = EngineScheduler(engine, config.schedule, watch_seconds=3600)
+        scheduler.start()
+        return cls(engine, server, scheduler)
+
+    def stop(self) -> None:
+        self.scheduler.shutdown(wait=True)
+        self.server.stop()
+        self.engine.close()
+
+    def sample(self, name: str) -> float:
+        return self.engine.telemetry.registry.get_sample_value(name) or 0.0
+
+
+_HOLD_LOCK = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+connection.execute("COMMIT")
+"""
+
+
+def test_a_burn_starting_while_another_process_holds_the_write_lock_pages_once(
+        stack: Stack) -> None:
+    config = stack.config("locked", ["locked"], evaluate="2s")
+    running = Running.start(config)
+    locker: subprocess.Popen[str] | None = None
+    try:
+        _until(lambda: running.sample("slo_engine_last_evaluation_timestamp_seconds"),
+               "a first evaluation")
+        state = config.parent / "state" / "state.db"
+        locker = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(state),
+                                   str(LOCK_SECONDS)], stdout=subprocess.PIPE, text=True)
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+        locked_at = time.monotonic()
+        stack.exporters["locked"].set(error_ratio=1.0, rps=OUTAGE_RPS)
+
+        # The burn is found while the lock is held; its write is refused, and said so.
+        _until(lambda: running.sample("slo_engine_pending_transitions") >= 1,
+               "the transition held back", timeout=LOCK_SECONDS)
+        assert time.monotonic() - locked_at < LOCK_SECONDS
+        assert running.sample("slo_engine_state_write_failures_total") >= 1
+        assert stack.posts("C0PAGE") == []
+
+        assert locker.wait(timeout=LOCK_SECONDS + 10) == 0
+        [page] = _until(lambda: stack.posts("C0PAGE"), "the page after the lock")
+        assert page.params["text"].startswith("PAGE locked / availability")
+        _until(lambda: running.sample("slo_engine_pending_transitions") == 0,
+               "no transition held back")
+        assert running.engine.readiness()["transitions"] == "ok"
+        first = running.sample("slo_engine_last_evaluation_timestamp_seconds")
+        _until(lambda: running.sample("slo_engine_last_evaluation_timestamp_seconds") > first
+               + 2, "two more evaluations")
+        assert len(stack.posts("C0PAGE")) == 1  # not zero, not two
+    finally:
+        if locker is not None and locker.poll() is None:
+            locker.kill()
+            locker.wait()
+        running.stop()
+        stack.exporters["locked"].set(error_ratio=0.0, rps=BASELINE_RPS)
+
+
+def test_a_429_holds_the_messages_not_the_evaluations(stack: Stack) -> None:
+    config = stack.config("paced", ["paced-a", "paced-b"], evaluate="1s")
+    running = Running.start(config)
+    try:
+        _until(lambda: running.sample("slo_engine_last_evaluation_timestamp_seconds"),
+               "a first evaluation")
+        stack.slack.answer_429(1, retry_after=RETRY_AFTER, method="chat.postMessage")
+        for service in ("paced-a", "paced-b"):
+            stack.exporters[service].set(error_ratio=1.0, rps=OUTAGE_RPS)
+
+        def calls() -> list[Any]:
+            return [c for c in stack.slack.calls("chat.postMessage")
+                    if c.params.get("channel") == "C0OTHER"]
+
+        [limited] = _until(calls, "the first try")
+        assert limited.status == 429
+        # While the first page waits out its Retry-After, evaluation keeps its cadence and
+        # the second page queues behind it; the outbox depth says both wait.
+        evaluations = []
+        while time.monotonic() - limited.at < RETRY_AFTER - 0.3:
+            evaluations.append(running.sample("slo_engine_last_evaluation_timestamp_seconds"))
+            time.sleep(0.1)
+        assert len(set(evaluations)) >= RETRY_AFTER - 1, "evaluation stalled"
+        assert running.sample("slo_engine_outbox_depth") == 2
+        assert stack.posts("C0OTHER") == []
+
+        posts = _until(lambda: len(stack.posts("C0OTHER")) == 2 and stack.posts("C0OTHER"),
+                       "both pages")
+        made = calls()
+        assert [c.status for c in made] == [429, 200, 200]  # none lost, none doubled
+        assert made[1].at - limited.at >= RETRY_AFTER
+        assert made[1].params["text"] == limited.params["text"]  # in order
+        assert sorted(p.params["text"].split(" ")[1] for p in posts) == ["paced-a", "paced-b"]
+        _until(lambda: running.sample("slo_engine_outbox_depth") == 0, "the outbox drained")
+    finally:
+        running.stop()
+        for service in ("paced-a", "paced-b"):
+            stack.exporters[service].set(error_ratio=0.0, rps=BASELINE_RPS)
