@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from slo_engine.errors import SpecWarning
+from slo_engine.redaction import redact
 from slo_engine.rules.compile import compile_service
 from slo_engine.rules.files import Drift, Format, check, rule_files, write
 from slo_engine.rules.promtool_tests import rule_test_files
@@ -100,7 +101,8 @@ def file_events(path: Path) -> EventSource:
             pd.DataFrame, list[str]]:
         from slo_engine.budget import ledger
 
-        return ledger.read_event_file(path, services), []
+        frame = ledger.read_event_file(path, services)
+        return frame, ledger.file_warnings(frame, services, start, end, source=str(path))
     return read
 
 
@@ -116,7 +118,7 @@ def prometheus_events(url: str, headers: dict[str, str] | None = None,
             frame, stats = source.fetch_ledger(services, start, end, step_seconds)
         notes = list(stats.warnings)
         if stats.fallback or stats.unrecorded or stats.missing or stats.partial:
-            notes.append(f"{url}: {stats.summary()}")
+            notes.append(f"{redact(url)}: {stats.summary()}")
         return frame, notes
     return fetch
 

@@ -16,7 +16,9 @@ from the cache may interleave keys, and every consumer groups by key itself.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,10 @@ from slo_engine.spec.model import QUERY_SLIS, SLO, Service
 COLUMNS = ("timestamp", "service", "slo", "group", "total", "bad")
 KEY = ("service", "slo", "group")
 DEFAULT_STEP_SECONDS = 300
+# Times pandas can hold as nanoseconds, which the budget maths use: a year-0001 row would
+# parse (as microseconds) and then overflow deep inside a report.
+EARLIEST = pd.Timestamp("1678-01-01", tz="UTC")
+LATEST = pd.Timestamp("2262-01-01", tz="UTC")
 
 
 def group_key(labels: Mapping[str, str]) -> str:
@@ -124,18 +130,15 @@ def normalise(frame: pd.DataFrame, *, source: str = "frame") -> pd.DataFrame:
         frame["group"] = _label_groups(frame[label_columns]) if label_columns else ""
     if "service" not in frame.columns:
         frame["service"] = ""
-    try:
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-    except (ValueError, TypeError) as error:
-        raise LedgerError(f"{source}: column timestamp: {error}; use ISO 8601 times, "
-                          "e.g. 2026-05-12T14:05:00Z") from None
+    frame["timestamp"] = _timestamps(frame["timestamp"], source)
     for column in ("total", "bad"):
         values = pd.to_numeric(frame[column], errors="coerce")
-        bad_rows = values.isna() | (values < 0)
+        # inf would make every budget NaN and the status "healthy"
+        bad_rows = values.isna() | (values < 0) | ~np.isfinite(values.to_numpy(dtype="float64"))
         if bad_rows.any():
             row = int(bad_rows.to_numpy().nonzero()[0][0]) + 2  # header is line 1
             raise LedgerError(f"{source}: line {row}: column {column} must be a number ≥ 0, "
-                              f"got {frame[column].iloc[row - 2]!r}")
+                              f"and finite, got {frame[column].iloc[row - 2]!r}")
         frame[column] = values.astype("float64")
     over = frame["bad"] > frame["total"]
     if over.any():
@@ -150,6 +153,31 @@ def normalise(frame: pd.DataFrame, *, source: str = "frame") -> pd.DataFrame:
         frame[column] = _categories(values).array
     frame = frame[list(COLUMNS)]
     return frame.sort_values([*KEY, "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def _timestamps(values: pd.Series, source: str) -> pd.Series:
+    """The timestamp column as tz-aware UTC, or LedgerError naming the first line whose time
+    cannot be read or lies outside what the budget maths can hold (1678–2261)."""
+    hint = "use ISO 8601 times, e.g. 2026-05-12T14:05:00Z"
+    try:
+        parsed = pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError, OverflowError) as error:
+        try:
+            each = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
+        except (ValueError, TypeError, OverflowError):
+            each = pd.Series(pd.NaT, index=values.index)
+        unread = each.isna().to_numpy().nonzero()[0]
+        if len(unread):
+            raise LedgerError(f"{source}: line {int(unread[0]) + 2}: column timestamp: cannot "
+                              f"read {values.iloc[int(unread[0])]!r} as a time; {hint}") from None
+        raise LedgerError(f"{source}: column timestamp: {' '.join(str(error).split())}; "
+                          f"{hint}") from None
+    wrong = (parsed.isna() | (parsed < EARLIEST) | (parsed >= LATEST)).to_numpy().nonzero()[0]
+    if len(wrong):
+        row = int(wrong[0])
+        raise LedgerError(f"{source}: line {row + 2}: column timestamp: "
+                          f"{values.iloc[row]!r} is not a time between 1678 and 2261; {hint}")
+    return parsed
 
 
 def _label_groups(labels: pd.DataFrame) -> list[str]:
@@ -178,7 +206,64 @@ def read_event_file(path: Path, services: Sequence[Service] = ()) -> pd.DataFram
         raise LedgerError(f"{path}: cannot read events: {error}") from None
     frame = normalise(raw, source=str(path))
     check_rows(raw, services, source=str(path))
+    _check_duplicates(raw, source=str(path))
     return frame
+
+
+def _check_duplicates(raw: pd.DataFrame, *, source: str) -> None:
+    """A row repeated (same time, service, SLO and group) would count its events twice."""
+    if raw.empty:
+        return
+    label_columns = [c for c in raw.columns if c not in COLUMNS]
+    keys = pd.DataFrame({
+        "timestamp": pd.to_datetime(raw["timestamp"], utc=True),
+        "service": raw["service"].fillna("").astype(str).str.strip()
+        if "service" in raw.columns else "",
+        "slo": raw["slo"].astype(str),
+        "group": raw["group"].fillna("").astype(str) if "group" in raw.columns
+        else _label_groups(raw[label_columns]) if label_columns else ""})
+    repeated = keys.duplicated(keep="first").to_numpy().nonzero()[0]
+    if len(repeated):
+        second = int(repeated[0])
+        same = (keys.iloc[:second] == keys.iloc[second]).all(axis=1).to_numpy().nonzero()[0]
+        first = int(same[0]) if len(same) else second
+        raise LedgerError(f"{source}: lines {first + 2} and {second + 2}: the same time, "
+                          f"SLO and group twice ({keys['slo'].iloc[second]!r} at "
+                          f"{raw['timestamp'].iloc[second]}), so its events would count twice; "
+                          "remove one, or add them up into one row")
+
+
+def file_warnings(frame: pd.DataFrame, services: Sequence[Service], start: datetime,
+                  end: datetime, *, source: str) -> list[str]:
+    """What in an event file would otherwise silently read as `no_data`: rows of SLOs no
+    given file defines (a typo, or a file exported for more services than these), and a
+    file whose rows all fall outside the report's window (epoch times, a wrong year).
+    Warnings, not errors: one export may serve many reports over a subset of the SLOs."""
+    if frame.empty:
+        return [f"{source}: the file holds no rows"]
+    known = {(slo.service, slo.name) for service in services for slo in service.slos}
+    names = {name for _, name in known}
+    pairs = frame[["service", "slo"]].astype(str).drop_duplicates().itertuples(index=False)
+    unknown = sorted({f"{s}/{n}" if s else n for s, n in pairs
+                      if (s, n) not in known and not (s == "" and n in names)})
+    warnings: list[str] = []
+    if unknown:
+        close = difflib.get_close_matches(unknown[0].rsplit("/", 1)[-1], sorted(names), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        warnings.append(f"{source}: rows of {len(unknown)} SLO(s) no given SLO file defines "
+                        f"are ignored: {', '.join(unknown[:5])}{', …' if len(unknown) > 5 else ''}"
+                        f"{hint}")
+    stamps = frame["timestamp"]
+    inside = (stamps > pd.Timestamp(start)) & (stamps <= pd.Timestamp(end))
+    if not inside.any():
+        warnings.append(f"{source}: no row falls in the report window {_iso(start)} – "
+                        f"{_iso(end)}; the file's rows run from {_iso(stamps.min())} to "
+                        f"{_iso(stamps.max())}; check the timestamps (ISO 8601, UTC) or --at")
+    return warnings
+
+
+def _iso(when: datetime) -> str:
+    return pd.Timestamp(when).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_rows(raw: pd.DataFrame, services: Sequence[Service], *, source: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from slo_engine.errors import SloEngineError, SpecError, SpecWarning
+from slo_engine.redaction import redact
 from slo_engine.spec.durations import parse_duration
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def print_error(error: SloEngineError) -> None:
         count = len(error.issues)
         print(f"{count} error{'s' if count != 1 else ''} found", file=sys.stderr)
     else:
-        print(f"error: {error}", file=sys.stderr)
+        print(redact(f"error: {error}"), file=sys.stderr)
 
 
 def print_warnings(warnings: Iterable[SpecWarning]) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from slo_engine.cli.arguments import Commands
+from slo_engine.redaction import redact
 
 
 def register(commands: Commands) -> None:
@@ -38,7 +39,7 @@ def _notify_test(args: argparse.Namespace) -> int:
         token = os.environ.get("SLACK_BOT_TOKEN")
         slack = SlackConfig(token=SecretStr(token) if token else None)
         prometheus_url = "http://prometheus.example:9090"
-    page = render_page(sample_context(datetime.now(UTC), prometheus_url))
+    page = render_page(sample_context(datetime.now(UTC), redact(prometheus_url)))
     if args.dry_run or slack.dry_run:
         DryRunDelivery().post(args.channel, page)
         return 0
@@ -46,5 +47,5 @@ def _notify_test(args: argparse.Namespace) -> int:
     who = delivery.identity()
     posted = delivery.post(args.channel, page)
     print(f"sample page sent to {posted.channel} (ts {posted.ts}) as {who}, "
-          f"via {delivery.base_url}")
+          f"via {redact(delivery.base_url)}")
     return 0

@@ -247,7 +247,7 @@ def _compare(args: argparse.Namespace) -> int:
     with PrometheusSource(url, headers) as source:
         canary_traffic = canary.measure(source, slo, canary_matchers, window, at)
         baseline_traffic = canary.measure(source, slo, baseline_matchers, window, at)
-        url = source.url
+        url = source.shown_url
     thresholds = canary.Thresholds(args.max_error_delta, args.max_latency_delta,
                                    args.max_burn_rate, args.alpha)
     analysis = canary.analyse(canary_traffic, baseline_traffic, slo.error_budget, thresholds,

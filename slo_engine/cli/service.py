@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from slo_engine.cli.arguments import Commands
+from slo_engine.redaction import redact
 
 if TYPE_CHECKING:
     from slo_engine.config import EngineConfig
@@ -57,6 +58,8 @@ def _run(args: argparse.Namespace) -> int:
     from slo_engine.service.scheduler import EngineScheduler, serve
 
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     if args.log_level != "DEBUG":  # every job run, every retried connection: the engine
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # logs what matters
         logging.getLogger("urllib3").setLevel(logging.ERROR)
@@ -72,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     slos = sum(len(s.slos) for s in engine.services)
     log.info("slo-engine running: %d SLOs of %d services, paging mode %s, HTTP on port %d, "
              "Prometheus %s", slos, len(engine.services), config.paging, server.port,
-             config.prometheus.url)
+             redact(config.prometheus.url))
 
     def stop() -> None:
         server.stop()
@@ -80,6 +83,22 @@ def _run(args: argparse.Namespace) -> int:
 
     serve(scheduler, on_stop=stop)
     return 0
+
+
+class RedactingFilter(logging.Filter):
+    """Masks URL credentials in every record the service logs, whoever wrote it (a library's
+    exception text may quote the URL it was given)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        shown = redact(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -95,9 +114,9 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     problems, notes = config_problems(config, connect=args.connect)
     for note in notes:
-        print(f"ok: {note}")
+        print(redact(f"ok: {note}"))
     for problem in problems:
-        print(f"problem: {problem}")
+        print(redact(f"problem: {problem}"))
     print(f"{args.config}: {_count(len(problems), 'problem')}")
     return 1 if problems else 0
 
@@ -176,7 +195,7 @@ def _connect(config: EngineConfig, services: list[Service], problems: list[str],
                     for i in found}
         missing = sorted(f"{slo.service}/{slo.name}" for service in services
                          for slo in service.slos if (slo.service, slo.name) not in recorded)
-        notes.append(f"Prometheus at {config.prometheus.url} answers")
+        notes.append(f"Prometheus at {redact(config.prometheus.url)} answers")
         if missing:
             notes.append(f"warning: no recorded series yet for {_count(len(missing), 'SLO')} "
                          f"({', '.join(missing[:10])}{', …' if len(missing) > 10 else ''}): "

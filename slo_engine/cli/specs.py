@@ -8,7 +8,7 @@ from pathlib import Path
 
 from slo_engine import app
 from slo_engine.cli.arguments import Commands, print_warnings, slo_paths
-from slo_engine.prometheus.client import without_credentials
+from slo_engine.redaction import redact
 from slo_engine.rules.files import FORMATS
 from slo_engine.spec.document import json_schema_text
 from slo_engine.spec.durations import describe_seconds
@@ -54,7 +54,7 @@ def _validate(args: argparse.Namespace) -> int:
             print(issue, file=sys.stderr)
         if report.errors:
             print(f"{len(report.errors)} error{'s' if len(report.errors) != 1 else ''} found "
-                  f"against {without_credentials(args.prometheus_url)}", file=sys.stderr)
+                  f"against {redact(args.prometheus_url)}", file=sys.stderr)
             return 1
     print(f"OK: {slos} SLO{'s' if slos != 1 else ''} in {len(services)} "
           f"service{'s' if len(services) != 1 else ''} valid")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from slo_engine.config import SlackConfig
 from slo_engine.errors import ConfigError, SlackRefused, SlackUnavailable, SloEngineError
 from slo_engine.paging.blocks import SlackMessage, as_plain_text
+from slo_engine.redaction import redact
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -106,7 +107,7 @@ class SlackDelivery:
         if slack.token is None or not slack.token.get_secret_value().strip():
             raise ConfigError("no Slack token: set slack.token: ${SLACK_BOT_TOKEN} in the "
                               "engine config and export SLACK_BOT_TOKEN (a bot token, xoxb-...)")
-        self.base_url = slack.base_url
+        self.base_url = redact(slack.base_url)  # shown in messages; the client gets it whole
         self.retries = slack.retries
         backoff = BackoffRetryIntervalCalculator(backoff_factor=backoff_seconds,
                                                  jitter=_proportional_jitter())

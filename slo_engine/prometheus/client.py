@@ -13,7 +13,7 @@ What happens when Prometheus is down:
   does not answer like the Prometheus HTTP API: retry later or fix the URL) or `QueryError`
   (any other 4xx: bad PromQL, a limit, credentials; retrying will not help). Both are
   `SourceError`s whose message names the URL, with any user:password masked
-  (`without_credentials`), and the query: no traceback reaches the user.
+  (`slo_engine.redaction.redact`), and the query: no traceback reaches the user.
 - **Who sees them.** The CLI prints the message and exits non-zero (`gate` and `canary`
   exit 2, "cannot decide"). The service (`service/engine.py`) counts each in its
   `query_errors` metric; a failed evaluation starts an outage, announced once (to the
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
@@ -41,9 +40,9 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from slo_engine.errors import QueryError, SourceError, SourceUnavailable
+from slo_engine.redaction import redact
 
-__all__ = ["RETRY_BACKOFF", "RETRY_STATUS", "PrometheusClient", "Result", "short", "utc",
-           "without_credentials"]
+__all__ = ["RETRY_BACKOFF", "RETRY_STATUS", "PrometheusClient", "Result", "short", "utc"]
 
 RETRY_STATUS = (502, 503, 504)
 RETRY_BACKOFF = 0.5  # seconds; sleeps 0, 1, 2 … between attempts
@@ -76,10 +75,10 @@ class PrometheusClient:
     def __init__(self, url: str, headers: Mapping[str, str] | None = None,
                  timeout: float = 30.0, *, retries: int = 2) -> None:
         if not re.match(r"^https?://[^/]", url):
-            raise SourceError(f"Prometheus URL {url!r} must start with http:// or https://, "
-                              "e.g. http://prometheus:9090", url=url)
+            raise SourceError(f"Prometheus URL {redact(url)!r} must start with http:// or "
+                              "https://, e.g. http://prometheus:9090", url=redact(url))
         self.url = url.rstrip("/")
-        self.shown_url = without_credentials(self.url)  # what messages and logs may show
+        self.shown_url = redact(self.url)  # what messages and logs may show
         self.timeout = float(timeout)
         self.tenant = next((v for k, v in (headers or {}).items()
                             if k.lower() == TENANT_HEADER), "")
@@ -210,16 +209,6 @@ class PrometheusClient:
         return QueryError(f"Prometheus at {self.shown_url} rejected {what} "
                           f"`{_quoted(query)}`{detail}: {reason}. {hint}.",
                           url=self.shown_url, query=query)
-
-
-def without_credentials(url: str) -> str:
-    """`url` with any user:password@ masked, so no error or log line shows a secret."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def utc(value: datetime, what: str) -> datetime:

@@ -68,9 +68,9 @@ from slo_engine.paging.notifier import Notifier
 from slo_engine.paging.page import PageContext
 from slo_engine.paging.slack import Delivery, Posted, delivery_from_config
 from slo_engine.prometheus.build_info import build_info_changes
-from slo_engine.prometheus.client import without_credentials
 from slo_engine.prometheus.queries import error_ratio_series
 from slo_engine.prometheus.source import PrometheusSource
+from slo_engine.redaction import redact
 from slo_engine.service.delivery import DeliveryLoop
 from slo_engine.service.outage import PrometheusOutage
 from slo_engine.service.telemetry import Telemetry
@@ -122,7 +122,7 @@ class Engine:
         self._cached: PrometheusSource | None = None
         self._sources_lock = threading.Lock()
         self._unseen = UnseenHold()
-        self._outage = PrometheusOutage(state, without_credentials(config.prometheus.url),
+        self._outage = PrometheusOutage(state, redact(config.prometheus.url),
                                         _delta(config.schedule.no_data_after),
                                         self._announce)
         self._paging = threading.Lock()  # one transition of the firing set at a time
@@ -470,7 +470,7 @@ class Engine:
                 self.sync_changes(alert.at - RECENT_BUILD_INFO, alert.at)
             correlation = app.correlate_alert(alert, slo, self.state, ratio, self.config.changes)
         return PageContext(alert=alert, slo=slo, status=status, correlation=correlation,
-                           prometheus_url=without_credentials(self.config.prometheus.url))
+                           prometheus_url=redact(self.config.prometheus.url))
 
     def _with_burn_rates(self, alert: BurnAlert, slo: SLO,
                          status: BudgetStatus | None) -> BurnAlert:

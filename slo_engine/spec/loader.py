@@ -25,6 +25,13 @@ Position = tuple[int, int]
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
+# Limits that keep a hostile or broken file from taking the engine down with it: none comes
+# near a real file (the largest example is 4 KB, 8 levels deep, a few aliases), while a
+# 446-byte "billion laughs" file of nested aliases would otherwise expand to 10^9 nodes.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64  # nested mappings and lists
+MAX_ALIAS_NODES = 100_000  # nodes an alias may repeat, summed over the file
+
 
 @dataclass
 class SpecDocument:
@@ -84,20 +91,48 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def display_name(path: Path) -> str:
-    """The path as a user and a header should show it: relative to the working directory."""
+    """The path as a user and a header should show it: relative to the working directory.
+    A symlink loop does not resolve (RuntimeError before Python 3.13): shown as given."""
     try:
         return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):
         return path.as_posix()
+
+
+def read_text(path: Path, name: str) -> tuple[str | None, SpecIssue | None]:
+    """A YAML file's text, or the located issue saying why it cannot be read. At most
+    MAX_FILE_BYTES are read, so a huge file (or /dev/zero named by mistake) costs nothing."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        return None, SpecIssue(name, 1, 1, "", f"cannot read the file: "
+                               f"{error.strerror or error}")
+    if len(data) > MAX_FILE_BYTES:
+        return None, SpecIssue(name, 1, 1, "", f"the file is larger than "
+                               f"{MAX_FILE_BYTES // (1024 * 1024)} MiB; split it into one "
+                               "file per service")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as error:
+        line, column = _line_column(data[:error.start].decode("utf-8", "replace"), None)
+        return None, SpecIssue(name, line, column, "", "cannot read the file: it is not "
+                               f"UTF-8 (byte 0x{data[error.start]:02x}); save it as UTF-8")
+
+
+def _line_column(text: str, position: int | None) -> Position:
+    """1-based line and column of `position` in `text` (its end when None)."""
+    position = len(text) if position is None else position
+    line = text.count("\n", 0, position) + 1
+    return line, position - (text.rfind("\n", 0, position) + 1) + 1
 
 
 def read_yaml_file(path: str | Path, starts_with: str) -> SpecDocument:
     """A YAML file other than an SLO file (config, policy), or SpecError saying how it starts."""
     name = Path(path).as_posix()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError([SpecIssue(name, 1, 1, "", f"cannot read the file: {error}")]) from None
+    text, problem = read_text(Path(path), name)
+    if text is None:
+        raise SpecError([problem] if problem else [])
     if not text.strip():
         raise SpecError([SpecIssue(name, 1, 1, "", f"the file is empty; it starts with "
                                    f"{starts_with}")])
@@ -117,6 +152,9 @@ def parse_yaml(text: str, file: str) -> tuple[SpecDocument, list[SpecIssue]]:
     if fast is not None:
         try:
             return _parse(fast, text, file)
+        except yaml.MarkedYAMLError as error:
+            if "maximum nesting depth" in str(error):  # PyYAML's parser would recurse
+                return SpecDocument(file), [_too_deep(file, error.problem_mark)]
         except yaml.YAMLError:
             pass
     try:
@@ -125,6 +163,40 @@ def parse_yaml(text: str, file: str) -> tuple[SpecDocument, list[SpecIssue]]:
         mark, message = _yaml_problem(error)
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         return SpecDocument(file), [SpecIssue(file, line, column, "", message)]
+    except yaml.reader.ReaderError as error:
+        line, column = _line_column(text, error.position)
+        return SpecDocument(file), [SpecIssue(
+            file, line, column, "", f"the file holds the control character "
+            f"U+{error.character if isinstance(error.character, int) else 0:04X}, which YAML "
+            "does not allow; remove it")]
+    except RecursionError:
+        return SpecDocument(file), [_too_deep(file, None)]
+    except yaml.YAMLError as error:
+        return SpecDocument(file), [SpecIssue(file, 1, 1, "", f"YAML error: "
+                                              f"{' '.join(str(error).split())}")]
+
+
+def _too_deep(file: str, mark: yaml.Mark | None) -> SpecIssue:
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return SpecIssue(file, line, column, "", f"mappings and lists nest deeper than {MAX_DEPTH} "
+                     "levels; an SLO file needs fewer than 10")
+
+
+class _Refused(Exception):
+    """Composing stopped at a limit; carries the located issue to report instead."""
+
+    def __init__(self, issue: SpecIssue) -> None:
+        super().__init__(str(issue))
+        self.issue = issue
+
+
+@dataclass
+class _Expansion:
+    """What constructing a file has cost so far: nodes met (an alias meets its anchor's
+    node again) and nodes built again through an alias."""
+
+    seen: set[int] = field(default_factory=set)
+    aliased: int = 0
 
 
 def _parse(loader_class: type[yaml.SafeLoader], text: str, file: str) -> tuple[
@@ -137,7 +209,10 @@ def _parse(loader_class: type[yaml.SafeLoader], text: str, file: str) -> tuple[
             return document, [SpecIssue(file, 1, 1, "", "the file is empty; an SLO file starts "
                                         "with 'apiVersion: slo-engine/v1'")]
         issues: list[SpecIssue] = []
-        document.data = _construct(loader, node, (), document, issues)
+        try:
+            document.data = _construct(loader, node, (), document, issues, _Expansion(), False)
+        except _Refused as refused:
+            return SpecDocument(file), [refused.issue]
         return document, issues
     finally:
         loader.dispose()
@@ -174,11 +249,31 @@ def _yaml_problem(error: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
 
 
 def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: PathKey,
-               document: SpecDocument, issues: list[SpecIssue]) -> Any:
+               document: SpecDocument, issues: list[SpecIssue], expansion: _Expansion,
+               aliased: bool) -> Any:
+    """The Python value of `node`, recording positions. Aliases are expanded (a reused tier
+    list must be validated where it is used), within MAX_ALIAS_NODES and MAX_DEPTH."""
+    if not isinstance(node, yaml.ScalarNode):
+        aliased = aliased or id(node) in expansion.seen
+        expansion.seen.add(id(node))
+    if aliased:
+        expansion.aliased += 1
+        if expansion.aliased > MAX_ALIAS_NODES:
+            raise _Refused(document.issue(path, f"too many aliases: expanding them would build "
+                                          f"more than {MAX_ALIAS_NODES:,} values; write the "
+                                          "values out, or reuse fewer nested anchors",
+                                          key=True))
+    if len(path) > MAX_DEPTH:
+        raise _Refused(_too_deep(document.file, node.start_mark))
     document.value_positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                issues.append(SpecIssue(document.file, key_node.start_mark.line + 1,
+                                        key_node.start_mark.column + 1, format_path(path),
+                                        "a key must be a plain value, not a mapping or list"))
+                continue
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 key = str(key)
@@ -191,10 +286,11 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: PathKey,
                                         "remove one of them"))
                 continue
             document.key_positions[child] = key_position
-            result[key] = _construct(loader, value_node, child, document, issues)
+            result[key] = _construct(loader, value_node, child, document, issues, expansion,
+                                     aliased)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(loader, item, (*path, i), document, issues)
+        return [_construct(loader, item, (*path, i), document, issues, expansion, aliased)
                 for i, item in enumerate(node.value)]
     value = loader.construct_object(node, deep=True)
     if isinstance(value, str) and isinstance(node, yaml.ScalarNode) and node.style in ("'", '"'):
@@ -339,7 +435,10 @@ def _message(kind: str, default: str, value: Any, expected: str | None = None) -
 
 
 def _unquoted_fits(kind: str, text: str) -> bool:
-    """Whether `text`, written without quotes, would have had the type `kind` wants."""
+    """Whether `text`, written without quotes, would have had the type `kind` wants. Only a
+    short text without anchors is parsed: a quoted value may itself be an alias bomb."""
+    if len(text) > 40 or "&" in text or "*" in text:
+        return False
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -410,10 +509,9 @@ def load_checked(paths: Iterable[str | Path]) -> tuple[list[Service], list[SpecW
                                    "no SLO files (*.yaml, *.yml) found")])
     for path in files:
         name = display_name(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            issues.append(SpecIssue(name, 1, 1, "", f"cannot read the file: {error}"))
+        text, problem = read_text(path, name)
+        if text is None:
+            issues.extend([problem] if problem else [])
             continue
         document, found = parse_yaml(text, name)
         issues.extend(found)
