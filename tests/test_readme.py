@@ -241,3 +241,19 @@ def test_relative_links_resolve(page: Path, target: str) -> None:
     assert resolved.exists(), f"{_name(page)} links to {target}: no such file"
     if anchor:
         assert anchor in _anchors(resolved), f"{_name(page)} links to {target}: no such heading"
+
+
+def test_every_test_a_page_names_exists() -> None:
+    """The fault catalog (and any page) points at tests by path and name: each must exist,
+    so a renamed test cannot leave a claim without its proof."""
+    named = {(match[0], match[1]) for text in TEXTS.values() for match in re.findall(
+        r"`(tests/[\w/]+\.py)((?:::\w+)?)`", text)}
+    for path, name in sorted(named):
+        source = (ROOT / path).read_text(encoding="utf-8")
+        assert name == "" or f"def {name[2:]}(" in source, f"{path}{name} does not exist"
+    for text in TEXTS.values():
+        for path, names in re.findall(r"`(tests/[\w/]+\.py)::\w+`((?:, `::\w+`)+)", text):
+            source = (ROOT / path).read_text(encoding="utf-8")
+            for name in re.findall(r"`::(\w+)`", names):
+                assert f"def {name}(" in source, f"{path}::{name} does not exist"
+    assert named
