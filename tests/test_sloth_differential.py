@@ -339,8 +339,6 @@ def test_every_example_and_scenario_is_measured(detections: list[Detection]) -> 
 
 
 @prometheus
-@pytest.mark.xfail(strict=True, reason="windows summed from 5m rates lag Sloth's raw windows "
-                   "by 2-3 minutes (issue 12)")
 @pytest.mark.parametrize("severity", ["page", "ticket"])
 def test_ours_fires_no_later_than_sloth(detections: list[Detection], severity: str) -> None:
     """Within one evaluation of Sloth, and never where Sloth stays silent."""
