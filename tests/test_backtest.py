@@ -138,12 +138,15 @@ def test_backtest_fires_at_the_same_minutes_as_the_rules_replay(slo: SLO) -> Non
 
 
 def test_outage_pages_when_the_windows_say() -> None:
-    """10% errors for 30 min after three clean days, 99.9% over 30d, one-minute buckets.
+    """10% errors for 30 min after three clean days, 99.9% over 30d, one-minute buckets read
+    as the rules read recorded 5m rates: a window is 5 × bucket t plus the buckets of
+    [t − W + 3m, t − 3m] (W − 5 of them).
 
-    1h/5m at 14.4x: the 61 buckets of [t−1h, t] hold m bad buckets; m·0.1/61 > 0.0144 first
-    at m = 9, so it fires at the 9th outage bucket (the Workbook says 8.64 min) and stops
-    when the 5m bucket is clean. 6h/30m at 6x: m·0.1/361 > 0.006 first at m = 22; it stops
-    once the 31 buckets of the 30m window hold at most one bad bucket (29 minutes later).
+    1h/5m at 14.4x: at the m-th outage bucket the window holds 0.1·(5 + m − 3)/60, over
+    0.0144 first at m = 7 (these buckets jump to 10% at once, a 5m rate cannot: on real
+    rates it is the Workbook's 8.64 min); it stops when the 5m bucket is clean. 6h/30m at
+    6x: 0.1·(m + 2)/360 > 0.006 first at m = 20; it stops once the 25 buckets of the 30m
+    window's range hold one bad bucket (26 minutes after the outage).
     """
     slo = make_slo()
     clean, outage = 3 * 1440, 30
@@ -152,22 +155,22 @@ def test_outage_pages_when_the_windows_say() -> None:
     onset = T0 + clean * MINUTE
 
     [fast] = alerts_of(result, "page", "1h").itertuples()
-    assert (fast.start, fast.end, fast.onset) == (onset + 8 * MINUTE, onset + 30 * MINUTE, onset)
-    assert fast.delay == pd.Timedelta(minutes=8)
+    assert (fast.start, fast.end, fast.onset) == (onset + 6 * MINUTE, onset + 30 * MINUTE, onset)
+    assert fast.delay == pd.Timedelta(minutes=6)
     workbook = detection_seconds(slo, slo.tiers[0], 0.1)
     assert workbook is not None and 8 * 60 < workbook <= 9 * 60
-    # 22 firing minutes of 100 bad events, over the budget of every event so far.
-    assert fast.bad_events == pytest.approx(2200)
-    assert fast.budget_spent == pytest.approx(2200 / (0.001 * RATE * (clean + outage)))
-    assert fast.peak_burn_rate == pytest.approx(30 * 100 / (61 * RATE) / 0.001)
+    # 24 firing minutes of 100 bad events, over the budget of every event so far.
+    assert fast.bad_events == pytest.approx(2400)
+    assert fast.budget_spent == pytest.approx(2400 / (0.001 * RATE * (clean + outage)))
+    assert fast.peak_burn_rate == pytest.approx(32 * 100 / (60 * RATE) / 0.001)
 
     [slow] = alerts_of(result, "page", "6h").itertuples()
-    assert (slow.start, slow.end) == (onset + 21 * MINUTE, onset + 59 * MINUTE)
+    assert (slow.start, slow.end) == (onset + 19 * MINUTE, onset + 56 * MINUTE)
     assert result.alerts["severity"].tolist() == ["page", "page"]
     # The two page tiers overlap: a person gets one page.
     assert (result.pages, result.tickets) == (1, 0)
     assert result.budget_spent == pytest.approx(3000 / (0.001 * RATE * len(total)))
-    assert result.unalerted_budget_spent == pytest.approx(800 / (0.001 * RATE * len(total)))
+    assert result.unalerted_budget_spent == pytest.approx(600 / (0.001 * RATE * len(total)))
     assert list(result.alerts.columns) == list(ALERT_COLUMNS)
     assert list(result.groups.columns) == list(GROUP_COLUMNS)
     assert str(result.alerts["start"].dtype) == "datetime64[ns, UTC]"
@@ -216,10 +219,11 @@ def test_an_empty_or_silent_ledger_spends_nothing() -> None:
 
 
 def test_min_events_guard_silences_low_traffic() -> None:
-    """One failed request of one a minute: 1/61 of the hour is above 14.4x, but the hour
-    holds 60 events (avg_over_time of the rate × 1h), below min_events = 100."""
+    """Two failed requests of one a minute, as recorded 5m rates see them (2/300 per second
+    for five minutes): 2/60 of the hour is above 14.4x, but the hour holds 60 events
+    (avg_over_time of the rate × 1h), below min_events = 100."""
     total, bad = concat(steady(180, 0, rate=1))
-    bad[120] = 1.0
+    bad[120:125] = [0.4] * 5
     frame = ledger(total, bad)
     loud = backtest(make_slo(), frame)
     assert len(alerts_of(loud, "page", "1h")) == 1
@@ -433,12 +437,24 @@ def reference(slo: SLO, cells: Sequence[tuple[float, float] | None],
     budget = float(number(slo.error_budget))
     firing: set[tuple[int, int]] = set()
 
+    def tiled(seconds: float) -> bool:
+        return seconds != 300 and seconds % 60 == 0 and seconds > 360
+
     def window(t: int, seconds: float) -> list[tuple[float, float]]:
-        back = 0 if seconds == 300 else int(seconds // step)
-        return [c for c in cells[max(0, t - back):t + 1] if c is not None]
+        """The buckets summed: [t − W, t], or [t − W + 3m, t − 3m] for a tiled window."""
+        if not tiled(seconds):
+            back = 0 if seconds == 300 else int(seconds // step)
+            return [c for c in cells[max(0, t - back):t + 1] if c is not None]
+        lo, hi = int((seconds - 180) // step), -(-180 // step)
+        return [c for c in cells[max(0, t - lo):max(0, t - hi + 1)] if c is not None]
 
     def burn(t: int, seconds: float) -> float:
         samples = window(t, seconds)
+        if tiled(seconds):
+            now = cells[t]
+            if now is None:
+                return math.nan
+            samples = [*samples, (now[0] * 300 / step, now[1] * 300 / step)]
         if not samples:
             return math.nan
         bad_sum = total_sum = 0.0

@@ -199,18 +199,21 @@ def _test_group(slo: SLO, traffic: Traffic, name: str) -> dict[str, Any]:
 
 
 def test_the_replay_adds_as_prometheus_does(service: Service) -> None:
-    """A case the property found: promtool reported these burns of `coarse` (threshold 4.8).
-    Dividing the increase by 300 and adding plainly gives 4.800000000000001 at 85m (fires)
-    and 4.8 at 118m (does not); Prometheus multiplies by 1/300 and adds with compensation."""
+    """A case the property found: its 15m window lands within one unit in the last place of
+    the threshold 4.8, on either side, minute after minute (promtool agrees at every minute).
+    The replay has each last digit because it multiplies the increase by 1/300 and adds with
+    compensation, as Prometheus does."""
     coarse = service.slos[2]
     traffic = Traffic(np.repeat([1, 3, 1000, 0, 7], [26, 39, 36, 21, 16]),
                       np.repeat([1, 2, 240, 0], [26, 39, 36, 37]))
     replay = Replay.of(coarse, input_series(coarse, traffic), traffic.minutes)
     ticket = coarse.tiers[1]
-    assert replay.burn(ticket, ticket.short_seconds, 85) == 4.8
-    assert replay.burn(ticket, ticket.short_seconds, 118) == 4.800000000000001
-    assert replay.burn(ticket, ticket.long_seconds, 118) == 4.838557950363833
-    assert not replay.firing(ticket, 85) and replay.firing(ticket, 118)
+    assert replay.burn(ticket, ticket.short_seconds, 85) == 4.799999999999999
+    assert replay.burn(ticket, ticket.short_seconds, 110) == 4.8
+    assert replay.burn(ticket, ticket.short_seconds, 115) == 4.800000000000001
+    assert replay.burn(ticket, ticket.long_seconds, 115) == 4.838557950363833
+    assert not replay.firing(ticket, 85) and not replay.firing(ticket, 110)
+    assert replay.firing(ticket, 115)
 
 
 @pytest.mark.prometheus

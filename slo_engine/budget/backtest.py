@@ -7,9 +7,10 @@ The arithmetic is the generated rules' (`compile`), bucket for bucket, so a back
 
 - the 5m window is the single bucket at t (the recorded `bad5m / total5m` sample; a step-60
   ledger built from recorded 5m rates × 60 holds exactly that ratio in each bucket);
-- a longer window W sums the buckets whose timestamp lies in the CLOSED range [t − W, t]
-  (`sum_over_time` in Prometheus 2.42), bad over total: traffic-weighted, and a bucket with no
-  traffic adds nothing instead of making the window NaN;
+- a longer window W is bucket t times 300 s / step (the 5m rate at t, times 5) plus the
+  buckets whose timestamp lies in the CLOSED range [t − W + 3m, t − 3m] (`sum_over_time` in
+  Prometheus 2.42), bad over total: traffic-weighted, and a bucket with no traffic adds
+  nothing instead of making the window NaN (`compile.window_ratio_expr`);
 - a tier fires as `spec.burn_rate.fires_array` decides: both windows burn faster than its
   threshold (ratio over budget, both numbers as the rules print them) and, with
   `min_events`, the long window's mean event rate × W reaches it;
@@ -42,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slo_engine.budget.ledger import DEFAULT_STEP_SECONDS
 from slo_engine.errors import LedgerError, SpecError, SpecIssue
+from slo_engine.rules.compile import tiled_minutes
 from slo_engine.spec.burn_rate import (
     AlertTier,
     TierPolicy,
@@ -51,7 +53,7 @@ from slo_engine.spec.burn_rate import (
     rule_budget,
     rule_threshold,
 )
-from slo_engine.spec.conventions import API_VERSION, BASE_WINDOW
+from slo_engine.spec.conventions import API_VERSION, BASE_WINDOW, EDGE_MINUTES
 from slo_engine.spec.document import TierSpec
 from slo_engine.spec.durations import format_duration, parse_duration
 from slo_engine.spec.loader import PathKey, SpecDocument, format_path, parse_yaml
@@ -479,6 +481,29 @@ def _window_buckets(window_seconds: float, step_ns: int, *, ratio: bool) -> int:
     return int(round(window_seconds * _NS) // step_ns)
 
 
+@dataclass(frozen=True)
+class _Window:
+    """An error-ratio window in buckets: the sum of buckets [t − lo, t − hi] plus `recent`
+    times bucket t (compile.window_ratio_expr: 5 times the 5m rate at t and the rates of
+    [t − W + 3m, t − 3m]; a bucket of step s holds s/300 of a 5m rate's events). `recent`
+    0 is a plain closed range, which has no value without a bucket; a tiled window has
+    none without bucket t."""
+
+    lo: int
+    hi: int = 0
+    recent: float = 0.0
+
+
+def _ratio_window(window_seconds: float, step_ns: int) -> _Window:
+    window_ns = round(window_seconds * _NS)
+    if tiled_minutes(window_seconds) is None or window_seconds == BASE_WINDOW_SECONDS \
+            or step_ns > BASE_WINDOW_SECONDS * _NS:  # a bucket longer than a 5m rate's
+        return _Window(_window_buckets(window_seconds, step_ns, ratio=True))
+    edge_ns = EDGE_MINUTES * 60 * _NS
+    return _Window((window_ns - edge_ns) // step_ns, -(-edge_ns // step_ns),
+                   BASE_WINDOW_SECONDS * _NS / step_ns)
+
+
 
 def _columns(values: npt.NDArray[Any], first: int, width: int) -> npt.NDArray[Any]:
     """values[:, max(first + i, 0)] for i in range(width), sliced (gathering is 5x slower)."""
@@ -497,44 +522,58 @@ def _window_sum(prefix: npt.NDArray[Any], first: int, width: int,
     return sums
 
 
-def _burn(chunk: _Chunk, first: int, width: int, back: int, budget: float,
-          threshold: float) -> Floats:
+def _burn(chunk: _Chunk, first: int, width: int, window: _Window, budget: float,
+          threshold: float, step_seconds: float) -> Floats:
     """The burn rate of one window at every evaluated bucket of every group, NaN without a
     sample; exact as Prometheus adds wherever it is close enough to `threshold` to matter."""
+    back, recent = window.lo - window.hi, window.recent
+    older = first - window.hi  # the range's newest bucket, for j = first
     with np.errstate(divide="ignore", invalid="ignore"):
-        if back == 0:
+        if window.lo == 0:
             burn: Floats = _columns(chunk.bad, first, width) \
                 / _columns(chunk.total, first, width) / budget
             burn[~_columns(chunk.present, first, width)] = np.nan
             return burn
         hi = np.arange(first + 1, first + 1 + width, dtype=np.float64)
-        count = _window_sum(chunk.cum_present, first, width, back)
-        bad_nonzero = _window_sum(chunk.cum_bad_nonzero, first, width, back)
-        total_nonzero = _window_sum(chunk.cum_total_nonzero, first, width, back)
-        bad = np.where(bad_nonzero > 0, _window_sum(chunk.cum_bad, first, width, back), 0.0)
-        total = np.where(total_nonzero > 0, _window_sum(chunk.cum_total, first, width, back),
-                         0.0)
+        count = _window_sum(chunk.cum_present, older, width, back)
+        bad_nonzero = _window_sum(chunk.cum_bad_nonzero, older, width, back)
+        total_nonzero = _window_sum(chunk.cum_total_nonzero, older, width, back)
+        bad_now = recent * _columns(chunk.bad, first, width)
+        total_now = recent * _columns(chunk.total, first, width)
+        bad = np.where(bad_nonzero > 0, _window_sum(chunk.cum_bad, older, width, back), 0.0) \
+            + bad_now
+        total = np.where(total_nonzero > 0, _window_sum(chunk.cum_total, older, width, back),
+                         0.0) + total_now
         ratio = bad / total
         burn = ratio / budget
-        burn[count == 0] = np.nan
+        missing = ~_columns(chunk.present, first, width) if recent else count == 0
+        burn[missing] = np.nan
         # Each prefix sum is off by at most (j · u · itself); Prometheus' own sum of the
-        # window by (k · u · the window's sum). A bucket within that of the threshold is
-        # decided again below, adding as Prometheus does.
+        # window by (k · u · the window's sum), and adding bucket t by u of the total. A
+        # bucket within that of the threshold is decided again below, as Prometheus adds.
         scale = _U * (2.0 * hi + back + 1)
         bad_error = np.where(bad_nonzero > 0,
-                             scale * _columns(chunk.cum_bad, first + 1, width), 0.0)
+                             scale * _columns(chunk.cum_bad, first + 1, width), 0.0) \
+            + 2 * _U * bad
         total_error = np.where(total_nonzero > 0,
-                               scale * _columns(chunk.cum_total, first + 1, width), 0.0)
+                               scale * _columns(chunk.cum_total, first + 1, width), 0.0) \
+            + 2 * _U * total
         floor = total - total_error
         error = (bad_error + np.abs(ratio) * total_error) / floor / budget
         margin = _SAFETY * (error + 4 * _U * threshold)
-        doubt = (count > 0) & (total_nonzero > 0) & (
+        doubt = ~missing & ((total_nonzero > 0) | (total_now > 0)) & (
             (floor <= 0) | ~(np.abs(burn - threshold) > margin))
     for row, column in zip(*np.nonzero(doubt), strict=True):
         t = first + int(column)
-        start = max(t - back, 0)
-        bad_sum = sum_over_time(chunk.bad[row, start:t + 1].tolist())
-        total_sum = sum_over_time(chunk.total[row, start:t + 1].tolist())
+        start, stop = max(t - window.lo, 0), max(t - window.hi + 1, 0)
+        if recent:  # in rates (events / step), as Prometheus adds the recorded 5m rates
+            bad_sum = sum_over_time((chunk.bad[row, start:stop] / step_seconds).tolist()) \
+                + recent * float(chunk.bad[row, t] / step_seconds)
+            total_sum = sum_over_time((chunk.total[row, start:stop] / step_seconds).tolist()) \
+                + recent * float(chunk.total[row, t] / step_seconds)
+        else:
+            bad_sum = sum_over_time(chunk.bad[row, start:stop].tolist())
+            total_sum = sum_over_time(chunk.total[row, start:stop].tolist())
         burn[row, column] = divide(bad_sum, total_sum) / budget
     return burn
 
@@ -590,12 +629,14 @@ def _evaluate(slo: SLO, grid: _Grid, chunk: _Chunk, evaluated: Ints,
     severities: dict[str, Bools] = {}
     for tier in slo.tiers:
         threshold = rule_threshold(tier)
-        long_back = _window_buckets(tier.long_seconds, grid.step_ns, ratio=True)
-        short_back = _window_buckets(tier.short_seconds, grid.step_ns, ratio=True)
-        long_burn = _burn(chunk, first_index, span, long_back, budget, threshold)
+        long_window = _ratio_window(tier.long_seconds, grid.step_ns)
+        long_back = long_window.lo
+        long_burn = _burn(chunk, first_index, span, long_window, budget, threshold,
+                          step_seconds)
         lead = min(long_back, first_index)  # history before `since`, to find onsets there
-        short_burn = _burn(chunk, first_index - lead, span + lead, short_back, budget,
-                           threshold)
+        short_burn = _burn(chunk, first_index - lead, span + lead,
+                           _ratio_window(tier.short_seconds, grid.step_ns), budget, threshold,
+                           step_seconds)
         events = None
         if slo.min_events:
             events_back = _window_buckets(tier.long_seconds, grid.step_ns, ratio=False)

@@ -1,11 +1,12 @@
 """SLO model → Prometheus rule groups. Pure: no files, no clocks, deterministic output.
 
 Per SLO, two groups:
-- `slo-engine:<service>:<slo>`: the only raw read (5m rates of bad and total events),
-  then the error ratio of every window the fast tiers read, from those recorded rates (sum
-  of bad over sum of total: traffic-weighted, and a quiet interval inside a window cannot
-  make it NaN), then their burn-rate alerts, long window on the left of `and` so `$value`
-  is its burn rate, and the data-absent alert;
+- `slo-engine:<service>:<slo>` (every minute): the only raw read (5m rates of bad and
+  total events), then the error ratio of every window the fast tiers read, from those
+  recorded rates (bad over total: traffic-weighted, and a quiet interval inside a window
+  cannot make it NaN; the newest 5 minutes are the 5m rate itself, so a window sees a step
+  as soon as a raw `rate()` over it would), then their burn-rate alerts, long window on the
+  left of `and` so `$value` is its burn rate, and the data-absent alert;
 - `slo-engine:<service>:<slo>:slow`, every 5m: the windows and alerts of tiers whose long
   window is a day or more, then the period's error ratio, the error budget remaining,
   objective and period. Long `sum_over_time`s are most of the evaluation cost, and neither
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from slo_engine.spec import conventions as names
 from slo_engine.spec.burn_rate import AlertTier, budget_literal, threshold_literal
-from slo_engine.spec.durations import format_duration
+from slo_engine.spec.durations import format_duration, parse_duration
 from slo_engine.spec.model import (
     SLO,
     BoolGaugeSLI,
@@ -89,7 +90,8 @@ def compile_slo(slo: SLO) -> tuple[RuleGroup, RuleGroup]:
     slow_rules: list[Rule] = [*_window_ratios(slo, slow_windows)]
     slow_rules.extend(burn_alert(slo, tier) for tier in slow)
     slow_rules.extend(_period_rules(slo))
-    return (RuleGroup(names.alert_group_name(slo.service, slo.name), tuple(rules)),
+    return (RuleGroup(names.alert_group_name(slo.service, slo.name), tuple(rules),
+                      names.FAST_GROUP_INTERVAL),
             RuleGroup(names.slow_group_name(slo.service, slo.name), tuple(slow_rules),
                       names.SLOW_GROUP_INTERVAL))
 
@@ -196,15 +198,43 @@ def _window(query: str, window: str) -> str:
 
 
 def error_ratio_expr(slo: SLO, window: str) -> str:
+    """The error ratio over `window` (or the period) as the sum of bad over the sum of total
+    of every recorded 5m rate in it."""
     bad, total = recorded(names.BAD_EVENTS_RATE, slo), recorded(names.TOTAL_EVENTS_RATE, slo)
     if window == names.BASE_WINDOW:
         return f"{bad} / {total}"
     return f"sum_over_time({bad}[{window}]) / sum_over_time({total}[{window}])"
 
 
+def tiled_minutes(window_seconds: float) -> int | None:
+    """The range, in minutes, of the 5m rates that tile a window before its newest 5
+    minutes; None for a window too short to have one (it sums its samples instead)."""
+    minutes = int(window_seconds // 60)
+    tiled = minutes - 2 * names.EDGE_MINUTES  # closed [t − W + 3m, t − 3m]: W − 5 samples
+    return tiled if window_seconds % 60 == 0 and tiled > 0 else None
+
+
+def window_ratio_expr(slo: SLO, window: str) -> str:
+    """A window's error ratio without the lag of a sum of 5m rates: such a sum weighs each
+    minute of the window's newest 4 by 1/5 to 4/5, so a step shows 2 minutes late. Here the
+    newest 5 minutes are the 5m rate at t (times 5: one sample a minute), and the 5m rates
+    from t − W + 3m to t − 3m tile the rest (none yet in a new SLO's first 3 minutes: the
+    window is its 5 minutes); a step counts in full from its first minute."""
+    tiled = tiled_minutes(parse_duration(window))
+    if tiled is None:
+        return error_ratio_expr(slo, window)
+    edge = names.WINDOW_EDGE
+
+    def events(metric: str) -> str:
+        series = recorded(metric, slo)
+        return f"((sum_over_time({series}[{tiled}m] offset {edge}) or 0 * {series}) + 5 * {series})"
+
+    return f"{events(names.BAD_EVENTS_RATE)}\n/\n{events(names.TOTAL_EVENTS_RATE)}"
+
+
 def _window_ratios(slo: SLO, windows: set[str]) -> list[Rule]:
     return [
-        RecordingRule(names.error_ratio_metric(w), error_ratio_expr(slo, w), slo.labels)
+        RecordingRule(names.error_ratio_metric(w), window_ratio_expr(slo, w), slo.labels)
         for w in slo.windows if w in windows
     ]
 

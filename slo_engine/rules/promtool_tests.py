@@ -27,6 +27,7 @@ from slo_engine.rules.compile import (
     compile_service,
     data_absent_alert,
     le_matcher,
+    tiled_minutes,
 )
 from slo_engine.rules.files import TESTS_DIR, header, render, rules_file_name
 from slo_engine.spec import conventions as names
@@ -466,12 +467,28 @@ class Replay:
         """As Prometheus computes it: sum_over_time's compensated sum in time order."""
         if int(window_seconds // 60) == 5:
             return divide(float(self.bad_rate[t]), float(self.total_rate[t])) if t else math.nan
+        tiled = tiled_minutes(window_seconds)
+        if tiled is not None:
+            return self._tiled_ratio(tiled, t)
         span = self._span(window_seconds, t)
         if span.start >= span.stop:
             return math.nan
         recorded = ~np.isnan(self.total_rate[span])  # no sample where nothing was recorded
         return divide(sum_over_time(self.bad_rate[span][recorded].tolist()),
                       sum_over_time(self.total_rate[span][recorded].tolist()))
+
+    def _tiled_ratio(self, tiled: int, t: int) -> float:
+        """compile.window_ratio_expr: the sum of the 5m rates in the closed range [t − 3m −
+        tiled, t − 3m] (0 when it holds none), plus 5 times the rate at t (none: no value)."""
+        if not t or math.isnan(self.total_rate[t]):
+            return math.nan
+        end = t - names.EDGE_MINUTES
+        span = slice(max(1, end - tiled), max(1, end + 1))
+        recorded = ~np.isnan(self.total_rate[span])
+        bad = sum_over_time(self.bad_rate[span][recorded].tolist()) + 5 * float(self.bad_rate[t])
+        total = sum_over_time(self.total_rate[span][recorded].tolist()) \
+            + 5 * float(self.total_rate[t])
+        return divide(bad, total)
 
     def events(self, window_seconds: float, t: int) -> float:
         """avg_over_time(total[w]) * w, with Prometheus 2.42's incremental mean."""
@@ -503,7 +520,8 @@ class Replay:
         result = np.zeros((len(self.slo.tiers), len(bad)), dtype=bool)
         for row, tier in enumerate(self.slo.tiers):
             threshold = rule_threshold(tier)
-            long, short = (_window_ratio(bad, total, int(seconds // 60), minutes) / budget
+            long, short = (_window_ratio(bad, total, int(seconds // 60), minutes,
+                                         ~np.isnan(self.total_rate)) / budget
                            for seconds in (tier.long_seconds, tier.short_seconds))
             with np.errstate(invalid="ignore"):
                 close = (np.abs(long - threshold) <= 1e-9 * max(1.0, threshold)) \
@@ -535,10 +553,22 @@ def _window_mean(values: np.ndarray[Any, np.dtype[np.float64]], window: int,
 
 def _window_ratio(bad: np.ndarray[Any, np.dtype[np.float64]],
                   total: np.ndarray[Any, np.dtype[np.float64]], window: int,
-                  minutes: np.ndarray[Any, np.dtype[np.int_]]) -> np.ndarray[Any, Any]:
+                  minutes: np.ndarray[Any, np.dtype[np.int_]],
+                  recorded: np.ndarray[Any, np.dtype[np.bool_]]) -> np.ndarray[Any, Any]:
+    """Every minute's error ratio over `window` minutes, from prefix sums (`recorded`: the
+    minutes with a 5m rate; `bad` and `total` are 0 at the others)."""
+    tiled = tiled_minutes(window * 60)
     with np.errstate(invalid="ignore", divide="ignore"):
         if window == 5:
             ratio = bad / total
+        elif tiled is not None:
+            bad_sums, total_sums = np.concatenate(([0.0], np.cumsum(bad))), \
+                np.concatenate(([0.0], np.cumsum(total)))
+            stop = np.maximum(minutes - names.EDGE_MINUTES + 1, 0)
+            start = np.minimum(np.maximum(minutes - names.EDGE_MINUTES - tiled, 0), stop)
+            ratio = (bad_sums[stop] - bad_sums[start] + 5 * bad) / \
+                (total_sums[stop] - total_sums[start] + 5 * total)
+            ratio[~recorded] = np.nan
         else:
             bad_sums, total_sums = np.concatenate(([0.0], np.cumsum(bad))), \
                 np.concatenate(([0.0], np.cumsum(total)))

@@ -46,6 +46,15 @@ BURN_ALERT = "SLOErrorBudgetBurn"
 DATA_ABSENT_ALERT = "SLODataAbsent"
 DATA_ABSENT_FOR = "10m"
 
+# The fast group's interval, fixed so that every window knows its recorded 5m rates are one
+# a minute: a window adds the last 5m rate five times (its 5 minutes) to the samples that
+# tile the rest of it (`rules.compile.window_ratio_expr`).
+FAST_GROUP_INTERVAL = "1m"
+# A window's newest 5 minutes are the 5m rate at t; the rest, (t − W, t − 5m], is tiled by
+# the 5m rates of [t − W + 3m, t − 3m], each 5-minute sample centred on its minute.
+WINDOW_EDGE = "3m"
+EDGE_MINUTES = 3
+
 # The slow group holds what moves slowly and costs most to evaluate: the period's budget
 # and the tiers whose long window is a day or more (their detection takes hours anyway).
 SLOW_GROUP_INTERVAL = "5m"
