@@ -144,7 +144,8 @@ def test_unreadable_rules_are_backfill_errors() -> None:
     pytest.param({"first_level": 5}, "these rules have levels 1 to 4", id="no such level"),
     pytest.param({"promtool": "/nonexistent/promtool"}, "promtool not found", id="no promtool"),
     pytest.param({"source": "groups: []"}, "no recording rules", id="nothing to backfill"),
-    pytest.param({"eval_interval": 0}, "positive number of seconds", id="zero interval"),
+    pytest.param({"eval_interval": 0}, "must be 60 seconds", id="zero interval"),
+    pytest.param({"eval_interval": 30}, "one 5m rate sample a minute", id="not a minute"),
 ])
 def test_backfill_checks_its_arguments_first(tmp_path: Path, kwargs: dict[str, Any],
                                              message: str) -> None:

@@ -42,6 +42,8 @@ import yaml
 from slo_engine.errors import BackfillError
 from slo_engine.rules.compile import AlertingRule, RecordingRule, Rule, RuleSet
 from slo_engine.rules.files import dump_yaml
+from slo_engine.spec.conventions import FAST_GROUP_INTERVAL
+from slo_engine.spec.durations import parse_duration
 
 BACKFILL_GROUP = "slo-engine-backfill"
 RULES_FILE = "rules.yml"
@@ -320,9 +322,11 @@ def backfill(source: RuleSource, prometheus_url: str, start: TimeLike, end: Time
     start_s, end_s = _unix(start, "start"), _unix(end, "end")
     if end_s <= start_s:
         raise BackfillError(f"end ({end_s}) must be after start ({start_s})")
-    if eval_interval <= 0:
-        raise BackfillError(f"eval_interval must be a positive number of seconds, got "
-                            f"{eval_interval}")
+    if eval_interval != parse_duration(FAST_GROUP_INTERVAL):
+        raise BackfillError(
+            f"eval_interval must be {parse_duration(FAST_GROUP_INTERVAL):g} seconds, got "
+            f"{eval_interval}: the recorded windows count one 5m rate sample a minute, as "
+            "the rules' fast group records them")
     _promtool(promtool)
     report = progress or (lambda level, total, message: None)
     recorded_at = {r.record: n for n, rules in enumerate(plan, 1) for r in rules}
