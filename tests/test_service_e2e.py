@@ -32,13 +32,10 @@ import pytest
 import yaml
 
 from slo_engine.app import generated_files, validate
-from slo_engine.config import load_config
-from slo_engine.service.engine import Engine
-from slo_engine.service.http_api import HttpServer, create_app
-from slo_engine.service.scheduler import EngineScheduler
 from tests.support.alertmanager import AlertmanagerServer
 from tests.support.binaries import require
 from tests.support.exporter import Exporter
+from tests.support.in_process import InProcessEngine
 from tests.support.prometheus import PrometheusServer, free_port
 from tests.support.slack_standin import TOKEN, SlackStandIn
 
@@ -208,35 +205,6 @@ def _burn_rates(text: str) -> tuple[float, float]:
 def _resolved(stack: Stack, post: Any) -> bool:
     message = stack.slack.messages[post.answer["ts"]]
     return message.text.startswith("RESOLVED") and bool(stack.slack.replies(message.ts))
-
-
-@dataclass
-class InProcessEngine:
-    """The engine as `slo-engine run` wires it, in this process (signals aside)."""
-
-    engine: Engine
-    server: HttpServer
-    scheduler: EngineScheduler
-
-    @classmethod
-    def start(cls, config_file: Path) -> InProcessEngine:
-        config = load_config(config_file)
-        engine = Engine.from_config(config)
-        server = HttpServer(create_app(engine, config.http), config.http.listen)
-        server.start()
-        scheduler = EngineScheduler(engine, config.schedule, watch_seconds=3600)
-        scheduler.start()
-        return cls(engine, server, scheduler)
-
-    def stop(self) -> None:
-        self.scheduler.shutdown(wait=True)
-        self.server.stop()
-        self.engine.close()
-
-    def last_evaluation(self) -> float:
-        value = self.engine.telemetry.registry.get_sample_value(
-            "slo_engine_last_evaluation_timestamp_seconds")
-        return value or 0.0
 
 
 def test_engine_mode_pages_once_through_a_prometheus_outage_and_a_restart(
