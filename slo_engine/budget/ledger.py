@@ -190,6 +190,15 @@ def _label_groups(labels: pd.DataFrame) -> list[str]:
             for row, skip in zip(text.itertuples(index=False), blank.tolist(), strict=True)]
 
 
+def _row_groups(raw: pd.DataFrame) -> list[str]:
+    """Each row's group key, from a `group` column or folded from the label columns: worked
+    out once per file, for the ledger and for the checks that name the file's lines."""
+    if "group" in raw.columns:
+        return raw["group"].fillna("").astype(str).tolist()
+    label_columns = [c for c in raw.columns if c not in COLUMNS]
+    return _label_groups(raw[label_columns]) if label_columns else [""] * len(raw)
+
+
 def read_event_file(path: Path, services: Sequence[Service] = ()) -> pd.DataFrame:
     """A CSV or Parquet file of event counts, as analysts export them from other systems.
 
@@ -204,24 +213,24 @@ def read_event_file(path: Path, services: Sequence[Service] = ()) -> pd.DataFram
         raise LedgerError(f"{path}: no such file") from None
     except (OSError, ValueError, ImportError) as error:
         raise LedgerError(f"{path}: cannot read events: {error}") from None
-    frame = normalise(raw, source=str(path))
-    check_rows(raw, services, source=str(path))
-    _check_duplicates(raw, source=str(path))
+    groups = _row_groups(raw)
+    frame = normalise(raw if "group" in raw.columns else raw.assign(group=groups),
+                      source=str(path))
+    check_rows(raw, groups, services, source=str(path))
+    _check_duplicates(raw, groups, source=str(path))
     return frame
 
 
-def _check_duplicates(raw: pd.DataFrame, *, source: str) -> None:
+def _check_duplicates(raw: pd.DataFrame, groups: list[str], *, source: str) -> None:
     """A row repeated (same time, service, SLO and group) would count its events twice."""
     if raw.empty:
         return
-    label_columns = [c for c in raw.columns if c not in COLUMNS]
     keys = pd.DataFrame({
         "timestamp": pd.to_datetime(raw["timestamp"], utc=True),
         "service": raw["service"].fillna("").astype(str).str.strip()
         if "service" in raw.columns else "",
         "slo": raw["slo"].astype(str),
-        "group": raw["group"].fillna("").astype(str) if "group" in raw.columns
-        else _label_groups(raw[label_columns]) if label_columns else ""})
+        "group": groups})
     repeated = keys.duplicated(keep="first").to_numpy().nonzero()[0]
     if len(repeated):
         second = int(repeated[0])
@@ -266,12 +275,14 @@ def _iso(when: datetime) -> str:
     return pd.Timestamp(when).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_rows(raw: pd.DataFrame, services: Sequence[Service], *, source: str) -> None:
+def check_rows(raw: pd.DataFrame, groups: list[str], services: Sequence[Service], *,
+               source: str) -> None:
     """Raise LedgerError where a file's rows cannot be given to its SLOs unambiguously.
 
     Without a service (column or cell), an SLO name two services share would count its
     events for both; a grouped SLO's rows without their `group_by` label would merge all
-    groups into one. `raw` is the file as read, so lines are the file's.
+    groups into one. `raw` is the file as read and `groups` its rows' group keys, so lines
+    are the file's.
     """
     slo = raw["slo"].astype(str).to_numpy()
     service = raw["service"].fillna("").astype(str).str.strip().to_numpy() \
@@ -289,9 +300,6 @@ def check_rows(raw: pd.DataFrame, services: Sequence[Service], *, source: str) -
                 f"{source}: line {rows[0] + 2}: SLO {name!r} is defined by services "
                 f"{' and '.join(map(repr, sorted(set(named))))}, but {where}, so its events "
                 "would count for both; add a service column naming each row's service")
-    label_columns = [c for c in raw.columns if c not in COLUMNS]
-    groups = raw["group"].fillna("").astype(str).tolist() if "group" in raw.columns \
-        else _label_groups(raw[label_columns]) if label_columns else [""] * len(raw)
     for one in services:
         for s in one.slos:
             rows = np.flatnonzero((slo == s.name) & np.isin(service, ["", s.service]))
