@@ -46,6 +46,11 @@ BASELINE_RPS = 10.0
 OUTAGE_RPS = 200.0
 RECOVERY_RPS = 5000.0
 WAIT = 60.0  # the bound of every wait; each is expected to take seconds
+# The bound of a wait for a burn (or its end) to be seen: a rule group is evaluated every
+# minute at an offset Prometheus derives from the group's name and file (random here, as the
+# files live under a fresh temporary directory), plus scrape, Alertmanager's group_wait and
+# the engine's own cadence.
+DETECT = 150.0
 PAGE = {"checkout": "C0PAGE", "cart": "C0OTHER"}  # stand-in channel IDs
 NOTICES = "C0NOTICE"
 
@@ -216,7 +221,7 @@ def test_engine_mode_pages_once_through_a_prometheus_outage_and_a_restart(
         deploy = _record_deploy(stack, "checkout")
         stack.exporters["checkout"].set(error_ratio=1.0, rps=OUTAGE_RPS)
 
-        [page] = _until(lambda: stack.page_posts("checkout"), "the page")
+        [page] = _until(lambda: stack.page_posts("checkout"), "the page", timeout=DETECT)
         text = page.params["text"]
         assert text.startswith("PAGE checkout / availability: error budget burning")
         assert f"Suspect: deploy {deploy['version']}" in text
@@ -246,7 +251,8 @@ def test_engine_mode_pages_once_through_a_prometheus_outage_and_a_restart(
         assert len(stack.page_posts("checkout")) == 1
 
         stack.exporters["checkout"].set(error_ratio=0.0, rps=RECOVERY_RPS)
-        _until(lambda: _resolved(stack, page), "the page resolved with a thread reply")
+        _until(lambda: _resolved(stack, page), "the page resolved with a thread reply",
+               timeout=DETECT)
         assert len(stack.page_posts("checkout")) == 1
         [reply] = stack.slack.replies(page.answer["ts"])
         assert "Resolved" in reply.text
@@ -282,7 +288,8 @@ def test_alertmanager_mode_through_a_restart_and_a_slack_outage(stack: Stack) ->
         deploy = _record_deploy(stack, "cart")
         stack.exporters["cart"].set(error_ratio=1.0, rps=OUTAGE_RPS)
 
-        [page] = _until(lambda: stack.page_posts("cart"), "the page from Alertmanager")
+        [page] = _until(lambda: stack.page_posts("cart"), "the page from Alertmanager",
+                        timeout=DETECT)
         text = page.params["text"]
         assert text.startswith("PAGE cart / availability: error budget burning")
         assert f"Suspect: deploy {deploy['version']}" in text
@@ -299,7 +306,7 @@ def test_alertmanager_mode_through_a_restart_and_a_slack_outage(stack: Stack) ->
         stack.slack.stop()
         stack.exporters["cart"].set(error_ratio=0.0, rps=RECOVERY_RPS)
         _until(lambda: _metric(stack, "slo_engine_outbox_depth") >= 2,
-               "the update and the reply waiting in the outbox")
+               "the update and the reply waiting in the outbox", timeout=DETECT)
         back = time.monotonic()
         stack.slack.start()
         _until(lambda: _resolved(stack, page), "the outbox delivered after Slack came back")
