@@ -76,6 +76,11 @@ class StateError(SloEngineError):
     """The state database cannot be opened, migrated or written."""
 
 
+class LeaseLost(StateError):
+    """This replica no longer leads (another took the lease, or it lapsed): leader-only work
+    stops until the lease is won again."""
+
+
 class NotifyError(SloEngineError):
     """Slack rejected the set-up itself (invalid_auth, channel_not_found, ...): retrying will not
     help, the token or the routing must be fixed. Outages are retried, never raised."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from slo_engine.changes.events import Change
-from slo_engine.errors import StateError
+from slo_engine.errors import LeaseLost, StateError
 from slo_engine.storage import NewIncident, StateStore
 from slo_engine.storage.sqlite import StateDB
 
@@ -195,6 +195,7 @@ def test_an_existing_sqlite_file_keeps_its_tables_and_columns(tmp_path: Path) ->
         "engine_firing": ["tier", "body"],
         "engine_budget_notices": ["service", "slo", "grp", "threshold", "sent_at"],
         "engine_outage": ["id", "since", "noticed", "reason"],
+        "engine_lease": ["id", "holder", "token", "expires_at"],
         "state_meta": ["id", "identity", "created_at", "heartbeat_at"]}
 
 
@@ -235,6 +236,43 @@ def test_an_outbox_from_before_not_before_times_gains_the_column_and_keeps_its_r
             claimed = unit.claim_next(T)
             assert claimed is not None and claimed.not_before is None
             unit.requeue(claimed.id)
+
+
+def test_one_replica_holds_the_lease_and_a_new_holder_gets_a_new_token(
+        opener: Opener) -> None:
+    ttl = timedelta(seconds=30)
+    with opener() as store, store.transaction() as unit:
+        assert unit.lease() is None
+        first = unit.acquire_lease("a", ttl, T)
+        assert (first.holder, first.token, first.expires_at) == ("a", 1, T + ttl)
+        # b must wait while a's lease is live; a's renewal keeps the token
+        assert unit.acquire_lease("b", ttl, T + timedelta(seconds=29)) == first
+        renewed = unit.acquire_lease("a", ttl, T + timedelta(seconds=10))
+        assert (renewed.token, renewed.expires_at) == (1, T + timedelta(seconds=40))
+        unit.check_fence(1, T + timedelta(seconds=39))
+    with opener() as store, store.transaction() as unit:  # the lease outlives a restart
+        lapsed = T + timedelta(seconds=40)
+        with pytest.raises(LeaseLost, match="lapsed by a with token 1"):
+            unit.check_fence(1, lapsed)
+        taken = unit.acquire_lease("b", ttl, lapsed)
+        assert (taken.holder, taken.token) == ("b", 2)
+        with pytest.raises(LeaseLost, match="held by b with token 2"):
+            unit.check_fence(1, lapsed)  # a, deposed, is fenced off
+        unit.release_lease("a", lapsed)  # not a's to release
+        assert unit.lease() == taken
+        unit.release_lease("b", lapsed + timedelta(seconds=1))
+        back = unit.acquire_lease("a", ttl, lapsed + timedelta(seconds=1))
+        assert (back.holder, back.token) == ("a", 3)
+
+
+def test_a_fenced_write_rolls_back_with_its_unit_of_work(store: StateStore) -> None:
+    with store.transaction() as unit:
+        unit.acquire_lease("b", timedelta(seconds=30), T)
+    with pytest.raises(LeaseLost), store.transaction() as unit:
+        unit.enqueue("post", "#a", "1", T)
+        unit.check_fence(7, T)
+    with store.read() as reader:
+        assert reader.outbox_depth() == 0
 
 
 def test_sqlite_implements_the_interface() -> None:

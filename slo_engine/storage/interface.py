@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Literal, NamedTuple, Protocol, Self
 
@@ -78,8 +78,24 @@ class Outage(NamedTuple):
     reason: str
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Leadership of the replicas sharing one state store. `token` (the fencing token) grows
+    by one each time the lease changes hands or is taken after it lapsed, so a write checked
+    against the token a leader was given fails once another replica has led since."""
+
+    holder: str
+    token: int
+    expires_at: datetime
+
+
 class StateReader(Protocol):
     """What one unit of work can read."""
+
+    def lease(self) -> Lease | None:
+        """The leadership lease as last written (it may have lapsed), if any replica ever
+        held it."""
+        ...
 
     def changes(self, services: Iterable[str] | None = None, since: datetime | None = None,
                 until: datetime | None = None, limit: int | None = None,
@@ -125,6 +141,23 @@ class StateReader(Protocol):
 
 class StateWriter(StateReader, Protocol):
     """What one transaction can write; everything it wrote commits at its end or not at all."""
+
+    def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> Lease:
+        """Take the lease for `holder` until `now + ttl` when it is free, lapsed (expired at
+        or before `now`) or already `holder`'s; renewing a live lease keeps its token, taking
+        one increments it. Returns the lease as it now stands: another holder's when theirs
+        is still live."""
+        ...
+
+    def release_lease(self, holder: str, now: datetime) -> None:
+        """Let the lease lapse at `now` if `holder` holds it (a clean shutdown hands over at
+        once instead of after the lease time); its token stays."""
+        ...
+
+    def check_fence(self, token: int, now: datetime) -> None:
+        """Raise LeaseLost unless the lease still carries `token` and is live at `now`: called
+        in the transaction of a leader-only write, so a deposed leader's write rolls back."""
+        ...
 
     def add_changes(self, changes: Iterable[Change], recorded_at: datetime) -> list[Change]:
         """Record changes; those already known (same identity) are skipped. Returns the new."""

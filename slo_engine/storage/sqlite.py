@@ -23,15 +23,16 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, cast
 
 from slo_engine.changes.events import Change
-from slo_engine.errors import StateError
+from slo_engine.errors import LeaseLost, StateError
 from slo_engine.storage.interface import (
     Incident,
+    Lease,
     NewIncident,
     NoticeThreshold,
     Outage,
@@ -104,6 +105,12 @@ CREATE TABLE IF NOT EXISTS engine_outage (
     since TEXT NOT NULL,
     noticed INTEGER NOT NULL DEFAULT 0,
     reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS engine_lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1),  -- one leader among the replicas
+    holder TEXT NOT NULL,
+    token INTEGER NOT NULL,          -- fencing token: +1 each time the lease changes hands
+    expires_at TEXT NOT NULL         -- ISO, UTC
 );
 CREATE TABLE IF NOT EXISTS state_meta (
     id INTEGER PRIMARY KEY CHECK (id = 1),  -- one row: which database this is
@@ -531,9 +538,42 @@ class SqliteReader:
         return None if row is None or row["not_before"] is None else \
             datetime.fromisoformat(row["not_before"])
 
+    def lease(self) -> Lease | None:
+        row = self.row("SELECT holder, token, expires_at FROM engine_lease WHERE id = 1", ())
+        return None if row is None else Lease(row["holder"], int(row["token"]),
+                                              datetime.fromisoformat(row["expires_at"]))
+
 
 class SqliteTransaction(SqliteReader):
     """The writes of one transaction on one SQLite connection (storage.StateWriter)."""
+
+    def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> Lease:
+        current = self.lease()
+        if current is not None and current.holder != holder and current.expires_at > now:
+            return current
+        live_renewal = current is not None and current.holder == holder \
+            and current.expires_at > now
+        token = current.token if current is not None and live_renewal else \
+            (current.token + 1 if current is not None else 1)
+        taken = Lease(holder, token, now + ttl)
+        self.connection.execute(
+            "INSERT INTO engine_lease (id, holder, token, expires_at) VALUES (1, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, token = excluded.token, "
+            "expires_at = excluded.expires_at",
+            (taken.holder, taken.token, taken.expires_at.isoformat()))
+        return taken
+
+    def release_lease(self, holder: str, now: datetime) -> None:
+        current = self.lease()
+        if current is not None and current.holder == holder and current.expires_at > now:
+            self.connection.execute("UPDATE engine_lease SET expires_at = ? WHERE id = 1",
+                                    (now.isoformat(),))
+
+    def check_fence(self, token: int, now: datetime) -> None:
+        current = self.lease()
+        if current is None or current.token != token or current.expires_at <= now:
+            raise LeaseLost(f"this replica's lease (token {token}) is no longer the "
+                            f"leader's: {_describe(current, now)}")
 
     def add_changes(self, changes: Iterable[Change], recorded_at: datetime) -> list[Change]:
         added: list[Change] = []
@@ -668,6 +708,13 @@ class SqliteTransaction(SqliteReader):
             (cutoff,))
         self.connection.execute("DELETE FROM notify_incidents WHERE resolved_at IS NOT NULL "
                                 "AND opened_at < ?", (cutoff,))
+
+
+def _describe(lease: Lease | None, now: datetime) -> str:
+    if lease is None:
+        return "no replica holds the lease"
+    state = "lapsed" if lease.expires_at <= now else "held"
+    return f"{state} by {lease.holder} with token {lease.token}"
 
 
 def _incident(row: sqlite3.Row) -> Incident:
