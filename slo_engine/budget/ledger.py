@@ -17,6 +17,7 @@ from the cache may interleave keys, and every consumer groups by key itself.
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -160,7 +161,11 @@ def _timestamps(values: pd.Series, source: str) -> pd.Series:
     cannot be read or lies outside what the budget maths can hold (1678–2261)."""
     hint = "use ISO 8601 times, e.g. 2026-05-12T14:05:00Z"
     try:
-        parsed = pd.to_datetime(values, utc=True)
+        with warnings.catch_warnings():
+            # Times in no one format are read one by one, as intended; pandas' warning
+            # about it would reach the user's terminal as noise.
+            warnings.filterwarnings("ignore", "Could not infer format", UserWarning)
+            parsed = pd.to_datetime(values, utc=True)
     except (ValueError, TypeError, OverflowError) as error:
         try:
             each = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
