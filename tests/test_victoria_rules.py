@@ -12,6 +12,7 @@ would see nothing, and the alerts would come late or never.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from slo_engine.spec import conventions as names
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import SLO, Service
 from tests.support import promtool as promtool_run
-from tests.support.paths import ROOT
+from tests.support.paths import GOLDEN, ROOT
 from tests.support.victoria import (
     VictoriaServer,
     firing_minutes,
@@ -176,6 +177,16 @@ def _compare(slo: SLO, groups: Sequence[Group], values: Sequence[str | None],
                                f"{np.flatnonzero(prometheus).tolist()}; differ at {wrong}")
             fired_somewhere |= bool(prometheus.any())
     assert fired_somewhere, "the scenario fires nothing: it proves nothing"
+
+
+def test_vmalert_loads_every_golden_vmalert_file(vmalert_binary: str) -> None:
+    """vmalert parses every expression (MetricsQL, a superset of PromQL) of every SLI kind."""
+    files = sorted(GOLDEN.glob("*/vmalert/*.yml"))
+    assert len(files) >= 10
+    for path in files:
+        result = subprocess.run([vmalert_binary, "-dryRun", f"-rule={path}"],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, f"{path}:\n{result.stderr[-2000:]}"
 
 
 @pytest.mark.parametrize("scenario_name", ["100% outage and recovery", "slow burn"])
