@@ -60,7 +60,8 @@ def generated_files(services: Iterable[Service], fmt: Format = "prometheus",
                     with_tests: bool = True) -> dict[str, str]:
     """Every file `compile` owns under its output directory, by relative path."""
     services = list(services)
-    rule_sets = [compile_service(s) for s in services]
+    rule_sets = [compile_service(s, "vmalert" if fmt == "vmalert" else "prometheus")
+                 for s in services]
     files = rule_files(rule_sets, fmt)
     if with_tests and fmt == "prometheus":
         files.update(rule_test_files(services, files))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.binaries import require
+from tests.support.binaries import require, require_victoria
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -18,6 +18,16 @@ def promtool() -> str:
 @pytest.fixture(scope="session")
 def prometheus_binary() -> str:
     return require("prometheus")
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics_binary() -> str:
+    return require_victoria("victoria-metrics")
+
+
+@pytest.fixture(scope="session")
+def vmalert_binary() -> str:
+    return require_victoria("vmalert")
 
 
 @pytest.fixture(scope="session")

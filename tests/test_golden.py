@@ -17,6 +17,8 @@ def _expected(case: str) -> dict[str, str]:
     files = {f"out/{name}": text for name, text in generated_files(services).items()}
     operator = generated_files(services, "prometheus-operator")
     files.update({f"prometheus-operator/{name}": text for name, text in operator.items()})
+    vmalert = generated_files(services, "vmalert")
+    files.update({f"vmalert/{name}": text for name, text in vmalert.items()})
     return files
 
 

@@ -38,7 +38,8 @@ def register(commands: Commands) -> None:
     compile_.add_argument("--check", action="store_true",
                           help="write nothing; exit 1 if the output directory is out of date")
     compile_.add_argument("--format", choices=FORMATS, default="prometheus",
-                          help="plain rule files, or prometheus-operator PrometheusRule objects")
+                          help="plain rule files, prometheus-operator PrometheusRule objects, "
+                          "or rule files in vmalert's layout (VictoriaMetrics)")
     compile_.add_argument("--no-tests", action="store_true",
                           help="do not write promtool unit tests under OUT/tests")
     compile_.set_defaults(handler=_compile)

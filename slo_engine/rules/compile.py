@@ -11,11 +11,22 @@ Per SLO, two groups:
   window is a day or more, then the period's error ratio, the error budget remaining,
   objective and period. Long `sum_over_time`s are most of the evaluation cost, and neither
   a day-long window nor the budget moves much in a minute.
+
+The `vmalert` layout is for VictoriaMetrics' vmalert, where a rule sees a series recorded
+earlier in its own group only a cycle late (results go through remote write, and recent
+samples are hidden by `-search.latencyOffset`): no rule reads a series its own group
+records. The 5m rates get a group of their own, `slo-engine:<service>:<slo>:rates`, listed
+first (`-replay` evaluates groups in file order); the alerts and the budget inline the
+window and period ratios instead of reading them, so an alert lags the raw data by at most
+one evaluation of the rates group, as in Prometheus. VictoriaMetrics' range windows are
+left-open, (t − d, t], where Prometheus 2.42's are closed: the tiled range is one minute
+longer there, so it sums the same one-a-minute samples.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from slo_engine.spec import conventions as names
 from slo_engine.spec.burn_rate import AlertTier, budget_literal, threshold_literal
@@ -49,6 +60,10 @@ class AlertingRule:
 
 Rule = RecordingRule | AlertingRule
 
+# Which ruler evaluates the groups: Prometheus (and Thanos Ruler, the Mimir ruler), or
+# VictoriaMetrics' vmalert.
+Layout = Literal["prometheus", "vmalert"]
+
 # The firing burn rate, as the alert's annotations show it (`$value` is the long window's).
 VALUE_TEMPLATE = '{{ $value | printf "%.1f" }}'
 
@@ -71,10 +86,10 @@ class RuleSet:
     labels: tuple[tuple[str, str], ...] = ()
 
 
-def compile_service(service: Service) -> RuleSet:
+def compile_service(service: Service, layout: Layout = "prometheus") -> RuleSet:
     groups: list[RuleGroup] = []
     for slo in service.slos:
-        groups.extend(compile_slo(slo))
+        groups.extend(compile_slo(slo) if layout == "prometheus" else compile_slo_vmalert(slo))
     return RuleSet(service.name, service.source_file, tuple(groups), service.namespace,
                    service.rule_labels)
 
@@ -91,6 +106,27 @@ def compile_slo(slo: SLO) -> tuple[RuleGroup, RuleGroup]:
     slow_rules.extend(burn_alert(slo, tier) for tier in slow)
     slow_rules.extend(_period_rules(slo))
     return (RuleGroup(names.alert_group_name(slo.service, slo.name), tuple(rules),
+                      names.FAST_GROUP_INTERVAL),
+            RuleGroup(names.slow_group_name(slo.service, slo.name), tuple(slow_rules),
+                      names.SLOW_GROUP_INTERVAL))
+
+
+def compile_slo_vmalert(slo: SLO) -> tuple[RuleGroup, RuleGroup, RuleGroup]:
+    """The vmalert layout (module docstring): the same records and alerts, none reading
+    what its own group records."""
+    fast = [t for t in slo.tiers if t.long_seconds < names.SLOW_TIER_SECONDS]
+    slow = [t for t in slo.tiers if t.long_seconds >= names.SLOW_TIER_SECONDS]
+    fast_windows, slow_windows = recorded_windows(slo)
+    rules: list[Rule] = [*_window_ratios(slo, fast_windows, left_open=True)]
+    rules.extend(burn_alert(slo, tier, inline=True) for tier in fast)
+    if slo.data_absent:
+        rules.append(data_absent_alert(slo))
+    slow_rules: list[Rule] = [*_window_ratios(slo, slow_windows, left_open=True)]
+    slow_rules.extend(burn_alert(slo, tier, inline=True) for tier in slow)
+    slow_rules.extend(_period_rules(slo, inline=True))
+    return (RuleGroup(names.rates_group_name(slo.service, slo.name),
+                      tuple(_event_rates(slo, inline=True)), names.FAST_GROUP_INTERVAL),
+            RuleGroup(names.alert_group_name(slo.service, slo.name), tuple(rules),
                       names.FAST_GROUP_INTERVAL),
             RuleGroup(names.slow_group_name(slo.service, slo.name), tuple(slow_rules),
                       names.SLOW_GROUP_INTERVAL))
@@ -131,12 +167,16 @@ def le_matcher(threshold_seconds: float) -> Matcher:
     return Matcher("le", "=~", f"{text}|{text}\\.0")
 
 
-def _event_rates(slo: SLO) -> list[Rule]:
+def _event_rates(slo: SLO, *, inline: bool = False) -> list[Rule]:
+    """The two 5m rates. The bad one defaults to 0 (or subtracts from) the total: the
+    recorded total at t in Prometheus, the total's own expression when `inline` (vmalert
+    would read the recorded one a cycle late)."""
     by = _by(slo)
-    total_recorded = f"{by}({recorded(names.TOTAL_EVENTS_RATE, slo)})"
     sli = slo.sli
     if isinstance(sli, RatioSLI):
         total = f"{by}({_rate(sli.total.render())})"
+        total_recorded = f"({total})" if inline else \
+            f"{by}({recorded(names.TOTAL_EVENTS_RATE, slo)})"
         if sli.bad is not None:
             bad = f"{by}({_rate(sli.bad.render())}) or 0 * {total_recorded}"
         else:
@@ -149,6 +189,8 @@ def _event_rates(slo: SLO) -> list[Rule]:
         total, bad = error_ratio_rates(sli, names.BASE_WINDOW)
     elif isinstance(sli, LatencySLI):
         total = f"{by}({_rate(sli.count.render())})"
+        total_recorded = f"({total})" if inline else \
+            f"{by}({recorded(names.TOTAL_EVENTS_RATE, slo)})"
         good = f"{by}({_rate(sli.bucket.render((le_matcher(sli.threshold_seconds),)))})"
         # No `or 0` default: a threshold that is no bucket bound matches no `le` series, and
         # reading that as "nothing was fast" would page at 100% on healthy traffic. Without
@@ -156,7 +198,9 @@ def _event_rates(slo: SLO) -> list[Rule]:
         bad = f"clamp_min({total_recorded} - {good}, 0)"
     else:
         total = _window(sli.total, names.BASE_WINDOW)
-        if sli.bad is not None:
+        if sli.bad is not None and inline:
+            bad = f"({_window(sli.bad, names.BASE_WINDOW)}) or (0 * ({total}))"
+        elif sli.bad is not None:
             # The zero default per label set of the query (a target without a failure
             # counter still gets an SLI); the recorded total also has the labels this rule
             # sets, which the query's output lacks until then: they are ignored.
@@ -214,15 +258,19 @@ def tiled_minutes(window_seconds: float) -> int | None:
     return tiled if window_seconds % 60 == 0 and tiled > 0 else None
 
 
-def window_ratio_expr(slo: SLO, window: str) -> str:
+def window_ratio_expr(slo: SLO, window: str, *, left_open: bool = False) -> str:
     """A window's error ratio without the lag of a sum of 5m rates: such a sum weighs each
     minute of the window's newest 4 by 1/5 to 4/5, so a step shows 2 minutes late. Here the
     newest 5 minutes are the 5m rate at t (times 5: one sample a minute), and the 5m rates
     from t − W + 3m to t − 3m tile the rest (none yet in a new SLO's first 3 minutes: the
-    window is its 5 minutes); a step counts in full from its first minute."""
+    window is its 5 minutes); a step counts in full from its first minute.
+
+    `left_open`: for a store whose range (t − d, t] leaves out the sample at t − d
+    (VictoriaMetrics), the range is a minute longer, to hold the same samples."""
     tiled = tiled_minutes(parse_duration(window))
     if tiled is None:
         return error_ratio_expr(slo, window)
+    tiled += 1 if left_open else 0
     edge = names.WINDOW_EDGE
 
     def events(metric: str) -> str:
@@ -232,19 +280,26 @@ def window_ratio_expr(slo: SLO, window: str) -> str:
     return f"{events(names.BAD_EVENTS_RATE)}\n/\n{events(names.TOTAL_EVENTS_RATE)}"
 
 
-def _window_ratios(slo: SLO, windows: set[str]) -> list[Rule]:
+def _window_ratios(slo: SLO, windows: set[str], *, left_open: bool = False) -> list[Rule]:
     return [
-        RecordingRule(names.error_ratio_metric(w), window_ratio_expr(slo, w), slo.labels)
+        RecordingRule(names.error_ratio_metric(w), window_ratio_expr(slo, w, left_open=left_open),
+                      slo.labels)
         for w in slo.windows if w in windows
     ]
 
 
-def burn_condition(slo: SLO, tier: AlertTier) -> str:
-    """The tier's firing rule (`burn_rate.fires`) in PromQL, with the same printed numbers."""
+def burn_condition(slo: SLO, tier: AlertTier, *, inline: bool = False) -> str:
+    """The tier's firing rule (`burn_rate.fires`) in PromQL, with the same printed numbers;
+    `inline` computes the windows' ratios (vmalert layout) instead of reading their records."""
     budget, threshold = budget_literal(slo.error_budget), threshold_literal(tier)
-    long = f"{recorded(names.error_ratio_metric(tier.long_window), slo)} / {budget} > {threshold}"
-    short = f"{recorded(names.error_ratio_metric(tier.short_window), slo)} / {budget} > {threshold}"
-    expr = f"{long}\nand\n{short}"
+
+    def burning(window: str) -> str:
+        if not inline:
+            return f"{recorded(names.error_ratio_metric(window), slo)} / {budget} > {threshold}"
+        ratio = window_ratio_expr(slo, window, left_open=True).replace("\n", " ")
+        return f"({ratio}) / {budget} > {threshold}"
+
+    expr = f"{burning(tier.long_window)}\nand\n{burning(tier.short_window)}"
     if slo.min_events:
         events = (f"avg_over_time({recorded(names.TOTAL_EVENTS_RATE, slo)}[{tier.long_window}])"
                   f" * {number(tier.long_seconds)} >= {slo.min_events}")
@@ -252,14 +307,14 @@ def burn_condition(slo: SLO, tier: AlertTier) -> str:
     return expr
 
 
-def burn_alert(slo: SLO, tier: AlertTier) -> AlertingRule:
+def burn_alert(slo: SLO, tier: AlertTier, *, inline: bool = False) -> AlertingRule:
     threshold = threshold_literal(tier)
     lasts = format_duration(round(slo.period_seconds / tier.burn_rate / 60) * 60)
     what = f"{slo.description.rstrip('.')}. " if slo.description else ""
     extra = slo.alerting.of(tier.severity)
     return AlertingRule(
         alert=slo.alerting.name,
-        expr=burn_condition(slo, tier),
+        expr=burn_condition(slo, tier, inline=inline),
         labels=(*slo.labels, (names.SEVERITY_LABEL, extra.severity),
                 (names.LONG_WINDOW_LABEL, tier.long_window),
                 (names.SHORT_WINDOW_LABEL, tier.short_window), *extra.labels),
@@ -311,9 +366,10 @@ def _links(slo: SLO, annotations: tuple[tuple[str, str], ...]) -> tuple[tuple[st
     return (*annotations, *((k, v) for k, v in links if v))
 
 
-def _period_rules(slo: SLO) -> tuple[Rule, ...]:
+def _period_rules(slo: SLO, *, inline: bool = False) -> tuple[Rule, ...]:
     period = slo.period
-    ratio = recorded(names.PERIOD_ERROR_RATIO, slo)
+    ratio = f"({error_ratio_expr(slo, period)})" if inline else \
+        recorded(names.PERIOD_ERROR_RATIO, slo)
     return (
         RecordingRule(names.PERIOD_ERROR_RATIO, error_ratio_expr(slo, period), slo.labels),
         RecordingRule(names.ERROR_BUDGET_REMAINING,

@@ -69,5 +69,10 @@ def alert_group_name(service: str, slo: str) -> str:
     return f"slo-engine:{service}:{slo}"
 
 
+def rates_group_name(service: str, slo: str) -> str:
+    """vmalert's layout only: the 5m rates in a group of their own (`rules.compile`)."""
+    return f"slo-engine:{service}:{slo}:rates"
+
+
 def slow_group_name(service: str, slo: str) -> str:
     return f"slo-engine:{service}:{slo}:slow"
