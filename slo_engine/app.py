@@ -13,6 +13,7 @@ from slo_engine.redaction import redact
 from slo_engine.rules.compile import compile_service
 from slo_engine.rules.files import Drift, Format, check, rule_files, write
 from slo_engine.rules.promtool_tests import rule_test_files
+from slo_engine.rules.sloth_compat import with_sloth_series
 from slo_engine.spec.loader import load_checked, load_services
 from slo_engine.spec.model import SLO, Service
 
@@ -57,10 +58,13 @@ def lint_against_prometheus(services: list[Service], url: str) -> LintReport:
 
 
 def generated_files(services: Iterable[Service], fmt: Format = "prometheus",
-                    with_tests: bool = True) -> dict[str, str]:
-    """Every file `compile` owns under its output directory, by relative path."""
+                    with_tests: bool = True, sloth_compatible: bool = False) -> dict[str, str]:
+    """Every file `compile` owns under its output directory, by relative path; with
+    `sloth_compatible`, the rules also record the series Sloth's dashboards read."""
     services = list(services)
     rule_sets = [compile_service(s) for s in services]
+    if sloth_compatible:
+        rule_sets = [with_sloth_series(s, r) for s, r in zip(services, rule_sets, strict=True)]
     files = rule_files(rule_sets, fmt)
     if with_tests and fmt == "prometheus":
         files.update(rule_test_files(services, files))
@@ -68,8 +72,9 @@ def generated_files(services: Iterable[Service], fmt: Format = "prometheus",
 
 
 def compile_rules(paths: Iterable[str | Path], out: Path, *, fmt: Format = "prometheus",
-                  with_tests: bool = True, check_only: bool = False) -> Drift:
-    files = generated_files(validate(paths), fmt, with_tests)
+                  with_tests: bool = True, check_only: bool = False,
+                  sloth_compatible: bool = False) -> Drift:
+    files = generated_files(validate(paths), fmt, with_tests, sloth_compatible)
     return check(files, out) if check_only else write(files, out)
 
 

@@ -17,6 +17,8 @@ def _expected(case: str) -> dict[str, str]:
     files = {f"out/{name}": text for name, text in generated_files(services).items()}
     operator = generated_files(services, "prometheus-operator")
     files.update({f"prometheus-operator/{name}": text for name, text in operator.items()})
+    sloth = generated_files(services, with_tests=False, sloth_compatible=True)
+    files.update({f"sloth-compatible/{name}": text for name, text in sloth.items()})
     return files
 
 
