@@ -268,3 +268,16 @@ def correlate_alert(alert: BurnAlert, slo: SLO, state: StateStore, ratio: pd.Ser
     return correlate(changes, onset, fired_at=alert.at, lookback_s=lookback,
                      suspect_window_s=parse_duration(config.suspect_window),
                      rollback_template=config.rollback_template, services=services)
+
+
+def write_dashboards(paths: Iterable[str | Path], out: Path, grafana_path: str) -> list[Path]:
+    """The Grafana dashboards of the SLOs and their provisioning file, written under `out`."""
+    from slo_engine.dashboards.grafana import dashboard_files
+
+    written: list[Path] = []
+    for name, text in dashboard_files(validate(paths), grafana_path).items():
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        written.append(target)
+    return written
