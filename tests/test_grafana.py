@@ -238,3 +238,17 @@ def test_the_provisioning_file_points_grafana_at_the_dashboards(services: list[S
         ["overview.json", *(f"{s.name}.json" for s in services)])
     uids = {json.loads(t)["uid"] for f, t in files.items() if f.endswith(".json")}
     assert len(uids) == len(services) + 1
+
+
+def test_the_command_writes_the_golden_dashboards(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from slo_engine.cli import main
+
+    assert main(["dashboards", str(ROOT / "slo_definitions"), "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote 7 files to {tmp_path}")
+    golden = ROOT / "tests" / "golden" / "dashboards"
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.*"))
+    assert written == sorted(p.relative_to(golden).as_posix() for p in golden.rglob("*.*"))
+    for name in written:
+        assert (tmp_path / name).read_text(encoding="utf-8") == \
+            (golden / name).read_text(encoding="utf-8"), name
