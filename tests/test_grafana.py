@@ -252,3 +252,12 @@ def test_the_command_writes_the_golden_dashboards(tmp_path: Path,
     for name in written:
         assert (tmp_path / name).read_text(encoding="utf-8") == \
             (golden / name).read_text(encoding="utf-8"), name
+
+
+def test_long_service_names_get_distinct_uids_grafana_accepts() -> None:
+    from slo_engine.dashboards.grafana import UID_LENGTH, service_uid
+
+    long = "payments-settlement-reconciliation-"
+    uids = {service_uid(long + "eu"), service_uid(long + "us"), service_uid("checkout")}
+    assert len(uids) == 3 and all(len(u) <= UID_LENGTH for u in uids)
+    assert service_uid("checkout") == "slo-engine-checkout"

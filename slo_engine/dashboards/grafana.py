@@ -12,6 +12,7 @@ matches a series without the label (the Sloth-compatible `slo:objective:ratio` h
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ ALL = ".+"
 SERVICE_SELECTOR = 'service=~"$service", slo=~"$slo"'
 WINDOW_LEGEND = "{{service}}/{{slo}} {{window}}"
 OVERVIEW_UID = "slo-engine-overview"
+UID_LENGTH = 40
 TAG = "slo-engine"
 PROVIDER_NAME = "slo-engine"
 
@@ -152,8 +154,13 @@ def service_dashboard(service: Service) -> grafana.Dashboard:
 
 
 def service_uid(service: str) -> str:
-    """Grafana's uid holds at most 40 characters."""
-    return f"slo-engine-{service}"[:40]
+    """Grafana's uid holds at most 40 characters: a longer name keeps its start and a hash,
+    so two services sharing a long prefix still get two dashboards."""
+    uid = f"slo-engine-{service}"
+    if len(uid) <= UID_LENGTH:
+        return uid
+    digest = hashlib.sha256(service.encode()).hexdigest()[:8]
+    return f"{uid[:UID_LENGTH - 9]}-{digest}"
 
 
 def dashboard_json(builder: grafana.Dashboard) -> str:
