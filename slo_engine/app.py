@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from slo_engine.errors import SpecWarning
+from slo_engine.errors import RulesOutError, SpecWarning
 from slo_engine.redaction import redact
 from slo_engine.rules.compile import compile_service
 from slo_engine.rules.files import Drift, Format, check, rule_files, write
 from slo_engine.rules.promtool_tests import rule_test_files
+from slo_engine.rules.sloth_compat import with_sloth_series
 from slo_engine.spec.loader import load_checked, load_services
 from slo_engine.spec.model import SLO, Service
 
@@ -57,11 +58,19 @@ def lint_against_prometheus(services: list[Service], url: str) -> LintReport:
 
 
 def generated_files(services: Iterable[Service], fmt: Format = "prometheus",
-                    with_tests: bool = True) -> dict[str, str]:
-    """Every file `compile` owns under its output directory, by relative path."""
+                    with_tests: bool = True, sloth_compatible: bool = False) -> dict[str, str]:
+    """Every file `compile` owns under its output directory, by relative path; with
+    `sloth_compatible`, the rules also record the series Sloth's dashboards read."""
     services = list(services)
+    if sloth_compatible and fmt == "vmalert":
+        # Sloth's series are copies of the recorded window ratios, which vmalert's layout
+        # writes into its alerts instead of recording.
+        raise RulesOutError("--sloth-compatible needs the recorded window ratios of the "
+                            "Prometheus layout; it cannot be combined with --format vmalert")
     rule_sets = [compile_service(s, "vmalert" if fmt == "vmalert" else "prometheus")
                  for s in services]
+    if sloth_compatible:
+        rule_sets = [with_sloth_series(s, r) for s, r in zip(services, rule_sets, strict=True)]
     files = rule_files(rule_sets, fmt)
     if with_tests and fmt == "prometheus":
         files.update(rule_test_files(services, files))
@@ -69,8 +78,9 @@ def generated_files(services: Iterable[Service], fmt: Format = "prometheus",
 
 
 def compile_rules(paths: Iterable[str | Path], out: Path, *, fmt: Format = "prometheus",
-                  with_tests: bool = True, check_only: bool = False) -> Drift:
-    files = generated_files(validate(paths), fmt, with_tests)
+                  with_tests: bool = True, check_only: bool = False,
+                  sloth_compatible: bool = False) -> Drift:
+    files = generated_files(validate(paths), fmt, with_tests, sloth_compatible)
     return check(files, out) if check_only else write(files, out)
 
 
@@ -264,3 +274,16 @@ def correlate_alert(alert: BurnAlert, slo: SLO, state: StateStore, ratio: pd.Ser
     return correlate(changes, onset, fired_at=alert.at, lookback_s=lookback,
                      suspect_window_s=parse_duration(config.suspect_window),
                      rollback_template=config.rollback_template, services=services)
+
+
+def write_dashboards(paths: Iterable[str | Path], out: Path, grafana_path: str) -> list[Path]:
+    """The Grafana dashboards of the SLOs and their provisioning file, written under `out`."""
+    from slo_engine.dashboards.grafana import dashboard_files
+
+    written: list[Path] = []
+    for name, text in dashboard_files(validate(paths), grafana_path).items():
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        written.append(target)
+    return written

@@ -21,12 +21,14 @@ EXTRA_OF_LIBRARY = {
     "uvicorn": "service",
     "matplotlib": "charts",
     "scipy": "canary",
+    "grafana_foundation_sdk": "dashboards",
 }
 
 WHAT_EXTRA_BRINGS = {
     "service": "the service, Slack and the HTTP API",
     "charts": "charts",
     "canary": "the canary's statistics",
+    "dashboards": "Grafana dashboards",
 }
 
 

@@ -173,6 +173,16 @@ def test_compile_then_check_is_clean(capsys: pytest.CaptureFixture[str], tmp_pat
     assert compile_(capsys, out) == (0, f"wrote {out}: 0 files changed\n", "")
 
 
+def test_sloth_series_cannot_be_asked_of_the_vmalert_layout(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, stdout, stderr = compile_(capsys, tmp_path, "--format", "vmalert",
+                                    "--sloth-compatible")
+    assert (code, stdout) == (1, "")
+    assert "cannot be combined with --format vmalert" in stderr
+    assert "Traceback" not in stderr
+    assert not any(tmp_path.iterdir())
+
+
 def test_every_generated_file_has_the_header(capsys: pytest.CaptureFixture[str],
                                              tmp_path: Path) -> None:
     compile_(capsys, tmp_path)

@@ -63,6 +63,7 @@ def test_a_core_install_validates_compiles_explains_reports_and_backtests(
       "--baseline", 'track="stable"', "--prometheus-url", "http://127.0.0.1:9"), "canary"),
     (("report", "slo_definitions", "--data", "{events}", "--at", "2026-05-31T12:00:00Z",
       "--chart", "{charts}"), "charts"),
+    (("dashboards", "slo_definitions", "--out", "{charts}"), "dashboards"),
 ])
 def test_a_command_without_its_extra_says_which_to_install(
         tmp_path: Path, argv: tuple[str, ...], extra: str) -> None:

@@ -19,6 +19,8 @@ def _expected(case: str) -> dict[str, str]:
     files.update({f"prometheus-operator/{name}": text for name, text in operator.items()})
     vmalert = generated_files(services, "vmalert")
     files.update({f"vmalert/{name}": text for name, text in vmalert.items()})
+    sloth = generated_files(services, with_tests=False, sloth_compatible=True)
+    files.update({f"sloth-compatible/{name}": text for name, text in sloth.items()})
     return files
 
 
@@ -76,3 +78,25 @@ def test_the_prometheus_rule_carries_the_specs_namespace_and_labels(
     [reference] = [t for n, t in _expected("reference-30d").items()
                    if n.startswith("prometheus-operator/")]
     assert "namespace:" not in reference
+
+
+DASHBOARDS = GOLDEN / "dashboards"
+
+
+def test_grafana_dashboards_match_golden(update_golden: bool) -> None:
+    """The dashboards of slo_definitions, as `slo-engine dashboards` writes them."""
+    from slo_engine.dashboards.grafana import dashboard_files
+
+    expected = dashboard_files(load_services([ROOT / "slo_definitions"]),
+                               "/var/lib/grafana/dashboards/slo-engine")
+    if update_golden:
+        for path in DASHBOARDS.rglob("*.*"):
+            path.unlink()
+        for name, text in expected.items():
+            (DASHBOARDS / name).parent.mkdir(parents=True, exist_ok=True)
+            (DASHBOARDS / name).write_text(text, encoding="utf-8")
+    actual = {p.relative_to(DASHBOARDS).as_posix(): p.read_text(encoding="utf-8")
+              for p in sorted(DASHBOARDS.rglob("*.*"))}
+    assert sorted(actual) == sorted(expected), "run `make golden` and review the diff"
+    for name, text in expected.items():
+        assert actual[name] == text, f"dashboards/{name} drifted; run `make golden`"

@@ -143,6 +143,12 @@ def test_a_change_is_recorded_once_however_often_it_is_sent(client: httpx.Client
     assert stored.rollback() == "deploy web-api:2026.05.10-41c2d2a"
     metrics = client.get("/metrics").text
     assert 'slo_engine_changes_recorded_total{source="http"} 1.0' in metrics
+    # The dashboards' change annotations read this series (a watched service only).
+    [line] = [x for x in metrics.splitlines()
+              if x.startswith("slo_engine_last_change_timestamp_seconds{")]
+    assert line.startswith('slo_engine_last_change_timestamp_seconds{kind="deploy",'
+                           'service="checkout"} ')
+    assert float(line.split()[-1]) == datetime.fromisoformat(DEPLOY["time"]).timestamp()
 
 
 @pytest.mark.parametrize(("body", "reason"), [

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from slo_engine.cli import (
     budget,
     changes,
+    dashboards,
     demo,
     importers,
     notify,
@@ -23,7 +24,8 @@ from slo_engine.cli.arguments import print_error
 from slo_engine.errors import SloEngineError
 from slo_engine.extras import missing_extra
 
-COMMAND_GROUPS = (specs, importers, budget, changes, release, notify, service, state, demo)
+COMMAND_GROUPS = (specs, importers, budget, changes, release, notify, service, state, demo,
+                  dashboards)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -42,6 +42,9 @@ def register(commands: Commands) -> None:
                           "or rule files in vmalert's layout (VictoriaMetrics)")
     compile_.add_argument("--no-tests", action="store_true",
                           help="do not write promtool unit tests under OUT/tests")
+    compile_.add_argument("--sloth-compatible", action="store_true",
+                          help="also record the series Sloth's Grafana dashboards read "
+                          "(sloth_slo_info, slo:sli_error:ratio_rate<window>, ...)")
     compile_.set_defaults(handler=_compile)
 
 
@@ -76,12 +79,14 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     drift = app.compile_rules(args.paths, args.out, fmt=args.format,
-                              with_tests=not args.no_tests, check_only=args.check)
+                              with_tests=not args.no_tests, check_only=args.check,
+                              sloth_compatible=args.sloth_compatible)
     if args.check:
         if not drift.clean:
             print(drift.report(args.out), file=sys.stderr)
             options = "".join((f" --format {args.format}" if args.format != "prometheus" else "",
-                               " --no-tests" if args.no_tests else ""))
+                               " --no-tests" if args.no_tests else "",
+                               " --sloth-compatible" if args.sloth_compatible else ""))
             print(f"{args.out} is out of date; run: slo-engine compile "
                   f"{' '.join(args.paths)} --out {args.out}{options}", file=sys.stderr)
             return 1

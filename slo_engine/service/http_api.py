@@ -34,6 +34,7 @@ from slo_engine.errors import SloEngineError
 from slo_engine.paging.alertmanager import WebhookPayload
 from slo_engine.service.connections import RETRY_AFTER_SECONDS, GuardedConfig
 from slo_engine.service.telemetry import Telemetry
+from slo_engine.spec.model import Service
 
 MAX_CHANGES = 1000
 WRITES_IN_FLIGHT = 4  # of the thread pool's 40: the rest stay free for probes and reads
@@ -45,6 +46,9 @@ class EngineAPI(Protocol):
     """What the HTTP API needs of the engine (slo_engine.service.engine.Engine provides it)."""
 
     telemetry: Telemetry
+
+    @property
+    def services(self) -> list[Service]: ...
 
     def record_changes(self, changes: list[Change]) -> list[Change]: ...
 
@@ -139,8 +143,9 @@ def create_app(engine: EngineAPI, http: HttpConfig) -> FastAPI:
         except ValidationError as error:
             raise _Rejected(422, describe_errors(error)) from None
         added = await change_writes.run(engine.record_changes, changes)
+        watched = {service.name for service in engine.services}
         for change in added:
-            engine.telemetry.change_recorded(change.source)
+            engine.telemetry.change_recorded(change, watched)
         return JSONResponse({"received": len(changes), "recorded": len(added),
                              "already_known": len(changes) - len(added)}, status_code=201)
 

@@ -6,6 +6,8 @@ tests, notebooks — never share or clash over counters.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -15,7 +17,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from slo_engine.changes.events import CHANGE_SOURCES
+from slo_engine.changes.events import CHANGE_SOURCES, Change
+from slo_engine.spec.conventions import LAST_CHANGE_TIMESTAMP
 
 
 class Telemetry:
@@ -62,6 +65,12 @@ class Telemetry:
             "slo_engine_changes_recorded_total",
             "Change events recorded, by source (a source the engine does not know is 'other').",
             ["source"], registry=self.registry)
+        self.last_change = Gauge(
+            LAST_CHANGE_TIMESTAMP,
+            "Unix time of the last change recorded for a service, by kind: the generated "
+            "Grafana dashboards annotate each time it moves.", ["service", "kind"],
+            registry=self.registry)
+        self._last_change_at: dict[tuple[str, str], float] = {}  # a late event moves nothing
         for outcome in ("sent", "failed"):
             self.notifications.labels(outcome)
         for outcome in ("accepted", "skipped"):
@@ -69,10 +78,16 @@ class Telemetry:
         for kind in ("unavailable", "rejected"):
             self.query_errors.labels(kind)
 
-    def change_recorded(self, source: str) -> None:
-        """Count a change; `source` is client-set, so only known values become labels (one
-        series per value, forever)."""
+    def change_recorded(self, change: Change, services: Collection[str]) -> None:
+        """Count a change and move its service's last-change time; `source` and `service`
+        are client-set, so only known values become labels (one series per value, forever)."""
+        source = change.source
         self.changes_recorded.labels(source if source in CHANGE_SOURCES else "other").inc()
+        if change.service in services:
+            key = (change.service, change.kind)
+            latest = max(self._last_change_at.get(key, 0.0), change.time.timestamp())
+            self._last_change_at[key] = latest
+            self.last_change.labels(*key).set(latest)
 
     def set_budgets(self, budgets: dict[tuple[str, str, str], float | None]) -> None:
         """Replace every budget gauge, so removed SLOs stop being exported."""

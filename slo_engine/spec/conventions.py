@@ -42,6 +42,10 @@ ERROR_BUDGET_REMAINING = "slo:error_budget_remaining:ratio"
 OBJECTIVE = "slo:objective:ratio"
 PERIOD_SECONDS = "slo:period:seconds"
 
+# Set by `slo-engine run` to a change's time, per service and kind, as it records the change:
+# the generated Grafana dashboards annotate each time it moves.
+LAST_CHANGE_TIMESTAMP = "slo_engine_last_change_timestamp_seconds"
+
 BURN_ALERT = "SLOErrorBudgetBurn"
 DATA_ABSENT_ALERT = "SLODataAbsent"
 DATA_ABSENT_FOR = "10m"

@@ -1,0 +1,1 @@
+"""Grafana dashboards of the SLOs, built with grafana-foundation-sdk: SLO model → dashboards."""
