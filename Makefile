@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup prometheus demo demo-prometheus test lint docs golden rules bench clean
+.PHONY: setup prometheus servers demo demo-prometheus test lint docs golden rules bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,16 @@ prometheus:
 	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends prometheus prometheus-alertmanager; }
+
+# Every server the tests start, from Debian: Prometheus and Alertmanager, PostgreSQL (the
+# shared state of replicas), VictoriaMetrics with vmalert, and Chromium (the web view's tests).
+servers: prometheus
+	@missing=""; \
+	  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  [ -x /usr/bin/victoria-metrics ] || missing="$$missing victoria-metrics"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  [ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing; }
 
 # The demo's month of events for the example SLOs ends at DEMO_UNTIL (fixed, so the output
 # is the same on every run); everything it writes goes to DEMO_OUT.
@@ -54,7 +64,7 @@ demo-prometheus: setup prometheus
 	$(BIN)/slo-engine demo-prometheus slo_definitions --until $(DEMO_UNTIL) \
 	  --out $(DEMO_OUT)/prometheus
 
-test: setup prometheus
+test: setup servers
 	$(BIN)/slo-engine compile slo_definitions --out rules_out --check
 	$(BIN)/pytest -q
 
