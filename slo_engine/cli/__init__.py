@@ -18,12 +18,14 @@ from slo_engine.cli import (
     service,
     specs,
     state,
+    web,
 )
 from slo_engine.cli.arguments import print_error
 from slo_engine.errors import SloEngineError
 from slo_engine.extras import missing_extra
 
-COMMAND_GROUPS = (specs, importers, budget, changes, release, notify, service, state, demo)
+COMMAND_GROUPS = (specs, importers, budget, changes, release, notify, service, web, state,
+                  demo)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -136,7 +136,7 @@ class Engine:
                     clock: Clock = _utc_now) -> Engine:
         """Load the SLO files (SpecError lists every mistake), open the state database and
         set up Slack delivery (ConfigError without a token, unless dry_run)."""
-        services = app.validate(config.slo_files)
+        services = app.with_view_links(app.validate(config.slo_files), config.http.public_url)
         state = StateDB(config.state.path)
         return cls(config, services, state, delivery_from_config(config.slack),
                    telemetry=telemetry, clock=clock)
@@ -152,6 +152,19 @@ class Engine:
 
     def slo_statuses(self) -> list[BudgetStatus]:
         return list(self._statuses)
+
+    def view_snapshot(self) -> app.ViewSnapshot:
+        """What the web view shows: the budget report as the refresh makes it, with its
+        ledger and the changes the state database holds."""
+        def events(services: list[Service], start: datetime, end: datetime) -> tuple[
+                pd.DataFrame, list[str]]:
+            return self._ledger(services, start, end, cache=False), []
+
+        def find_changes(names: set[str], since: datetime, until: datetime) -> list[Change]:
+            return self.state.changes(services=names, since=since, until=until)
+
+        return app.view_snapshot(self._services, events, self._clock(), find_changes,
+                                 self.config.changes)
 
     def readiness(self) -> dict[str, str]:
         """Prometheus answers a query now, and the state database takes a write."""
@@ -300,7 +313,8 @@ class Engine:
         and the last good one keeps running. Returns whether the new set was taken."""
         self._files = _fingerprint(self.config.slo_files)
         try:
-            services = app.validate(self.config.slo_files)
+            services = app.with_view_links(app.validate(self.config.slo_files),
+                                           self.config.http.public_url)
         except SpecError as error:
             self.reload_error = str(error)
             log.error("SLO files rejected, still running the last good set (%d SLOs); fix "
