@@ -24,7 +24,6 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from slo_engine import app
 from slo_engine.demo.month import DemoData, demo_data, write_changes, write_events
 
-
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 UNTIL = datetime(2026, 5, 31, 12, tzinfo=UTC)

@@ -18,10 +18,7 @@ from slo_engine.cli.arguments import Commands
 from slo_engine.redaction import redact
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp
-
     from slo_engine.config import EngineConfig
-    from slo_engine.service.engine import Engine
     from slo_engine.spec.model import Service
 
 DEFAULT_CONFIG = Path("slo-engine.yaml")
@@ -70,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     engine = Engine.from_config(config)
     try:
         scheduler = EngineScheduler(engine, config.schedule)
-        server = HttpServer(create_app(engine, config.http, _view(engine, config)),
+        server = HttpServer(create_app(engine, config.http, engine.web_view()),
                             config.http.listen)
         server.start()
     except BaseException:
@@ -87,17 +84,6 @@ def _run(args: argparse.Namespace) -> int:
 
     serve(scheduler, on_stop=stop)
     return 0
-
-
-def _view(engine: Engine, config: EngineConfig) -> ASGIApp | None:
-    """The web view of the engine's SLOs, read again at most once per budget refresh."""
-    if not config.http.view.enabled:
-        return None
-    from slo_engine.spec.durations import parse_duration
-    from slo_engine.web.server import SnapshotCache, create_view, view_auth
-
-    cache = SnapshotCache(engine.view_snapshot, parse_duration(config.schedule.budget_refresh))
-    return create_view(cache, view_auth(config.http.view))
 
 
 class RedactingFilter(logging.Filter):

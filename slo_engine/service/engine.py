@@ -82,6 +82,7 @@ from slo_engine.storage.sqlite import StateDB
 
 if TYPE_CHECKING:
     import pandas as pd
+    from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,18 @@ class Engine:
 
         return app.view_snapshot(self._services, events, self._clock(), find_changes,
                                  self.config.changes)
+
+    def web_view(self) -> ASGIApp | None:
+        """The read-only web view of these SLOs, read again at most once per budget refresh;
+        None when http.view.enabled is off."""
+        view = self.config.http.view
+        if not view.enabled:
+            return None
+        from slo_engine.web.server import SnapshotCache, create_view, view_auth
+
+        cache = SnapshotCache(self.view_snapshot,
+                              parse_duration(self.config.schedule.budget_refresh))
+        return create_view(cache, view_auth(view))
 
     def readiness(self) -> dict[str, str]:
         """Prometheus answers a query now, and the state database takes a write."""
