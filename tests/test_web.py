@@ -178,3 +178,26 @@ def replace_dashboard(slo: object) -> object:
     from dataclasses import replace
 
     return replace(slo, dashboard_url=None)  # type: ignore[type-var]
+
+
+def test_a_source_that_fails_is_a_503_page_then_the_last_read_stays_shown(
+        services: list[Service], demo: DemoData) -> None:
+    from slo_engine.errors import SourceUnavailable
+
+    reads: list[app.ViewSnapshot | None] = [None]
+
+    def load() -> app.ViewSnapshot:
+        snapshot = reads.pop(0) if reads else None
+        if snapshot is None:
+            raise SourceUnavailable("Prometheus at http://user:pw@prom:9090 is unreachable")
+        return snapshot
+
+    client = TestClient(create_view(SnapshotCache(load, 0)))
+    down = client.get("/")
+    assert down.status_code == 503 and down.headers["retry-after"] == "60"
+    assert "is unreachable" in down.text and "pw@" not in down.text
+    reads[:] = [snapshot_of(services, demo.ledger, demo.changes), None]
+    assert client.get("/").status_code == 200
+    stale = client.get("/")
+    assert stale.status_code == 200 and listed(stale.text)
+    assert "could not read newer data, showing the last read" in stale.text

@@ -155,11 +155,13 @@ class Engine:
         return list(self._statuses)
 
     def view_snapshot(self) -> app.ViewSnapshot:
-        """What the web view shows: the budget report as the refresh makes it, with its
-        ledger and the changes the state database holds."""
+        """What the web view shows: the budget report as the refresh makes it, from the
+        refresh's ledger cache (so only what is new is fetched), with the changes the state
+        database holds."""
         def events(services: list[Service], start: datetime, end: datetime) -> tuple[
                 pd.DataFrame, list[str]]:
-            return self._ledger(services, start, end, cache=False), []
+            with self._refreshing:
+                return self._ledger(services, start, end, cache=True), []
 
         def find_changes(names: set[str], since: datetime, until: datetime) -> list[Change]:
             return self.state.changes(services=names, since=since, until=until)

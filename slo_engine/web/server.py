@@ -10,7 +10,7 @@ import hmac
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from slo_engine import app as use_cases
 from slo_engine.app import ViewSnapshot
 from slo_engine.config import ViewConfig
+from slo_engine.errors import SloEngineError
+from slo_engine.redaction import redact
 from slo_engine.release.gate import Release
 from slo_engine.web import views
 from slo_engine.web.burn_down import BurnDown, burn_downs
@@ -96,8 +98,14 @@ class SnapshotCache:
             stale = self._max_age_s is not None and \
                 time.monotonic() - self._loaded > self._max_age_s
             if self._snapshot is None or stale:
-                self._snapshot = self._load()
-                self._loaded = time.monotonic()
+                self._loaded = time.monotonic()  # a failed read is retried after max_age_s
+                try:
+                    self._snapshot = self._load()
+                except SloEngineError as error:
+                    if self._snapshot is None:
+                        raise
+                    self._snapshot = replace(self._snapshot, warnings=[
+                        f"could not read newer data, showing the last read: {error}"])
                 self._derived = {}
             return self._snapshot
 
@@ -145,6 +153,12 @@ def create_view(cache: SnapshotCache, auth: ViewAuth | None = None) -> ASGIApp:
                             autoescape=select_autoescape(default=True, default_for_string=True))
     templates.globals.update(percent=views.percent, burn=views.burn, when=views.when)
     view.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @view.exception_handler(SloEngineError)
+    def unavailable(request: Request, error: SloEngineError) -> HTMLResponse:
+        """Nothing read yet and the source fails (Prometheus down): say so, not a 500."""
+        body = templates.get_template("unavailable.html").render(error=redact(str(error)))
+        return HTMLResponse(body, status_code=503, headers={"Retry-After": "60"})
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         snapshot = cache.get()
