@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -119,8 +120,6 @@ def test_an_unknown_slo_is_a_404_page(client: TestClient) -> None:
 
 def test_text_from_specs_and_change_events_is_escaped(
         services: list[Service], demo: DemoData) -> None:
-    from dataclasses import replace
-
     first = services[0]
     hostile = [replace(first, slos=(replace(first.slos[0], description=SCRIPT),
                                     *first.slos[1:])), *services[1:]]
@@ -160,24 +159,17 @@ def test_optional_auth_guards_every_page_and_asset(
 
 def test_a_page_links_to_the_slos_view_when_the_spec_has_no_dashboard() -> None:
     context = sample_context(UNTIL)
-    bare = Service(context.slo.service, context.slo.owner, context.slo.source_file,
-                   (replace_dashboard(context.slo),))
-    linked = app.with_view_links([bare], "https://slo.example.com/")[0].slos[0]
+    bare = replace(context.slo, dashboard_url=None)
+    services = [Service(bare.service, bare.owner, bare.source_file, (bare,))]
+    linked = app.with_view_links(services, "https://slo.example.com/")[0].slos[0]
     assert linked.dashboard_url == "https://slo.example.com/slo/checkout/checkout-success"
-    page = render_page(type(context)(context.alert, linked, context.status,
-                                     context.correlation))
+    page = render_page(replace(context, slo=linked))
     assert "<https://slo.example.com/slo/checkout/checkout-success|Dashboard>" in str(
         page.blocks)
-    kept = app.with_view_links([Service(bare.name, bare.owner, bare.source_file,
-                                        (context.slo,))], "https://slo.example.com")
-    assert kept[0].slos[0].dashboard_url == context.slo.dashboard_url
-    assert app.with_view_links([bare], None)[0].slos[0].dashboard_url is None
-
-
-def replace_dashboard(slo: object) -> object:
-    from dataclasses import replace
-
-    return replace(slo, dashboard_url=None)  # type: ignore[type-var]
+    own = [Service(bare.service, bare.owner, bare.source_file, (context.slo,))]
+    assert app.with_view_links(own, "https://slo.example.com")[0].slos[0].dashboard_url == \
+        context.slo.dashboard_url
+    assert app.with_view_links(services, None)[0].slos[0].dashboard_url is None
 
 
 def test_a_source_that_fails_is_a_503_page_then_the_last_read_stays_shown(

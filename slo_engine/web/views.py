@@ -189,9 +189,13 @@ def incident_rows(incidents: pd.DataFrame) -> list[IncidentRow]:
     """Newest first, as an on-call reads them."""
     rows = []
     for row in incidents.sort_values("start", ascending=False).to_dict("records"):
-        change = " ".join(str(part) for part in (
-            row.get("change_kind"), row.get("change_service"), row.get("change_version"),
-            _text(row.get("change_description"))) if _text(part))
+        change = " ".join(_text(part) for part in (
+            row.get("change_kind"), row.get("change_service"), row.get("change_version"))
+            if _text(part))
+        if change and not pd.isna(row.get("change_time")):
+            change += f" at {when(row['change_time'])}"
+        if change and _text(row.get("change_author")):
+            change += f" by {row['change_author']}"
         spent = row.get("budget_spent")
         rows.append(IncidentRow(
             service=str(row["service"]), slo=str(row["slo"]), group=str(row.get("group", "")),
