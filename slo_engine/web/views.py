@@ -18,7 +18,7 @@ from slo_engine.changes.correlation import services_of
 from slo_engine.changes.events import Change
 from slo_engine.release.gate import Release
 from slo_engine.spec.durations import describe_seconds, parse_duration
-from slo_engine.spec.model import SLO, detection_seconds
+from slo_engine.spec.model import SLO, budget_lifetime_seconds, detection_seconds
 
 STATUSES = ("healthy", "burning", "exhausted", "no_data")
 FILTERS = ("owner", "service", "status")
@@ -181,7 +181,7 @@ def tier_rows(slo: SLO) -> list[TierRow]:
             tier.severity, f"{tier.long_window}/{tier.short_window}", f"{tier.burn_rate:.4g}x",
             f"{tier.budget_fraction:.0%}",
             "never" if detect is None else describe_seconds(detect),
-            describe_seconds(slo.period_seconds / tier.burn_rate)))
+            describe_seconds(budget_lifetime_seconds(slo, tier))))
     return rows
 
 
