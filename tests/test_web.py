@@ -18,7 +18,8 @@ from slo_engine.changes.events import Change, parse_change
 from slo_engine.config import ChangesConfig
 from slo_engine.demo.month import DemoData, demo_data
 from slo_engine.paging.page import render_page, sample_context
-from slo_engine.spec.model import Service
+from slo_engine.spec.durations import describe_seconds
+from slo_engine.spec.model import SLO, Service, detection_seconds
 from slo_engine.web.server import CONTENT_SECURITY_POLICY, SnapshotCache, ViewAuth, create_view
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +56,10 @@ def client_for(snapshot: app.ViewSnapshot, auth: ViewAuth | None = None) -> Test
 @pytest.fixture(scope="module")
 def client(services: list[Service], demo: DemoData) -> TestClient:
     return client_for(snapshot_of(services, demo.ledger, demo.changes))
+
+
+def demo_slos() -> list[SLO]:
+    return [slo for s in app.validate([ROOT / "slo_definitions"]) for slo in s.slos]
 
 
 def listed(html: str) -> list[str]:
@@ -95,6 +100,10 @@ def test_an_slo_page_has_the_burn_down_tiers_gate_and_the_suspects_rollback(
     assert '<svg xmlns="http://www.w3.org/2000/svg" class="burn-down"' in html
     assert "<polyline" in html and 'class="change change-deploy"' in html
     assert "full outage fires in" in html
+    slo = next(s for s in demo_slos() if (s.service, s.name) == (burn.service, burn.slo))
+    for tier in slo.tiers:  # the numbers `slo-engine explain` prints
+        detect = detection_seconds(slo, tier)
+        assert f"<td>{describe_seconds(detect) if detect else 'never'}</td>" in html
     assert re.search(r"Release gate: <span class=\"decision decision-(ship|hold|freeze)\">", html)
     assert "suspect:" in html
     assert burn.cause.previous_version and burn.cause.previous_version in html

@@ -8,11 +8,6 @@ SLO_ENGINE_SCREENSHOTS=DIR (as `make golden` sets) writes the docs' screenshots 
 from __future__ import annotations
 
 import os
-import re
-import select
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +18,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from slo_engine import app
 from slo_engine.demo.month import DemoData, demo_data, write_changes, write_events
+from tests.support.web_ui import serving_ui
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,7 +28,6 @@ INSTALL_HINT = ("install Debian's chromium: apt-get update && apt-get install -y
                 "SLO_ENGINE_SKIP_BROWSER=1 to skip these tests locally")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-START_TIMEOUT = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -42,42 +37,14 @@ def demo() -> DemoData:
 
 @pytest.fixture(scope="module")
 def base_url(demo: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`slo-engine ui` over the demo's files, on a port it picks (printed on its first line)."""
+    """`slo-engine ui` over the demo's files."""
     folder = tmp_path_factory.mktemp("ui")
     write_events(demo.ledger, folder / "events.csv")
     write_changes(demo.changes, folder / "changes.jsonl")
-    command = [sys.executable, "-m", "slo_engine", "ui", str(ROOT / "slo_definitions"),
-               "--data", str(folder / "events.csv"), "--changes",
-               str(folder / "changes.jsonl"), "--at", "2026-05-31T12:00:00Z", "--listen",
-               "127.0.0.1:0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
-    try:
-        yield _served_url(process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-def _served_url(process: subprocess.Popen[bytes]) -> str:
-    assert process.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT
-    output = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            output += line
-            found = re.search(rb"http://127\.0\.0\.1:\d+", line)
-            if found:
-                return found.group().decode()
-        if process.poll() is not None:
-            break
-    raise AssertionError(f"slo-engine ui did not start:\n{output.decode(errors='replace')}")
+    with serving_ui([str(ROOT / "slo_definitions"), "--data", str(folder / "events.csv"),
+                     "--changes", str(folder / "changes.jsonl"),
+                     "--at", "2026-05-31T12:00:00Z"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

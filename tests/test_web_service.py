@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -23,9 +23,10 @@ from slo_engine.service.engine import Engine
 from slo_engine.service.http_api import HttpServer, create_app
 from tests.support.binaries import require
 from tests.support.paths import ROOT
-from tests.test_web_browser import UNTIL, _served_url
+from tests.support.web_ui import serving_ui
 
 pytestmark = pytest.mark.prometheus
+UNTIL = datetime(2026, 5, 31, 12, tzinfo=UTC)
 PUBLIC = "https://slo.example.com"
 VIEW_TOKEN = "view-token-for-tests"
 
@@ -109,19 +110,11 @@ def test_the_views_auth_guards_the_view_not_the_probes(
 
 
 def test_ui_reads_a_prometheus(demo: DemoPrometheus) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "slo_engine", "ui", str(ROOT / "slo_definitions"),
-         "--prometheus-url", demo.url, "--changes", str(demo.changes), "--at", demo.at,
-         "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        url = _served_url(process)
+    with serving_ui([str(ROOT / "slo_definitions"), "--prometheus-url", demo.url,
+                     "--changes", str(demo.changes), "--at", demo.at]) as url:
         listing = httpx.get(url + "/", timeout=30).text
-        assert set(re.findall(r'data-slo="([^"]+)"', listing)) == names()
-        assert "no_data" not in re.findall(r'<span class="status">([^<]+)<', listing)
-    finally:
-        process.terminate()
-        process.wait(10)
+    assert set(re.findall(r'data-slo="([^"]+)"', listing)) == names()
+    assert "no_data" not in re.findall(r'<span class="status">([^<]+)<', listing)
 
 
 def test_ui_refuses_an_unset_auth_variable() -> None:
