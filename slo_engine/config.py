@@ -161,6 +161,14 @@ class HttpConfig(_Section):
     max_queued_writes: int = Field(512, ge=1, le=65_536, description=(
         "Writes waiting for the state database; beyond it, or after 10 s waiting, 429."))
 
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r} is not an absolute URL; write e.g. "
+                             "https://slo.example.com (Slack links need the scheme)")
+        return value
+
     @field_validator("listen")
     @classmethod
     def _host_and_port(cls, value: str) -> str:

@@ -139,3 +139,13 @@ def test_view_auth_without_credentials_is_a_config_error(
     with pytest.raises(SpecError) as raised:
         load_config(engine_config(tmp_path, "http://127.0.0.1:9", view))
     assert "http.view" in str(raised.value) and problem in str(raised.value)
+
+
+def test_a_public_url_without_a_scheme_is_a_config_error(tmp_path: Path) -> None:
+    from slo_engine.errors import SpecError
+
+    path = engine_config(tmp_path, "http://127.0.0.1:9", {})
+    path.write_text(path.read_text().replace(PUBLIC, "slo.example.com"))
+    with pytest.raises(SpecError, match=r"http\.public_url: .*'slo\.example\.com' is not an "
+                       "absolute URL; write e.g. https://slo.example.com"):
+        load_config(path)
