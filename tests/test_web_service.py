@@ -149,3 +149,24 @@ def test_a_public_url_without_a_scheme_is_a_config_error(tmp_path: Path) -> None
     with pytest.raises(SpecError, match=r"http\.public_url: .*'slo\.example\.com' is not an "
                        "absolute URL; write e.g. https://slo.example.com"):
         load_config(path)
+
+
+def test_ui_on_a_port_in_use_says_so(tmp_path: Path) -> None:
+    import socket
+
+    from slo_engine.demo.month import demo_events, write_events
+
+    write_events(demo_events(app.validate([ROOT / "slo_definitions"]), UNTIL, days=1),
+                 tmp_path / "events.csv")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "slo_engine", "ui", str(ROOT / "slo_definitions"), "--data",
+             str(tmp_path / "events.csv"), "--at", UNTIL.isoformat(), "--listen",
+             f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --listen 127.0.0.1:{port}: cannot listen there (is the port in use?); give "
+        "another port, or port 0 for a free one")

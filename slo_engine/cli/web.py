@@ -37,7 +37,7 @@ def register(commands: Commands) -> None:
     ui.add_argument("--refresh", type=duration, default=timedelta(minutes=1), metavar="DUR",
                     help="read the events again when the view is older than this (default "
                     "1m; never with --at)")
-    ui.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+    ui.add_argument("--listen", type=_listen, default="127.0.0.1:8080", metavar="HOST:PORT",
                     help="where to serve (default 127.0.0.1:8080; port 0 picks a free one)")
     auth = ui.add_mutually_exclusive_group()
     auth.add_argument("--token-env", default=None, metavar="VAR",
@@ -69,7 +69,11 @@ def _ui(args: argparse.Namespace) -> int:
     cache = SnapshotCache(load, None if args.at else args.refresh.total_seconds())
     cache.get()  # a bad file or an unreachable Prometheus fails here, not on the first page
     server = HttpServer(create_view(cache, auth), args.listen)
-    server.start()
+    try:
+        server.start()
+    except SloEngineError:
+        raise SloEngineError(f"--listen {args.listen}: cannot listen there (is the port in "
+                             "use?); give another port, or port 0 for a free one") from None
     host = args.listen.rpartition(":")[0] or "127.0.0.1"
     print(f"serving the web view on http://{host}:{server.port}/ (Ctrl-C to stop)",
           flush=True)
@@ -79,6 +83,13 @@ def _ui(args: argparse.Namespace) -> int:
     stopped.wait()
     server.stop()
     return 0
+
+
+def _listen(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not (host and port.isdigit() and int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+    return text
 
 
 def _auth(args: argparse.Namespace) -> ViewAuth | None:
