@@ -17,6 +17,7 @@ from slo_engine import app
 from slo_engine.changes.events import Change, parse_change
 from slo_engine.config import ChangesConfig
 from slo_engine.demo.month import DemoData, demo_data
+from slo_engine.paging.notices import budget_message
 from slo_engine.paging.page import render_page, sample_context
 from slo_engine.spec.durations import describe_seconds
 from slo_engine.spec.model import SLO, Service, detection_seconds
@@ -166,7 +167,7 @@ def test_optional_auth_guards_every_page_and_asset(
         assert client.get(path, headers={"Authorization": good}).status_code == 200
 
 
-def test_a_page_links_to_the_slos_view_when_the_spec_has_no_dashboard() -> None:
+def test_pages_and_notices_link_to_the_slos_view_when_the_spec_has_no_dashboard() -> None:
     context = sample_context(UNTIL)
     bare = replace(context.slo, dashboard_url=None)
     services = [Service(bare.service, bare.owner, bare.source_file, (bare,))]
@@ -175,6 +176,10 @@ def test_a_page_links_to_the_slos_view_when_the_spec_has_no_dashboard() -> None:
     page = render_page(replace(context, slo=linked))
     assert "<https://slo.example.com/slo/checkout/checkout-success|Dashboard>" in str(
         page.blocks)
+    assert context.status is not None
+    notice = budget_message(context.status, linked, 0.25)
+    assert "<https://slo.example.com/slo/checkout/checkout-success|Dashboard>" in str(
+        notice.blocks)
     own = [Service(bare.service, bare.owner, bare.source_file, (context.slo,))]
     assert app.with_view_links(own, "https://slo.example.com")[0].slos[0].dashboard_url == \
         context.slo.dashboard_url
