@@ -24,6 +24,8 @@ from bench.promtool_time import TARGET_SECONDS as PROMTOOL_TARGET_SECONDS
 from bench.promtool_time import PromtoolResult
 from bench.refresh import TARGET_QUERIES, TARGET_WARM_SECONDS, RefreshResult
 from bench.service import TARGET_CYCLE_SECONDS, TARGET_RSS_GROWTH, ServiceResult, cycle_stats
+from bench.ui import DAYS as UI_DAYS
+from bench.ui import STEP as UI_STEP
 from bench.ui import TARGET_SECONDS as UI_TARGET_SECONDS
 from bench.ui import UIResult
 
@@ -356,9 +358,9 @@ def ui_section(result: UIResult) -> list[str]:
         f"### Web view: the SLO list at {result.slos:,} SLOs",
         "",
         f"Server time of `GET /` in the view's ASGI app (in process, no network), the "
-        f"snapshot read once ({result.ledger_rows:,} ledger rows, {DAYS_NOTE}); the naive "
-        f"view recomputes every SLO's budget from the ledger per request (timed over "
-        f"{result.naive_measured:,} SLOs, extrapolated).",
+        f"snapshot read once ({result.ledger_rows:,} ledger rows, {UI_DAYS} days of {UI_STEP} "
+        f"buckets); the naive view recomputes every SLO's budget from the ledger per request "
+        f"(timed over {result.naive_measured:,} SLOs, extrapolated).",
         "",
         "| | slo-engine | naive per-SLO recompute | slo-engine ÷ naive |",
         "|---|---:|---:|---:|",
@@ -382,8 +384,6 @@ def ui_section(result: UIResult) -> list[str]:
     ]
     return lines
 
-
-DAYS_NOTE = "31 days of 1h buckets"
 
 
 def markdown(machine_line: str, compile_result: CompileResult | None,
