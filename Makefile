@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup prometheus servers demo demo-prometheus test lint docs golden rules bench clean
+.PHONY: setup prometheus servers demo demo-prometheus ui test lint docs golden rules bench clean
 
 setup: $(VENV)/.installed
 
@@ -64,6 +64,14 @@ demo-prometheus: setup prometheus
 	$(BIN)/slo-engine demo-prometheus slo_definitions --until $(DEMO_UNTIL) \
 	  --out $(DEMO_OUT)/prometheus
 
+# The web view over the demo's month (events and changes as `make demo` writes them), on
+# http://127.0.0.1:8080/ until Ctrl-C.
+ui: setup
+	$(BIN)/slo-engine sample-data slo_definitions --until $(DEMO_UNTIL) \
+	  --out $(DEMO_OUT)/events.csv --changes $(DEMO_OUT)/changes.jsonl
+	$(BIN)/slo-engine ui slo_definitions --data $(DEMO_OUT)/events.csv \
+	  --changes $(DEMO_OUT)/changes.jsonl --at $(DEMO_UNTIL) --listen 127.0.0.1:8080
+
 test: setup servers
 	$(BIN)/slo-engine compile slo_definitions --out rules_out --check
 	$(BIN)/pytest -q
@@ -91,6 +99,7 @@ golden: setup
 	$(BIN)/slo-engine report slo_definitions --data $(DEMO_OUT)/events.csv --at $(DEMO_UNTIL) \
 	  --chart $(DEMO_OUT)/charts --changes $(DEMO_OUT)/changes.jsonl > /dev/null
 	cp $(DEMO_OUT)/charts/burn-down--api--api-latency.png docs/burn-down.png
+	SLO_ENGINE_SCREENSHOTS=docs/img $(BIN)/pytest -q tests/test_web_browser.py -k screenshots
 
 bench: setup prometheus
 	$(PY) -m bench

@@ -24,10 +24,14 @@ from bench.promtool_time import TARGET_SECONDS as PROMTOOL_TARGET_SECONDS
 from bench.promtool_time import PromtoolResult
 from bench.refresh import TARGET_QUERIES, TARGET_WARM_SECONDS, RefreshResult
 from bench.service import TARGET_CYCLE_SECONDS, TARGET_RSS_GROWTH, ServiceResult, cycle_stats
+from bench.ui import DAYS as UI_DAYS
+from bench.ui import STEP as UI_STEP
+from bench.ui import TARGET_SECONDS as UI_TARGET_SECONDS
+from bench.ui import UIResult
 
 START = "<!-- bench:start -->"
 END = "<!-- bench:end -->"
-PARTS = ("compile", "eval", "refresh", "service", "promtool")
+PARTS = ("compile", "eval", "refresh", "service", "promtool", "ui")
 _PART = re.compile(r"^<!-- bench:part (\w+) -->\n", re.MULTILINE)
 
 
@@ -348,11 +352,46 @@ def promtool_section(result: PromtoolResult) -> list[str]:
     return lines
 
 
+def ui_section(result: UIResult) -> list[str]:
+    verdict = "under" if result.worst_median < UI_TARGET_SECONDS else "OVER"
+    lines = [
+        f"### Web view: the SLO list at {result.slos:,} SLOs",
+        "",
+        f"Server time of `GET /` in the view's ASGI app (in process, no network), the "
+        f"snapshot read once ({result.ledger_rows:,} ledger rows, {UI_DAYS} days of {UI_STEP} "
+        f"buckets); the naive view recomputes every SLO's budget from the ledger per request "
+        f"(timed over {result.naive_measured:,} SLOs, extrapolated).",
+        "",
+        "| | slo-engine | naive per-SLO recompute | slo-engine ÷ naive |",
+        "|---|---:|---:|---:|",
+    ]
+    for query, seconds in result.medians.items():
+        lines.append(f"| `{query}`, median of warm requests (ms) | {_ms(seconds)} | "
+                     f"{_ms(result.naive_per_request)} | "
+                     f"{_wide_ratio(seconds, result.naive_per_request)} |")
+    lines += [
+        f"| first request, its rows derived from the snapshot (ms) | "
+        f"{_ms(result.first_seconds)} | | |",
+        f"| reading the snapshot: the budget report of every SLO (ms, once per refresh) | "
+        f"{_ms(result.snapshot_seconds)} | | |",
+        f"| page size (kB) | {result.page_bytes / 1000:,.0f} | | |",
+        "",
+        f"Slowest list query {_ms(result.worst_median)} ms: {verdict} the "
+        f"{UI_TARGET_SECONDS:.0f} s target; even a request that finds the snapshot stale "
+        f"and reads it again takes "
+        f"{_ms(result.snapshot_seconds + result.first_seconds)} ms.",
+        "",
+    ]
+    return lines
+
+
+
 def markdown(machine_line: str, compile_result: CompileResult | None,
              eval_result: EvalResult | None, seconds: float,
              refresh_result: RefreshResult | None = None,
              only: tuple[str, ...] = (), service_result: ServiceResult | None = None,
-             promtool_result: PromtoolResult | None = None) -> str:
+             promtool_result: PromtoolResult | None = None,
+             ui_result: UIResult | None = None) -> str:
     """The bench section: a heading line, then each part that ran after its marker. With
     `only`, the heading says which parts ran and goes inside each of them, so that
     `publish` can keep the heading and the other parts of the last full run."""
@@ -365,7 +404,8 @@ def markdown(machine_line: str, compile_result: CompileResult | None,
         ("eval", eval_result, eval_section),
         ("refresh", refresh_result, refresh_section),
         ("service", service_result, service_section),
-        ("promtool", promtool_result, promtool_section))
+        ("promtool", promtool_result, promtool_section),
+        ("ui", ui_result, ui_section))
     for name, result, section in sections:
         if result is not None:
             lines += [part_marker(name)]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import compile_time, evaluation, promtool_time, refresh, report, service
+from bench import compile_time, evaluation, promtool_time, refresh, report, service, ui
 
 ROOT = Path(__file__).resolve().parent.parent
 HINT = ("install Debian's prometheus and promtool: apt-get update && apt-get install -y "
@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="no service evaluation-loop bench")
     parser.add_argument("--skip-promtool", action="store_true",
                         help="no bench of the generated promtool tests")
+    parser.add_argument("--skip-ui", action="store_true",
+                        help="no bench of the web view's SLO list")
     parser.add_argument("--service-cycles", type=int, default=service.ServiceConfig.cycles,
                         help="evaluations of the service loop, one per minute of data "
                              "(default %(default)s)")
@@ -56,12 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_refresh = "refresh" in only if only else not args.skip_refresh
     run_service = "service" in only if only else not args.skip_service
     run_promtool = "promtool" in only if only else not args.skip_promtool
+    run_ui = "ui" in only if only else not args.skip_ui
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if (run_eval or run_refresh or run_service or run_promtool) and not (prometheus and promtool):
         print(f"python -m bench: prometheus/promtool not found; {HINT}", file=sys.stderr)
         return 2
     machine = report.machine(prometheus)
-    compiled = evaluated = refreshed = served = tested = None
+    compiled = evaluated = refreshed = served = tested = listed = None
     with tempfile.TemporaryDirectory(prefix="slo-bench-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -92,8 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("generated promtool tests of services of "
                   f"{', '.join(map(str, promtool_time.SIZES))} SLOs ...", flush=True)
             tested = promtool_time.run(workdir / "promtool", promtool)
+        if run_ui:
+            print("web view: the SLO list at 1,000 SLOs ...", flush=True)
+            listed = ui.run(workdir / "ui")
+            print(f"  slowest list query {listed.worst_median * 1000:.0f} ms", flush=True)
     text = report.markdown(machine, compiled, evaluated, time.monotonic() - began, refreshed,
-                           only, served, tested)
+                           only, served, tested, listed)
     print()
     print(text)
     if not args.no_write:

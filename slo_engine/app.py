@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import quote
 
 from slo_engine.errors import RulesOutError, SpecWarning
 from slo_engine.redaction import redact
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # pandas costs compile's start-up 0.2 s it does not need
     from slo_engine.paging.burn_alert import BurnAlert
     from slo_engine.paging.page import PageContext
     from slo_engine.prometheus.lint import LintReport
+    from slo_engine.release.gate import Release
     from slo_engine.rules.backfill import BackfillResult, Progress
     from slo_engine.storage import StateStore
 
@@ -35,6 +37,23 @@ EventSource: TypeAlias = Callable[[list[Service], datetime, datetime],
                                   "tuple[pd.DataFrame, list[str]]"]
 # The changes of these services between two times (files, the state database, or both).
 ChangeFinder: TypeAlias = Callable[[set[str], datetime, datetime], "Iterable[Change]"]
+
+
+def slo_view_path(service: str, slo: str) -> str:
+    """The web view's page of an SLO, under the view's URL."""
+    return f"/slo/{quote(service, safe='')}/{quote(slo, safe='')}"
+
+
+def with_view_links(services: list[Service], public_url: str | None) -> list[Service]:
+    """Every SLO without a dashboard_url links to its page of the web view at `public_url`,
+    so every page and notice in Slack has a dashboard to open."""
+    if not public_url:
+        return services
+    base = public_url.rstrip("/")
+    return [replace(service, slos=tuple(
+        slo if slo.dashboard_url else
+        replace(slo, dashboard_url=base + slo_view_path(slo.service, slo.name))
+        for slo in service.slos)) for service in services]
 
 
 def validate(paths: Iterable[str | Path]) -> list[Service]:
@@ -166,8 +185,6 @@ def incident_history(paths: Iterable[str | Path], events: EventSource, since: ti
                      settings: ChangesConfig) -> IncidentHistory:
     """Replay the alert tiers over history, merge what fired into incidents, and attribute
     each to the change before its onset (within the lookback) and its budget spent."""
-    from slo_engine.budget.attribution import attribute_incidents, backtest_incidents
-    from slo_engine.budget.backtest import backtest_slos
     from slo_engine.changes.correlation import services_of
     from slo_engine.spec.durations import parse_duration
 
@@ -177,14 +194,82 @@ def incident_history(paths: Iterable[str | Path], events: EventSource, since: ti
     start = until - since
     longest = max((t.long_seconds for slo in slos for t in slo.tiers), default=0.0)
     ledger, warnings = events(services, start - timedelta(seconds=longest), until)
-    results = backtest_slos(slos, ledger, since=start, until=until)
     names = {name for slo in slos for name in services_of(slo)}
     changes = list(find_changes(names, start - timedelta(seconds=longest + lookback), until))
-    incidents = attribute_incidents(
-        backtest_incidents(results), changes, slos, ledger, lookback_s=lookback,
+    incidents = attributed_incidents(slos, ledger, changes, start, until, settings)
+    return IncidentHistory(slos, ledger, changes, incidents, warnings)
+
+
+def attributed_incidents(slos: list[SLO], ledger: pd.DataFrame, changes: list[Change],
+                         since: datetime, until: datetime,
+                         settings: ChangesConfig) -> pd.DataFrame:
+    """The incidents of `incident_history` from a ledger already read: the alert tiers
+    replayed from `since`, merged, and each attributed to the change before its onset."""
+    from slo_engine.budget.attribution import attribute_incidents, backtest_incidents
+    from slo_engine.budget.backtest import backtest_slos
+    from slo_engine.spec.durations import parse_duration
+
+    results = backtest_slos(slos, ledger, since=since, until=until)
+    return attribute_incidents(
+        backtest_incidents(results), changes, slos, ledger,
+        lookback_s=parse_duration(settings.lookback),
         suspect_window_s=parse_duration(settings.suspect_window),
         rollback_template=settings.rollback_template)
-    return IncidentHistory(slos, ledger, changes, incidents, warnings)
+
+
+@dataclass(frozen=True)
+class ViewSnapshot:
+    """What the web view shows, read once from the same sources as `report`: the budgets at
+    `at`, the ledger of the longest period (for burn-downs and incidents) and its changes."""
+
+    services: list[Service]
+    statuses: list[BudgetStatus]
+    ledger: pd.DataFrame
+    changes: list[Change]  # oldest first
+    at: datetime
+    warnings: list[str]
+    settings: ChangesConfig
+
+    @property
+    def slos(self) -> list[SLO]:
+        return [slo for service in self.services for slo in service.slos]
+
+
+def view_snapshot(services: list[Service], events: EventSource, at: datetime,
+                  find_changes: ChangeFinder, settings: ChangesConfig) -> ViewSnapshot:
+    """Every SLO's budget at `at` (as `budget_report`) with the events and changes of the
+    longest period, so every page of the view is computed from one read."""
+    from slo_engine.budget import accounting as budget
+    from slo_engine.changes.correlation import services_of
+
+    start, end = report_window(services, at)
+    ledger, warnings = events(services, start, end)
+    names = {name for s in services for slo in s.slos for name in services_of(slo)}
+    changes = sorted(find_changes(names, start, end), key=lambda c: c.time)
+    return ViewSnapshot(services, budget.report(services, ledger, at), ledger, changes, at,
+                        warnings, settings)
+
+
+def snapshot_incidents(snapshot: ViewSnapshot, slos: list[SLO] | None = None) -> pd.DataFrame:
+    """The incidents of the snapshot's period (after the longest alert window has filled), of
+    `slos` or of every SLO, attributed as `incidents` does."""
+    slos = snapshot.slos if slos is None else slos
+    longest = max((t.long_seconds for slo in slos for t in slo.tiers), default=0.0)
+    start = report_window(snapshot.services, snapshot.at)[0] + timedelta(seconds=longest)
+    return attributed_incidents(slos, snapshot.ledger, snapshot.changes, start, snapshot.at,
+                                snapshot.settings)
+
+
+def release_decision(snapshot: ViewSnapshot, service: str) -> Release:
+    """The release gate's answer for a service from the snapshot's budgets (the built-in
+    policy, as `gate` without --policy)."""
+    from slo_engine.release import gate
+
+    owner = next(s for s in snapshot.services if s.name == service)
+    statuses = [s for s in snapshot.statuses if s.service == service]
+    labels = {(slo.service, slo.name): dict(slo.labels) for slo in owner.slos}
+    return gate.release(gate.decide(gate.DEFAULT_POLICY, service, statuses, snapshot.at,
+                                    labels))
 
 
 def backfill_rules(paths: Iterable[str | Path], prometheus_url: str, start: datetime,

@@ -14,7 +14,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from slo_engine.changes.events import DEFAULT_ROLLBACK_TEMPLATE, ROLLBACK_PLACEHOLDERS
 from slo_engine.errors import ConfigError, SpecError, SpecIssue
@@ -112,8 +120,33 @@ class ScheduleConfig(_Section):
     _intervals = field_validator("evaluate", "budget_refresh", "no_data_after")(_duration)
 
 
+class ViewConfig(_Section):
+    """Who may read the web view at `/`: anyone by default (it is read-only; put it behind
+    the company's proxy), or holders of a bearer token, or basic-auth users."""
+
+    enabled: bool = Field(True, description="Serve the read-only web view at /.")
+    auth: Literal["none", "basic", "bearer"] = "none"
+    tokens: list[SecretStr] = Field(default_factory=list, description=(
+        "auth: bearer: the tokens that may read the view, e.g. ${SLO_VIEW_TOKEN}."))
+    users: dict[str, SecretStr] = Field(default_factory=dict, description=(
+        "auth: basic: user name to password, e.g. {oncall: ${SLO_VIEW_PASSWORD}}."))
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ViewConfig:
+        if self.auth == "bearer" and not any(t.get_secret_value() for t in self.tokens):
+            raise ValueError("auth: bearer needs at least one token under http.view.tokens")
+        if self.auth == "basic" and not self.users:
+            raise ValueError("auth: basic needs at least one user under http.view.users")
+        return self
+
+
 class HttpConfig(_Section):
     listen: str = Field("127.0.0.1:8080", description="host:port; [::1]:8080 for IPv6.")
+    public_url: str | None = Field(None, description=(
+        "The web view's URL as Slack readers reach it, e.g. https://slo.example.com: pages "
+        "and notices link to <public_url>/slo/<service>/<slo> when an SLO has no "
+        "dashboard_url."))
+    view: ViewConfig = ViewConfig()
     tokens: list[SecretStr] = Field(default_factory=list,
                                     description="Bearer tokens accepted for writes.")
     max_body_bytes: int = Field(65_536, ge=1024, le=10_485_760)
@@ -127,6 +160,14 @@ class HttpConfig(_Section):
         "Open connections per client address; beyond it writes get 429 (probes are served)."))
     max_queued_writes: int = Field(512, ge=1, le=65_536, description=(
         "Writes waiting for the state database; beyond it, or after 10 s waiting, 429."))
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r} is not an absolute URL; write e.g. "
+                             "https://slo.example.com (Slack links need the scheme)")
+        return value
 
     @field_validator("listen")
     @classmethod

@@ -15,6 +15,7 @@ from slo_engine.errors import MissingExtra
 EXTRA_OF_LIBRARY = {
     "apscheduler": "service",
     "fastapi": "service",
+    "jinja2": "service",
     "prometheus_client": "service",
     "slack_sdk": "service",
     "starlette": "service",
@@ -25,7 +26,7 @@ EXTRA_OF_LIBRARY = {
 }
 
 WHAT_EXTRA_BRINGS = {
-    "service": "the service, Slack and the HTTP API",
+    "service": "the service, Slack, the HTTP API and the web view",
     "charts": "charts",
     "canary": "the canary's statistics",
     "dashboards": "Grafana dashboards",

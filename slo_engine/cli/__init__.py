@@ -19,13 +19,14 @@ from slo_engine.cli import (
     service,
     specs,
     state,
+    web,
 )
 from slo_engine.cli.arguments import print_error
 from slo_engine.errors import SloEngineError
 from slo_engine.extras import missing_extra
 
-COMMAND_GROUPS = (specs, importers, budget, changes, release, notify, service, state, demo,
-                  dashboards)
+COMMAND_GROUPS = (specs, importers, budget, changes, release, notify, service, web, state,
+                  demo, dashboards)
 
 
 def _parser() -> argparse.ArgumentParser:

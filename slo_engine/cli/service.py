@@ -67,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
     engine = Engine.from_config(config)
     try:
         scheduler = EngineScheduler(engine, config.schedule)
-        server = HttpServer(create_app(engine, config.http), config.http.listen)
+        server = HttpServer(create_app(engine, config.http, engine.web_view()),
+                            config.http.listen)
         server.start()
     except BaseException:
         engine.close()

@@ -12,7 +12,7 @@ from slo_engine.redaction import redact
 from slo_engine.rules.files import FORMATS
 from slo_engine.spec.document import json_schema_text
 from slo_engine.spec.durations import describe_seconds
-from slo_engine.spec.model import Service, detection_seconds
+from slo_engine.spec.model import Service, budget_lifetime_seconds, detection_seconds
 
 
 def register(commands: Commands) -> None:
@@ -113,7 +113,7 @@ def explain_text(services: list[Service]) -> str:
             for tier in slo.tiers:
                 detect = detection_seconds(slo, tier)
                 detect_text = "never" if detect is None else describe_seconds(detect)
-                gone = describe_seconds(slo.period_seconds / tier.burn_rate)
+                gone = describe_seconds(budget_lifetime_seconds(slo, tier))
                 lines.append(
                     f"  {tier.severity:<8} {tier.long_window + '/' + tier.short_window:<{width}} "
                     f"{tier.burn_rate:>6.4g}x {tier.budget_fraction:>12.0%} "

@@ -82,6 +82,7 @@ from slo_engine.storage.sqlite import StateDB
 
 if TYPE_CHECKING:
     import pandas as pd
+    from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class Engine:
                     clock: Clock = _utc_now) -> Engine:
         """Load the SLO files (SpecError lists every mistake), open the state database and
         set up Slack delivery (ConfigError without a token, unless dry_run)."""
-        services = app.validate(config.slo_files)
+        services = app.with_view_links(app.validate(config.slo_files), config.http.public_url)
         state = StateDB(config.state.path)
         return cls(config, services, state, delivery_from_config(config.slack),
                    telemetry=telemetry, clock=clock)
@@ -152,6 +153,33 @@ class Engine:
 
     def slo_statuses(self) -> list[BudgetStatus]:
         return list(self._statuses)
+
+    def view_snapshot(self) -> app.ViewSnapshot:
+        """What the web view shows: the budget report as the refresh makes it, from the
+        refresh's ledger cache (so only what is new is fetched), with the changes the state
+        database holds."""
+        def events(services: list[Service], start: datetime, end: datetime) -> tuple[
+                pd.DataFrame, list[str]]:
+            with self._refreshing:
+                return self._ledger(services, start, end, cache=True), []
+
+        def find_changes(names: set[str], since: datetime, until: datetime) -> list[Change]:
+            return self.state.changes(services=names, since=since, until=until)
+
+        return app.view_snapshot(self._services, events, self._clock(), find_changes,
+                                 self.config.changes)
+
+    def web_view(self) -> ASGIApp | None:
+        """The read-only web view of these SLOs, read again at most once per budget refresh;
+        None when http.view.enabled is off."""
+        view = self.config.http.view
+        if not view.enabled:
+            return None
+        from slo_engine.web.server import SnapshotCache, create_view, view_auth
+
+        cache = SnapshotCache(self.view_snapshot,
+                              parse_duration(self.config.schedule.budget_refresh))
+        return create_view(cache, view_auth(view))
 
     def readiness(self) -> dict[str, str]:
         """Prometheus answers a query now, and the state database takes a write."""
@@ -300,7 +328,8 @@ class Engine:
         and the last good one keeps running. Returns whether the new set was taken."""
         self._files = _fingerprint(self.config.slo_files)
         try:
-            services = app.validate(self.config.slo_files)
+            services = app.with_view_links(app.validate(self.config.slo_files),
+                                           self.config.http.public_url)
         except SpecError as error:
             self.reload_error = str(error)
             log.error("SLO files rejected, still running the last good set (%d SLOs); fix "

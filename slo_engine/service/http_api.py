@@ -94,7 +94,8 @@ class _WriteGate:
             self._slots.release()
 
 
-def create_app(engine: EngineAPI, http: HttpConfig) -> FastAPI:
+def create_app(engine: EngineAPI, http: HttpConfig, view: ASGIApp | None = None) -> FastAPI:
+    """The API; `view` (the read-only web view) is served at `/` behind its routes."""
     app = FastAPI(title="slo-engine", version="1", docs_url=None, redoc_url=None)
     app.state.http = http
     app.add_middleware(_RefuseSmuggling)
@@ -197,6 +198,8 @@ def create_app(engine: EngineAPI, http: HttpConfig) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if view is not None:
+        app.mount("/", view)
     return app
 
 
@@ -265,9 +268,9 @@ def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
 class HttpServer:
     """uvicorn in a background thread, so the scheduler and the API share one process."""
 
-    def __init__(self, app: FastAPI, listen: str) -> None:
+    def __init__(self, app: ASGIApp, listen: str) -> None:
         host, _, port = listen.rpartition(":")
-        http: HttpConfig = getattr(app.state, "http", None) or HttpConfig()
+        http: HttpConfig = getattr(getattr(app, "state", None), "http", None) or HttpConfig()
         # No limit_concurrency: it counts idle connections and answers 503 to everyone once
         # they fill it. The guarded protocol bounds connections and times out slow ones.
         self._server = uvicorn.Server(GuardedConfig(

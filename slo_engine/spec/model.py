@@ -271,3 +271,8 @@ def detection_seconds(slo: SLO, tier: AlertTier, error_ratio: float = 1.0) -> fl
     if actual_burn <= tier.burn_rate:
         return None
     return tier.budget_fraction * slo.period_seconds / actual_burn
+
+
+def budget_lifetime_seconds(slo: SLO, tier: AlertTier) -> float:
+    """How long the whole period's budget lasts at the burn rate `tier` fires at."""
+    return slo.period_seconds / tier.burn_rate

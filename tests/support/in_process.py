@@ -22,7 +22,8 @@ class InProcessEngine:
     def start(cls, config_file: Path) -> InProcessEngine:
         config = load_config(config_file)
         engine = Engine.from_config(config)
-        server = HttpServer(create_app(engine, config.http), config.http.listen)
+        server = HttpServer(create_app(engine, config.http, engine.web_view()),
+                            config.http.listen)
         server.start()
         scheduler = EngineScheduler(engine, config.schedule, watch_seconds=3600)
         scheduler.start()
