@@ -62,6 +62,14 @@ class Telemetry:
             "slo_engine_changes_recorded_total",
             "Change events recorded, by source (a source the engine does not know is 'other').",
             ["source"], registry=self.registry)
+        self.leader = Gauge(
+            "slo_engine_leader",
+            "1 while this replica holds the leadership lease (evaluates, refreshes, notifies, "
+            "delivers the outbox), 0 while it stands by.", ["replica"], registry=self.registry)
+        self.lease_token = Gauge(
+            "slo_engine_lease_token",
+            "The leadership lease's fencing token as this replica last saw it: it grows by one "
+            "each time leadership changes hands.", registry=self.registry)
         for outcome in ("sent", "failed"):
             self.notifications.labels(outcome)
         for outcome in ("accepted", "skipped"):
