@@ -65,6 +65,11 @@ class Leadership:
         self._seen: Lease | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        try:  # who leads, for /readyz, before this replica's first renewal
+            with state.read() as reader:
+                self._seen = reader.lease()
+        except StateError as error:
+            log.warning("leadership lease not read: %s", error)
         self._publish()
 
     @property
