@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -49,6 +49,7 @@ SERVICES = {"killed": "C0PAGE", "twice": "C0OTHER", "split-a": "C0OTHER",
             "split-b": "C0OTHER", "paced": "C0TICKET", "stored": "C0NOTICE"}
 RETRY_AFTER = 5  # seconds: longer than a takeover after a clean shutdown
 STORE_DOWN = 60.0  # seconds the state store is gone
+_RUNS = itertools.count(1)  # each test's replicas get a directory of their own
 
 
 @dataclass
@@ -109,6 +110,24 @@ connection.execute("COMMIT")
 """
 
 
+class SharedState(Protocol):
+    """A state store the replicas share, and how a test takes it away."""
+
+    def section(self) -> dict[str, Any]:
+        """The engine config's `state:` section."""
+        ...
+
+    def stop(self) -> None:
+        """Take the store away: every write fails until start()."""
+        ...
+
+    def start(self) -> None:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
 class SharedSqlite:
     """One SQLite file both replicas open: two processes on one host."""
 
@@ -120,7 +139,6 @@ class SharedSqlite:
         return {"path": str(self.path)}
 
     def stop(self) -> None:
-        """Take the store away: every write fails until start()."""
         self._locker = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(self.path)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True)
@@ -143,7 +161,7 @@ class SharedSqlite:
 # The integrator adds pytest.param("postgres") here, yielding a `state:` section with the
 # URL of a tests.support.postgres.PostgresServer and stopping/starting that server.
 @pytest.fixture(params=["sqlite"])
-def shared_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedSqlite]:
+def shared_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedState]:
     store = SharedSqlite(tmp_path)
     try:
         yield store
@@ -213,15 +231,16 @@ class Replica:
         return self.log.read_text(encoding="utf-8", errors="replace")[-3000:]
 
 
-def _replicas(stack: Stack, state: SharedSqlite, service: str, paging: str,
+def _replicas(stack: Stack, state: SharedState, service: str, paging: str,
               *, retries: int = 0, also: tuple[str, ...] = ()) -> list[Replica]:
     """Two replicas of one engine config (their names and ports aside) for `service`'s SLO
     (and `also`'s), started in turn: the first leads."""
     services = (service, *also)
+    run = next(_RUNS)
     replicas: list[Replica] = []
     for name in ("a", "b"):
         port = free_port()
-        path = stack.workdir / f"{service}-{state.path.parent.name}" / f"{name}.yaml"
+        path = stack.workdir / f"{service}-{run}" / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump({
             "apiVersion": "slo-engine/v1", "kind": "EngineConfig",
@@ -270,7 +289,7 @@ def _thread_replies(stack: Stack, post: Any) -> list[Any]:
 # --- (1) the leader killed ------------------------------------------------------------
 
 def test_the_standby_takes_over_a_killed_leader_and_resolves_once(
-        stack: Stack, shared_state: SharedSqlite) -> None:
+        stack: Stack, shared_state: SharedState) -> None:
     replicas = _replicas(stack, shared_state, "killed", "engine")
     leader, standby = replicas
     try:
@@ -350,7 +369,7 @@ def _page_of(stack: Stack, service: str) -> list[Any]:
 
 
 def test_a_webhook_both_replicas_receive_pages_once(
-        stack: Stack, shared_state: SharedSqlite) -> None:
+        stack: Stack, shared_state: SharedState) -> None:
     replicas = _replicas(stack, shared_state, "twice", "alertmanager")
     try:
         started = datetime.now(UTC)
@@ -372,7 +391,7 @@ def test_a_webhook_both_replicas_receive_pages_once(
 
 
 def test_two_incidents_reaching_two_replicas_at_once_both_resolve(
-        stack: Stack, shared_state: SharedSqlite) -> None:
+        stack: Stack, shared_state: SharedState) -> None:
     """Each replica writes the whole firing set: one written from a stale read would drop
     the other replica's incident, whose resolution would then be ignored."""
     replicas = _replicas(stack, shared_state, "split-a", "alertmanager", also=("split-b",))
@@ -393,7 +412,7 @@ def test_two_incidents_reaching_two_replicas_at_once_both_resolve(
 # --- (3) 429 beyond the retries ---------------------------------------------------------
 
 def test_a_retry_after_holds_whichever_replica_delivers(
-        stack: Stack, shared_state: SharedSqlite) -> None:
+        stack: Stack, shared_state: SharedState) -> None:
     replicas = _replicas(stack, shared_state, "paced", "alertmanager", retries=1)
     leader, standby = replicas
     try:
@@ -431,7 +450,7 @@ def test_a_retry_after_holds_whichever_replica_delivers(
 # --- (4) the state store gone for a minute --------------------------------------------
 
 def test_the_state_store_gone_for_a_minute_pages_nothing_twice(
-        stack: Stack, shared_state: SharedSqlite) -> None:
+        stack: Stack, shared_state: SharedState) -> None:
     replicas = _replicas(stack, shared_state, "stored", "alertmanager")
     try:
         started = datetime.now(UTC)
