@@ -140,6 +140,23 @@ class ViewConfig(_Section):
         return self
 
 
+class ServiceConfig(_Section):
+    replica_id: str | None = Field(None, min_length=1, max_length=200, description=(
+        "This replica's name in the leadership lease; default hostname-pid. Unique per "
+        "replica sharing one state store."))
+    lease: str = Field("30s", description=(
+        "How long the leader's lease lasts unrenewed (renewed every third of it): a killed "
+        "leader's standby takes over within it."))
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, value: str) -> str:
+        if parse_duration(value) < 3:
+            raise ValueError(f"{value!r} is too short: the lease is renewed every third of "
+                             "it; write at least 3s (default 30s)")
+        return value
+
+
 class HttpConfig(_Section):
     listen: str = Field("127.0.0.1:8080", description="host:port; [::1]:8080 for IPv6.")
     public_url: str | None = Field(None, description=(
@@ -193,6 +210,7 @@ class EngineConfig(_Section):
     state: StateConfig = StateConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     http: HttpConfig = HttpConfig()
+    service: ServiceConfig = ServiceConfig()
 
     def channel_for(self, owner: str, severity: str) -> str:
         """The Slack channel of an owner's pages or tickets; ConfigError when unrouted."""

@@ -97,10 +97,12 @@ class Clock:
 
 
 def _engine(tmp_path: Path, url: str, slack: SlackStandIn, clock: Clock, *,
-            digest_chart: bool = True, paging: str = "engine") -> Engine:
+            digest_chart: bool = True, paging: str = "engine",
+            replica: str | None = None) -> Engine:
+    """An engine on tmp_path's state; `replica` names one of several sharing it."""
     if not (tmp_path / "slos").exists():
         _specs(tmp_path / "slos")
-    config = tmp_path / "slo-engine.yaml"
+    config = tmp_path / f"slo-engine{'-' + replica if replica else ''}.yaml"
     config.write_text(yaml.safe_dump({
         "apiVersion": "slo-engine/v1", "kind": "EngineConfig", "slo_files": ["slos"],
         "prometheus": {"url": url},
@@ -109,7 +111,8 @@ def _engine(tmp_path: Path, url: str, slack: SlackStandIn, clock: Clock, *,
             "discovery": {"page": "#payments-oncall", "ticket": "#slo-notices"},
             "ghost": {"page": "#payments-oncall"}}},
         "schedule": {"digest_chart": digest_chart}, "paging": paging,
-        "state": {"path": "state.db"}}), encoding="utf-8")
+        "state": {"path": "state.db"},
+        "service": {"replica_id": replica or "solo", "lease": "10m"}}), encoding="utf-8")
     return Engine.from_config(load_config(config, {}), clock=clock)
 
 
@@ -231,6 +234,43 @@ def test_a_firing_tier_without_samples_is_held_before_it_resolves(
         assert engine.firing() == {}
     finally:
         engine.close()
+
+
+def test_a_deposed_leaders_evaluation_records_nothing(
+        tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A leader paused past its lease (which another replica then took) finds a transition
+    when it resumes: the fencing token in its write's transaction rolls it back, and the
+    replica that leads now records it."""
+    url, at = prometheus
+    clock = Clock(at)
+    deposed = _engine(tmp_path, url, slack, clock, replica="a")
+    leader = _engine(tmp_path, url, slack, clock, replica="b")
+    firing = BurnAlert("checkout", "availability", (), "page", "12m", "5m", True,
+                       at - timedelta(minutes=5), 20.0, 100.0, "engine")
+    with deposed.state.transaction() as unit:
+        unit.save_firing(encode_firing({tier_id(firing): firing}))
+    try:
+        deposed.start_delivery()  # renews on its own thread, every 200 s of real time
+        assert deposed.evaluate() == [] and deposed.role().token == 1  # the tier is held
+        clock.now = at + UNSEEN_HOLD  # the held tier resolves now; a's 10m lease lapsed
+        assert leader.leadership.renew() and leader.role().token == 2
+        assert deposed.leadership.token == 1  # it has not renewed since: it believes it leads
+        with caplog.at_level(logging.WARNING, logger="slo_engine.service.leadership"):
+            assert deposed.evaluate() == []
+        assert "no longer leading, leader-only work stops" in caplog.text
+        assert deposed.role().role == "standby"
+        assert list(leader.firing().values()) == [firing]  # the write rolled back
+        deposed.close()
+
+        assert leader.evaluate() == []  # its own hold of the unseen tier starts now
+        clock.now = at + 2 * UNSEEN_HOLD
+        [resolved] = leader.evaluate()
+        assert (resolved.tier, resolved.firing) == ("12m/5m", False)
+        assert leader.firing() == {}
+    finally:
+        deposed.close()
+        leader.close()
 
 
 def _connections_to(port: int) -> int:

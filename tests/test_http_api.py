@@ -28,6 +28,7 @@ from slo_engine.demo.month import demo_events
 from slo_engine.paging.alertmanager import WebhookPayload, burn_alerts
 from slo_engine.paging.burn_alert import BurnAlert
 from slo_engine.service.http_api import HttpServer, create_app
+from slo_engine.service.leadership import Role
 from slo_engine.service.telemetry import Telemetry
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import Service
@@ -56,6 +57,9 @@ class Engine:
 
     def readiness(self) -> dict[str, str]:
         return dict(self.checks)
+
+    def role(self) -> Role:
+        return Role("standby", "replica-b", "replica-a", 7)
 
     def handle_alertmanager(self, payload: WebhookPayload) -> int:
         accepted, _ = burn_alerts(payload, self.services)
@@ -101,6 +105,9 @@ def test_probes_answer_without_a_token(client: httpx.Client, engine: Engine) -> 
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
+    # A standby is ready (it serves the API and takes webhooks); the role says it stands by.
+    assert ready.json()["role"] == {"role": "standby", "replica": "replica-b",
+                                    "holder": "replica-a", "token": 7}
     engine.checks["prometheus"] = "http://127.0.0.1:1: connection refused"
     not_ready = client.get("/readyz")
     assert not_ready.status_code == 503

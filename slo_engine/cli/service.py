@@ -75,8 +75,8 @@ def _run(args: argparse.Namespace) -> int:
         raise
     slos = sum(len(s.slos) for s in engine.services)
     log.info("slo-engine running: %d SLOs of %d services, paging mode %s, HTTP on port %d, "
-             "Prometheus %s", slos, len(engine.services), config.paging, server.port,
-             redact(config.prometheus.url))
+             "Prometheus %s, replica %s", slos, len(engine.services), config.paging,
+             server.port, redact(config.prometheus.url), engine.leadership.replica_id)
 
     def stop() -> None:
         server.stop()

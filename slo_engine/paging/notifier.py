@@ -16,7 +16,8 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -62,16 +63,23 @@ class Notifier:
 
     def __init__(self, state: StateStore, delivery: Delivery,
                  route: Callable[[str, str], str], *,
-                 retention: timedelta = OUTBOX_RETENTION) -> None:
+                 retention: timedelta = OUTBOX_RETENTION,
+                 fence: Callable[[StateWriter], None] | None = None) -> None:
+        """`fence`, for replicas sharing the store: called first in every transaction of a
+        delivery (claim, outcome, requeue), it raises LeaseLost unless this replica leads,
+        so a deposed leader's delivery writes roll back. The leader requeues the calls a
+        crash left being sent when it takes the lease; without `fence` that is done here."""
         self._state = state
         self._retention = retention
         self._delivery = delivery
         self._route = route
+        self._fence = fence
         self._flushing = threading.Lock()  # one flush at a time keeps the order
-        with state.transaction() as unit:
-            # A call cut short by a crash may or may not have reached Slack: sending it again
-            # risks a duplicate message, not sending it risks a lost page. We send.
-            unit.requeue_interrupted()
+        if fence is None:
+            with state.transaction() as unit:
+                # A call cut short by a crash may or may not have reached Slack: sending it
+                # again risks a duplicate message, not sending it risks a lost page. We send.
+                unit.requeue_interrupted()
 
     def handle(self, context: PageContext) -> None:
         """Record what the alert means for its incident, queue the Slack calls, and try to
@@ -145,7 +153,7 @@ class Notifier:
                     break
                 failed += 1
             if sent or failed:
-                with self._state.transaction() as unit:
+                with self._delivering() as unit:
                     unit.prune(datetime.now(UTC) - self._retention)
         return DeliveryReport(sent=sent, failed=failed, queued=self.outbox_depth(),
                               errors=tuple(errors))
@@ -234,7 +242,7 @@ class Notifier:
         with self._state.read() as reader:  # no write lock taken when nothing waits
             if reader.outbox_depth() == 0:
                 return None
-        with self._state.transaction() as unit:
+        with self._delivering() as unit:
             return unit.claim_next(datetime.now(UTC))
 
     def _deliver(self, item: OutboxItem) -> SlackUnavailable | SlackRefused | None:
@@ -272,7 +280,7 @@ class Notifier:
             return refusal
         finally:
             if not finished:
-                with self._state.transaction() as unit:
+                with self._delivering() as unit:
                     unit.requeue(item.id, not_before)
 
     def _call(self, item: OutboxItem, parent: OutboxItem | None) -> Posted | None:
@@ -295,10 +303,18 @@ class Notifier:
 
     def _finish(self, item: OutboxItem, state: Literal["sent", "failed"], *,
                 posted: Posted | None = None, error: str | None = None) -> None:
-        with self._state.transaction() as unit:
+        with self._delivering() as unit:
             unit.finish(item.id, state, posted=posted, error=error,
                         sent_at=datetime.now(UTC) if state == "sent" else None,
                         drop_content=item.kind == "upload")  # Slack has the chart now
+
+    @contextmanager
+    def _delivering(self) -> Iterator[StateWriter]:
+        """A transaction of the delivery, fenced when replicas share the store."""
+        with self._state.transaction() as unit:
+            if self._fence is not None:
+                self._fence(unit)
+            yield unit
 
     @staticmethod
     def _raise_refusals(report: DeliveryReport) -> None:

@@ -17,6 +17,12 @@ another process, a full disk) leaves the firing set as it was, so the same trans
 found again and page once the write goes through; /readyz and the metrics say so meanwhile.
 Slack calls leave from the outbox on their own thread (`service.delivery`): no job waits
 for Slack.
+
+Replicas sharing one state store (`service.leadership`): only the lease's holder runs the
+jobs and delivers the outbox, and its writes of transitions, notices and deliveries check
+the lease's fencing token in their own transaction; every replica takes changes and
+webhooks, whose transitions are decided again inside the transaction that records them, so
+a webhook two replicas receive pages once.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from slo_engine.config import EngineConfig
 from slo_engine.errors import (
     ChangeError,
     ConfigError,
+    LeaseLost,
     SloEngineError,
     SourceError,
     SourceUnavailable,
@@ -55,6 +62,7 @@ from slo_engine.paging.dedup import (
     apply_alerts,
     decode_firing,
     encode_firing,
+    tier_id,
     transitions,
 )
 from slo_engine.paging.evaluator import (
@@ -72,6 +80,7 @@ from slo_engine.prometheus.queries import error_ratio_series
 from slo_engine.prometheus.source import PrometheusSource
 from slo_engine.redaction import redact
 from slo_engine.service.delivery import DeliveryLoop
+from slo_engine.service.leadership import Leadership, Role, default_replica_id
 from slo_engine.service.outage import PrometheusOutage
 from slo_engine.service.telemetry import Telemetry
 from slo_engine.spec.durations import describe_seconds, parse_duration
@@ -95,6 +104,8 @@ RECENT_BUILD_INFO = timedelta(minutes=30)  # synced before each page: deploys ju
 STATE_WRITE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
 WEBHOOK_WRITE_SECONDS = 5.0  # then 503: Alertmanager sends the webhook again
 Clock = Callable[[], datetime]
+# Given the firing set as the recording transaction reads it: the new set and its transitions.
+Decide = Callable[[dict[str, BurnAlert]], tuple[dict[str, BurnAlert], list[BurnAlert]]]
 
 
 def _utc_now() -> datetime:
@@ -110,8 +121,11 @@ class Engine:
         self.config = config
         self.state = state
         self.telemetry = telemetry or Telemetry()
+        self.leadership = Leadership(state, config.service.replica_id or default_replica_id(),
+                                     _delta(config.service.lease), self.telemetry,
+                                     clock=clock, on_lead=self._wake_delivery_loop)
         self.notifier = Notifier(state, _CountingDelivery(delivery, self.telemetry),
-                                 config.channel_for)
+                                 config.channel_for, fence=self.leadership.fence)
         self.reload_error: str | None = None
         self._clock = clock
         self._services = services
@@ -201,9 +215,16 @@ class Engine:
             f"backoff): {refused}")
         return checks
 
+    def role(self) -> Role:
+        """Whether this replica leads, and who holds the lease."""
+        return self.leadership.role()
+
     def handle_alertmanager(self, payload: WebhookPayload) -> int:
         """Alertmanager mode: each burn alert of a known SLO, enriched and routed like the
-        engine's own. Returns how many alerts were accepted."""
+        engine's own. Returns how many alerts were accepted. Any replica takes it: which
+        alerts are transitions is decided again in the recording transaction, against the
+        firing set other replicas may have just written, so a webhook sent to two replicas
+        pages once; the leader delivers."""
         alerts, skipped = burn_alerts(payload, self._services)
         if self.config.paging != "alertmanager":
             skipped += [f"{a.incident_key}: paging is 'engine' in the engine config, so "
@@ -217,8 +238,9 @@ class Engine:
         with self._paging:
             previous = self.firing()
             current, changed = apply_alerts(previous, alerts)
-            if not self._record_transitions(self._contexts(changed), current,
-                                            within=WEBHOOK_WRITE_SECONDS):
+            if not self._record_transitions(
+                    self._contexts(changed), current, within=WEBHOOK_WRITE_SECONDS,
+                    decide=lambda firing: apply_alerts(firing, alerts)):
                 raise StateError(f"the alerts were not recorded: {self._write_error}; send "
                                  "them again")
         self._wake_delivery()
@@ -228,7 +250,10 @@ class Engine:
 
     def evaluate(self) -> list[BurnAlert]:
         """One evaluation: every SLO's tiers (engine mode) or a reachability probe
-        (alertmanager mode); transitions go to the notifier. Returns the transitions."""
+        (alertmanager mode); transitions go to the notifier. Returns the transitions.
+        Leader only, as every job."""
+        if not self.leadership.leading():
+            return []
         at = self._clock()
         began = time.perf_counter()
         services = self._services
@@ -262,7 +287,7 @@ class Engine:
                 # for (or fail on) a database another process holds.
                 if changed and not self._record_transitions(
                         self._contexts(changed), current,
-                        within=parse_duration(self.config.schedule.evaluate) / 2):
+                        within=parse_duration(self.config.schedule.evaluate) / 2, fenced=True):
                     changed = []
         self.telemetry.evaluation_seconds.observe(time.perf_counter() - began)
         self.telemetry.last_evaluation.set(time.time())
@@ -272,6 +297,8 @@ class Engine:
     def refresh_budgets(self) -> list[BudgetStatus]:
         """Every SLO's budget from Prometheus (cached ledger), the budget gauges, and the
         budget-policy notices due. On an outage the last statuses stay."""
+        if not self.leadership.leading():
+            return self._statuses
         at = self._clock()
         with self._refreshing:
             began = time.perf_counter()
@@ -295,6 +322,8 @@ class Engine:
         """The daily digest to every owner channel, each with the burn-down of its SLO with
         the least budget left (schedule.digest_chart); returns how many were queued (a
         digest already sent today under the same key is not sent again, nor drawn)."""
+        if not self.leadership.leading():
+            return 0
         at = self._clock()
         statuses = self._statuses or self.refresh_budgets()
         routable = {k: slo for k, slo in self._slos().items()
@@ -376,11 +405,16 @@ class Engine:
 
     def deliver(self) -> datetime | None:
         """Retry what waits in the Slack outbox (oldest first), and export its depth.
-        Returns when the head of the outbox may be tried again, if Slack asked it to wait."""
+        Returns when the head of the outbox may be tried again, if Slack asked it to wait.
+        Only the leader delivers."""
+        if not self.leadership.leading():
+            return None
         try:
             report = self.notifier.flush()
             for error in report.errors:
                 log.error("Slack refused a message: %s", error)
+        except LeaseLost as error:
+            self.leadership.lost(error)
         except SloEngineError as error:
             log.error("Slack delivery failed: %s", error)
         try:
@@ -391,11 +425,19 @@ class Engine:
             return None
 
     def start_delivery(self) -> None:
-        """Deliver the outbox on its own thread from now on (the running service); without
-        it, each job delivers before it returns (one-shot uses, tests)."""
+        """Deliver the outbox, and renew the leadership lease, on threads of their own from
+        now on (the running service); without them, each job takes the lease and delivers
+        before it returns (one-shot uses, tests)."""
         if self._delivery_loop is None:
             self._delivery_loop = DeliveryLoop(self.deliver)
             self._delivery_loop.start()
+            self.leadership.start()
+
+    def _wake_delivery_loop(self) -> None:
+        """Leadership was just taken: what waits in the outbox goes now, not at the next
+        look."""
+        if self._delivery_loop is not None:
+            self._delivery_loop.wake()
 
     def _wake_delivery(self) -> None:
         if self._delivery_loop is not None:
@@ -408,12 +450,14 @@ class Engine:
             log.error("outbox not read: %s", error)
 
     def close(self) -> None:
-        """Stop the delivery thread, make a last delivery attempt, then close the sources
-        and the state database."""
+        """Stop the delivery thread, make a last delivery attempt, release the lease (a
+        standby takes over at once), then close the sources and the state database."""
         if self._delivery_loop is not None:
             self._delivery_loop.stop()
             self._delivery_loop = None
-        self.deliver()
+        if self.leadership.token is not None:
+            self.deliver()
+        self.leadership.stop()
         with self._sources_lock:
             for source in self._sources:
                 source.close()
@@ -439,18 +483,31 @@ class Engine:
         return contexts
 
     def _record_transitions(self, contexts: list[PageContext],
-                            current: Mapping[str, BurnAlert], *, within: float) -> bool:
+                            current: Mapping[str, BurnAlert], *, within: float,
+                            decide: Decide | None = None, fenced: bool = False) -> bool:
         """The transitions' incidents and Slack calls and the new firing set, in one unit of
         work; a refused write is retried with backoff for `within` seconds. False when it
         never went through: the firing set is as before, so the caller finds the same
-        transitions again and they page then, once."""
+        transitions again and they page then, once. With `decide`, the new set and its
+        transitions are decided again from the firing set the transaction reads (another
+        replica may have written it since `contexts` were prepared); `fenced`: a leader-only
+        write, rolled back (and not retried) when this replica no longer leads."""
         deadline = time.monotonic() + within
         for delay in (*STATE_WRITE_BACKOFF, None):
             try:
                 with self.state.transaction() as unit:
-                    for context in contexts:
+                    if fenced:
+                        self.leadership.fence(unit)
+                    recorded, firing = contexts, current
+                    if decide is not None:
+                        firing, changed = decide(decode_firing(unit.firing()))
+                        recorded = self._as_decided(contexts, changed)
+                    for context in recorded:
                         self._record(unit, context)
-                    unit.save_firing(encode_firing(current))
+                    unit.save_firing(encode_firing(firing))
+            except LeaseLost as error:
+                self.leadership.lost(error)
+                return False
             except StateError as error:
                 self.telemetry.state_write_failures.inc()
                 self._pending = len(contexts)
@@ -471,6 +528,23 @@ class Engine:
             self.telemetry.pending_transitions.set(0)
             return True
         raise AssertionError("unreachable: the last attempt returns")
+
+    def _as_decided(self, contexts: list[PageContext],
+                    changed: list[BurnAlert]) -> list[PageContext]:
+        """The prepared contexts of the transitions as decided in the transaction; one
+        prepared for none (the firing set moved meanwhile) goes with what is known."""
+        prepared = {(tier_id(c.alert), c.alert.firing): c for c in contexts}
+        decided: list[PageContext] = []
+        for alert in changed:
+            context = prepared.get((tier_id(alert), alert.firing))
+            if context is None:
+                slo = self._slos().get((alert.service, alert.slo))
+                if slo is None:
+                    continue
+                context = PageContext(alert=alert, slo=slo, status=None, correlation=None,
+                                      prometheus_url=redact(self.config.prometheus.url))
+            decided.append(context)
+        return decided
 
     def _record(self, unit: StateWriter, context: PageContext) -> None:
         try:
@@ -626,10 +700,14 @@ class Engine:
         sent); the delivery thread sends it. False when already queued or not written."""
         try:
             with self.state.transaction() as unit:
+                self.leadership.fence(unit)  # notices are the leader's
                 queued = self.notifier.queue_notice(unit, channel, message, key, attachment,
                                                     title=title)
                 if also is not None:
                     also(unit)
+        except LeaseLost as error:
+            self.leadership.lost(error)
+            return False
         except StateError as error:
             self.telemetry.state_write_failures.inc()
             log.error("notice %s to %s not queued: %s", key, channel, error)

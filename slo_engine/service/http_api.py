@@ -33,6 +33,7 @@ from slo_engine.config import HttpConfig
 from slo_engine.errors import SloEngineError
 from slo_engine.paging.alertmanager import WebhookPayload
 from slo_engine.service.connections import RETRY_AFTER_SECONDS, GuardedConfig
+from slo_engine.service.leadership import Role
 from slo_engine.service.telemetry import Telemetry
 from slo_engine.spec.model import Service
 
@@ -55,6 +56,8 @@ class EngineAPI(Protocol):
     def slo_statuses(self) -> list[BudgetStatus]: ...
 
     def readiness(self) -> dict[str, str]: ...
+
+    def role(self) -> Role: ...
 
     def handle_alertmanager(self, payload: WebhookPayload) -> int: ...
 
@@ -176,10 +179,12 @@ def create_app(engine: EngineAPI, http: HttpConfig, view: ASGIApp | None = None)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Ready when Prometheus answers and the state database takes writes."""
+        """Ready when Prometheus answers and the state database takes writes, leader or
+        standby (a standby serves the API and takes webhooks); `role` says which."""
         checks = await run_in_threadpool(engine.readiness)
         ready = all(value == "ok" for value in checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        return JSONResponse({"ready": ready, "checks": checks, "role": engine.role().as_json()},
+                            status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -71,6 +71,14 @@ class Telemetry:
             "Grafana dashboards annotate each time it moves.", ["service", "kind"],
             registry=self.registry)
         self._last_change_at: dict[tuple[str, str], float] = {}  # a late event moves nothing
+        self.leader = Gauge(
+            "slo_engine_leader",
+            "1 while this replica holds the leadership lease (evaluates, refreshes, notifies, "
+            "delivers the outbox), 0 while it stands by.", ["replica"], registry=self.registry)
+        self.lease_token = Gauge(
+            "slo_engine_lease_token",
+            "The leadership lease's fencing token as this replica last saw it: it grows by one "
+            "each time leadership changes hands.", registry=self.registry)
         for outcome in ("sent", "failed"):
             self.notifications.labels(outcome)
         for outcome in ("accepted", "skipped"):
