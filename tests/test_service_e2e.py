@@ -256,7 +256,9 @@ def test_engine_mode_pages_once_through_a_prometheus_outage_and_a_restart(
         assert len(stack.page_posts("checkout")) == 1
         [reply] = stack.slack.replies(page.answer["ts"])
         assert "Resolved" in reply.text
-        assert _metric(stack, 'slo_engine_notifications_total{outcome="sent"}') >= 3
+        # Counted since the restart: the page's update and the thread reply (a budget notice
+        # may or may not also fall after it).
+        assert _metric(stack, 'slo_engine_notifications_total{outcome="sent"}') >= 2
     finally:
         running.stop()
         stack.exporters["checkout"].set(error_ratio=0.0, rps=BASELINE_RPS)
