@@ -149,6 +149,28 @@ def test_a_budget_below_half_is_announced_once(tmp_path: Path, slack: SlackStand
         restarted.close()
 
 
+def test_a_standby_reads_the_budgets_and_leaves_the_notices_to_the_leader(
+        tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime]) -> None:
+    url, at = prometheus
+    clock = Clock(at)
+    leader = _engine(tmp_path, url, slack, clock, replica="a")
+    standby = _engine(tmp_path, url, slack, clock, replica="b")
+    try:
+        assert leader.leadership.renew() and not standby.leadership.renew()
+        statuses = {s.service: s for s in standby.refresh_budgets()}
+        assert statuses["checkout"].error_budget_remaining == pytest.approx(0.4, abs=0.01)
+        remaining = standby.telemetry.registry.get_sample_value(
+            "slo_engine_error_budget_remaining_ratio",
+            {"service": "checkout", "slo": "availability", "group": ""})
+        assert remaining == pytest.approx(0.4, abs=0.01)  # its API and gauges answer too
+        assert _texts(slack, "C0TICKET") == []  # the notice is the leader's to send
+        leader.refresh_budgets()
+        assert len(_texts(slack, "C0TICKET")) == 1
+    finally:
+        standby.close()
+        leader.close()
+
+
 def test_the_digest_goes_to_each_owner_channel_once_a_day(
         tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime]) -> None:
     url, at = prometheus

@@ -295,10 +295,9 @@ class Engine:
         return changed
 
     def refresh_budgets(self) -> list[BudgetStatus]:
-        """Every SLO's budget from Prometheus (cached ledger), the budget gauges, and the
-        budget-policy notices due. On an outage the last statuses stay."""
-        if not self.leadership.leading():
-            return self._statuses
+        """Every SLO's budget from Prometheus (cached ledger), the budget gauges, and (on the
+        leader) the budget-policy notices due. On an outage the last statuses stay. A standby
+        reads too, so its API, web view and gauges answer as the leader's do."""
         at = self._clock()
         with self._refreshing:
             began = time.perf_counter()
@@ -313,6 +312,8 @@ class Engine:
             self.telemetry.budget_refresh_seconds.observe(time.perf_counter() - began)
         self.telemetry.set_budgets({(s.service, s.slo, s.group): s.error_budget_remaining
                                     for s in statuses})
+        if not self.leadership.leading():
+            return statuses
         self._send_budget_notices(statuses)
         self.sync_changes(at - _delta(self.config.changes.lookback), at)
         self._wake_delivery()
