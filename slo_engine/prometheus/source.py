@@ -60,8 +60,9 @@ from slo_engine.spec.model import (
 )
 from slo_engine.spec.promql import WINDOW_PLACEHOLDER, number
 
-__all__ = ["POINTS_PER_QUERY", "FetchStats", "Keyed", "PrometheusSource", "fallback_queries",
-           "recorded_queries", "selector", "slo_id"]
+__all__ = ["KINDS", "POINTS_PER_QUERY", "FetchStats", "Keyed", "PrometheusSource",
+           "events_frame", "fallback_queries", "ledger_pairs", "points_frame",
+           "recorded_queries", "selector", "slo_id", "whole_step"]
 
 # Prometheus refuses a range query over more than 11,000 points per series.
 POINTS_PER_QUERY = 11_000
@@ -391,8 +392,20 @@ def events_frame(series: Iterable[Keyed], seconds: int, *, good_based: bool) -> 
         values.append(points[:, 1])
     if not keys:
         return ledger.empty()
-    key_of, kind_of = np.concatenate(codes), np.concatenate(kinds)
-    ts, value = np.rint(np.concatenate(stamps)).astype(np.int64), np.concatenate(values)
+    return points_frame(list(keys), np.concatenate(codes), np.concatenate(kinds),
+                        np.concatenate(stamps), np.concatenate(values), seconds,
+                        good_based=good_based)
+
+
+def points_frame(keys: Sequence[tuple[str, str, str]], key_of: npt.NDArray[np.int64],
+                 kind_of: npt.NDArray[np.int64], stamps: npt.NDArray[np.float64],
+                 value: npt.NDArray[np.float64], seconds: int, *,
+                 good_based: bool) -> pd.DataFrame:
+    """`events_frame` of points given as flat arrays: each point's index into `keys`, kind,
+    unix time and finite value."""
+    if not len(keys):
+        return ledger.empty()
+    ts = np.rint(stamps).astype(np.int64)
     # One row per (key, timestamp): a composite integer, unique'd and summed per kind.
     t0, width = int(ts.min()), int(ts.max() - ts.min()) + 1
     rows, inverse = np.unique(key_of * width + (ts - t0), return_inverse=True)

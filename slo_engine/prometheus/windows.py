@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 
 from slo_engine.budget import accounting, ledger
@@ -36,10 +37,9 @@ from slo_engine.prometheus.client import Result, utc
 from slo_engine.prometheus.source import (
     KINDS,
     FetchStats,
-    Keyed,
     PrometheusSource,
-    events_frame,
     ledger_pairs,
+    points_frame,
     selector,
     slo_id,
     whole_step,
@@ -97,7 +97,11 @@ def fetch_report_ledger(source: PrometheusSource, services: Sequence[Service], s
         queries.append(("check", points[-1], lacking_bad_query(latency, points[0], points[-1])))
     answers = _instant_all(source, [(query, when) for _, when, query in queries], stats)
     by_pair = {(s.service, s.name): s for s in slos.values()}
-    keyed: list[Keyed] = []
+    keys: dict[tuple[str, str, str], int] = {}
+    key_of: list[int] = []
+    kind_of: list[int] = []
+    stamps: list[int] = []
+    values: list[float] = []
     complete: set[tuple[str, str]] = set()  # a total recorded in the range's first bucket
     lacking: set[tuple[str, str]] = set()
     for (kind, hi, _), answer in zip(queries, answers, strict=True):
@@ -113,9 +117,18 @@ def fetch_report_ledger(source: PrometheusSource, services: Sequence[Service], s
             if kind == "total" and hi == points[0] + step:
                 complete.add(pair)
             key = (slo.service, slo.name, ledger.series_group(slo, labels))
-            keyed.append((key, KINDS[kind], [[hi, item["value"][1]]]))
+            key_of.append(keys.setdefault(key, len(keys)))
+            kind_of.append(KINDS[kind])
+            stamps.append(hi)
+            values.append(float(item["value"][1]))
     summed = complete - lacking
-    frame = events_frame([k for k in keyed if k[0][:2] in summed], sample_seconds,
+    codes = np.array(key_of, dtype=np.int64)
+    wanted = np.array([k[:2] in summed for k in keys], dtype=bool)[codes] if keys else \
+        np.zeros(0, dtype=bool)
+    wanted &= np.isfinite(np.array(values, dtype=np.float64))
+    frame = points_frame(list(keys), codes[wanted], np.array(kind_of, dtype=np.int64)[wanted],
+                         np.array(stamps, dtype=np.float64)[wanted],
+                         np.array(values, dtype=np.float64)[wanted], sample_seconds,
                          good_based=False)
     rest = [dataclasses.replace(service, slos=tuple(
         s for s in service.slos if (s.service, s.name) not in summed)) for service in services]
