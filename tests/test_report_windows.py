@@ -12,6 +12,7 @@ same events to float precision.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tempfile
@@ -27,7 +28,7 @@ from slo_engine import app
 from slo_engine.budget import accounting as budget
 from slo_engine.cli import main
 from slo_engine.prometheus.source import PrometheusSource
-from slo_engine.prometheus.windows import edges, fetch_report_ledger
+from slo_engine.prometheus.windows import edges, fetch_report_ledger, split
 from slo_engine.spec import conventions as names
 from slo_engine.spec.durations import parse_duration
 from slo_engine.spec.loader import load_services
@@ -266,3 +267,12 @@ def load_services_text(text: str) -> list[Service]:
         path = Path(directory) / "shop.yaml"
         path.write_text(text, encoding="utf-8")
         return load_services([path])
+
+
+def test_long_segments_are_split_into_aligned_pieces() -> None:
+    points = [0, 300, 600, 3000 * 300, 3100 * 300]
+    pieces = split(points, 300, parts=4)
+    assert set(points) <= set(pieces) and pieces == sorted(set(pieces))
+    assert all(p % 300 == 0 for p in pieces)
+    assert max(b - a for a, b in itertools.pairwise(pieces)) <= 3100 * 300 / 4 + 300
+    assert len(pieces) == len(points) + 3  # the 2,998-step segment in 4
