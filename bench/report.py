@@ -275,6 +275,41 @@ def refresh_section(result: RefreshResult) -> list[str]:
         "Setup: " + "; ".join(_setup(s) for s in sizes) + ".",
         "",
     ]
+    if large:
+        lines += _sizing(result, large)
+    return lines
+
+
+def _sizing(result: RefreshResult, large: Sized) -> list[str]:
+    """SLOs → time and memory of a cold report, fitted through the two measured sizes."""
+    small, c = result.small, result.config
+
+    def fit(a: float, b: float, slos: int) -> float:
+        return a + (b - a) * (slos - small.slos) / (large.slos - small.slos)
+
+    lines = [
+        f"Sizing a deployment (this machine; {c.days}-day periods, recorded rates one sample "
+        f"every {c.sample_seconds // 60} minutes): a cold `slo-engine report` is a straight "
+        "line through the two measured sizes, and Prometheus' share of it is reading each "
+        "series' samples over the period once. The rules record one sample a minute, "
+        f"{c.sample_seconds // 60}× the bench's, so a real server reads that many more samples "
+        "for the same SLOs (not measured here); the client's time and memory do not depend "
+        "on it.",
+        "",
+        "| SLOs | cold report (s) | … of which the fetch (s) | peak memory (GB) | "
+        "samples read (M) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for slos in (small.slos, 5_000, large.slos, 20_000, 50_000):
+        measured = slos in (small.slos, large.slos)
+        label = f"{slos:,}" + ("" if measured else " (fitted)")
+        samples = 2 * slos * c.days * 86_400 / c.sample_seconds / 1e6
+        lines.append(
+            f"| {label} | {fit(small.cold.seconds, large.cold.seconds, slos):.1f} | "
+            f"{fit(small.cold.fetch_seconds, large.cold.fetch_seconds, slos):.1f} | "
+            f"{fit(small.cold.peak_rss_bytes, large.cold.peak_rss_bytes, slos) / 1e9:.2f} | "
+            f"{samples:,.0f} |")
+    lines.append("")
     return lines
 
 
