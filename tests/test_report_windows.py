@@ -276,3 +276,46 @@ def test_long_segments_are_split_into_aligned_pieces() -> None:
     assert all(p % 300 == 0 for p in pieces)
     assert max(b - a for a, b in itertools.pairwise(pieces)) <= 3100 * 300 / 4 + 300
     assert len(pieces) == len(points) + 3  # the 2,998-step segment in 4
+
+
+@pytest.mark.prometheus
+def test_a_warm_refresh_moves_the_kept_sums_to_the_new_edges(recorded: Recorded,
+                                                             tmp_path: Path) -> None:
+    """With a state directory each refresh asks only for the stretch each edge moved; its
+    reports stay the bucket ledger's, whether the next refresh comes 5 minutes, 17 minutes
+    or a day later, or asks about an earlier time (summed afresh)."""
+    first = recorded.end - timedelta(hours=20, minutes=3)
+    cold_points = 0
+    for n, at in enumerate((first, first + timedelta(minutes=5),
+                            first + timedelta(minutes=22), recorded.end,
+                            first - timedelta(hours=2))):
+        start, end = app.report_window(recorded.services, at)
+        with PrometheusSource(recorded.server.url, cache_dir=tmp_path) as source:
+            frame, stats = fetch_report_ledger(source, recorded.services, start, end)
+            buckets, _ = source.fetch_ledger(recorded.services, start, end)
+        assert not stats.warnings or all("missing" in w for w in stats.warnings)
+        assert_same_reports(budget.report(recorded.services, frame, at),
+                            budget.report(recorded.services, buckets, at))
+        summed = frame[frame["slo"].isin(["checkout", "by-region", "night"])]
+        assert len(summed) < 200  # sums between edges, not buckets
+        if n == 0:
+            cold_points = stats.points
+        elif n == 1:  # the stretches moved: fewer series than the cold sums answered
+            assert stats.points < cold_points
+    assert list(tmp_path.glob("windows-*.npz"))
+
+
+@pytest.mark.prometheus
+def test_a_changed_sli_or_a_corrupt_state_is_summed_afresh(recorded: Recorded,
+                                                           tmp_path: Path) -> None:
+    at = recorded.end
+    start, end = app.report_window(recorded.services, at)
+    with PrometheusSource(recorded.server.url, cache_dir=tmp_path) as source:
+        fetch_report_ledger(source, recorded.services, start, end)
+        (state,) = tmp_path.glob("windows-*.npz")
+        state.write_bytes(b"not a state file")
+        frame, stats = fetch_report_ledger(source, recorded.services, start, end)
+        assert any("unreadable" in w for w in stats.warnings)
+        buckets, _ = source.fetch_ledger(recorded.services, start, end)
+    assert_same_reports(budget.report(recorded.services, frame, at),
+                        budget.report(recorded.services, buckets, at))

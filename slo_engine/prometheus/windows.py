@@ -23,19 +23,27 @@ clamp 0 ≤ bad ≤ total holds per segment here; the recorded rates keep it per
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from slo_engine.budget import accounting, ledger
-from slo_engine.prometheus.client import Result, utc
+from slo_engine.prometheus.client import Result, short, utc
 from slo_engine.prometheus.source import (
     KINDS,
+    REFETCH_SECONDS,
     FetchStats,
     PrometheusSource,
     ledger_pairs,
@@ -53,6 +61,7 @@ from slo_engine.spec.model import SLO, LatencySLI, Service
 SAMPLE_SECONDS = int(parse_duration(names.FAST_GROUP_INTERVAL))
 PARTIAL_SECONDS = 300  # accounting: a period whose first 5 minutes hold no row is partial
 CONCURRENCY = 4  # instant queries in flight: Prometheus evaluates each on one core
+STATE_VERSION = 1
 
 
 def edges(services: Iterable[Service], start: datetime, at: datetime, step: int) -> list[int]:
@@ -82,8 +91,10 @@ def fetch_report_ledger(source: PrometheusSource, services: Sequence[Service], s
     are sums between the report's window edges (see the module docstring), and what it cost.
 
     Its report equals the one on `source.fetch_ledger(services, start, at, step_seconds)`;
-    nothing else should read this ledger (charts and backtests need every bucket). Raises
-    SourceUnavailable or QueryError as `fetch_ledger` does.
+    nothing else should read this ledger (charts and backtests need every bucket). With the
+    source's `cache_dir`, the sums at each edge are kept, and the next refresh asks only for
+    the stretch each edge moved. Raises SourceUnavailable or QueryError as `fetch_ledger`
+    does.
     """
     step = whole_step(step_seconds)
     slos = {slo_id(s): s for service in services for s in service.slos}
@@ -91,45 +102,17 @@ def fetch_report_ledger(source: PrometheusSource, services: Sequence[Service], s
     if not slos or len(points) < 2:
         return source.fetch_ledger(services, start, at, step)
     stats = FetchStats()
-    queries = segment_queries(slos.values(), list(itertools.pairwise(split(points, step))))
-    latency = [s for s in slos.values() if isinstance(s.sli, LatencySLI)]
-    if latency:
-        queries.append(("check", points[-1], lacking_bad_query(latency, points[0], points[-1])))
-    answers = _instant_all(source, [(query, when) for _, when, query in queries], stats)
-    by_pair = {(s.service, s.name): s for s in slos.values()}
-    keys: dict[tuple[str, str, str], int] = {}
-    key_of: list[int] = []
-    kind_of: list[int] = []
-    stamps: list[int] = []
-    values: list[float] = []
-    complete: set[tuple[str, str]] = set()  # a total recorded in the range's first bucket
-    lacking: set[tuple[str, str]] = set()
-    for (kind, hi, _), answer in zip(queries, answers, strict=True):
-        for item in answer:
-            labels = item["metric"]
-            pair = (labels.get(names.SERVICE_LABEL, ""), labels.get(names.SLO_LABEL, ""))
-            slo = by_pair.get(pair)
-            if slo is None:
-                continue
-            if kind == "check":
-                lacking.add(pair)
-                continue
-            if kind == "total" and hi == points[0] + step:
-                complete.add(pair)
-            key = (slo.service, slo.name, ledger.series_group(slo, labels))
-            key_of.append(keys.setdefault(key, len(keys)))
-            kind_of.append(KINDS[kind])
-            stamps.append(hi)
-            values.append(float(item["value"][1]))
-    summed = complete - lacking
-    codes = np.array(key_of, dtype=np.int64)
-    wanted = np.array([k[:2] in summed for k in keys], dtype=bool)[codes] if keys else \
-        np.zeros(0, dtype=bool)
-    wanted &= np.isfinite(np.array(values, dtype=np.float64))
-    frame = points_frame(list(keys), codes[wanted], np.array(kind_of, dtype=np.int64)[wanted],
-                         np.array(stamps, dtype=np.float64)[wanted],
-                         np.array(values, dtype=np.float64)[wanted], sample_seconds,
-                         good_based=False)
+    path = _state_path(source, step)
+    meta = {"version": STATE_VERSION, "url": source.shown_url, "step": step,
+            "sample_seconds": sample_seconds,
+            "slos": {i: fingerprint(s) for i, s in sorted(slos.items())}}
+    state = _load(path, meta, stats.warnings)
+    sums = None if state is None else _moved(source, slos, state, points, step, stats)
+    if sums is None:
+        sums = _summed(source, slos, points, step, stats)
+    if path is not None:
+        _save(path, meta, sums, stats.warnings)
+    frame, summed = _rows(sums, slos, points, sample_seconds)
     rest = [dataclasses.replace(service, slos=tuple(
         s for s in service.slos if (s.service, s.name) not in summed)) for service in services]
     if any(service.slos for service in rest):  # bucket by bucket, with the raw-series
@@ -140,6 +123,212 @@ def fetch_report_ledger(source: PrometheusSource, services: Sequence[Service], s
     present = ledger_pairs(frame)
     stats.missing = sorted(i for i, s in slos.items() if (s.service, s.name) not in present)
     return frame, stats
+
+
+Key = tuple[str, str, str]  # service, slo, group
+
+
+@dataclass
+class Sums:
+    """Each key's recorded total and bad rates summed from `edges[0]` to each edge."""
+
+    edges: list[int]
+    keys: list[Key]
+    total: npt.NDArray[np.float64]  # (keys, edges), cumulative
+    bad: npt.NDArray[np.float64]
+    complete: set[Key]  # a total recorded in the range's first bucket
+    lacking: dict[tuple[str, str], int]  # latency pairs missing a bad rate → until when
+
+
+def _summed(source: PrometheusSource, slos: Mapping[str, SLO], points: Sequence[int],
+            step: int, stats: FetchStats) -> Sums:
+    """Cold: every segment between the edges (long ones split) summed by Prometheus."""
+    cut = split(points, step)
+    queries = segment_queries(slos.values(), list(itertools.pairwise(cut)))
+    latency = [s for s in slos.values() if isinstance(s.sli, LatencySLI)]
+    if latency:
+        queries.append(("check", cut[-1], lacking_bad_query(latency, cut[0], cut[-1])))
+    answers = _instant_all(source, [(query, when) for _, when, query in queries], stats)
+    index = {t: n for n, t in enumerate(cut)}
+    table = _Table(slos, len(cut))
+    for (kind, hi, _), answer in zip(queries, answers, strict=True):
+        if kind == "check":
+            table.lacking.update(dict.fromkeys(table.pairs(answer), cut[-1]))
+        else:
+            table.add(kind, index[hi], answer)
+            if kind == "total" and hi == cut[0] + step:
+                table.complete.update(table.keyed(answer))
+    return table.sums(cut, None)
+
+
+def _moved(source: PrometheusSource, slos: Mapping[str, SLO], state: Sums,
+           points: Sequence[int], step: int, stats: FetchStats) -> Sums | None:
+    """Warm: each edge's sums from the newest kept edge before it plus the stretch between
+    them; None when an edge lies before the kept ones (a report further back: cold)."""
+    kept = [t for t in state.edges if t <= state.edges[-1] - REFETCH_SECONDS]
+    if not kept or points[0] < kept[0]:
+        return None
+    bases = {p: max(t for t in kept if t <= p) for p in points}
+    pieces = sorted({(b, p) for p, b in bases.items() if b != p})
+    queries = segment_queries(slos.values(), pieces)
+    queries.append(("first", points[0] + step,
+                    f"count_over_time({names.TOTAL_EVENTS_RATE}{selector(slos.values())}"
+                    f"[{step * 1000 - 1}ms])"))
+    latency = [s for s in slos.values() if isinstance(s.sli, LatencySLI)]
+    if latency:
+        queries += [("check", hi, lacking_bad_query(latency, lo, hi)) for lo, hi in pieces]
+    answers = _instant_all(source, [(query, when) for _, when, query in queries], stats)
+    table = _Table(slos, len(points), state)
+    where = {p: n for n, p in enumerate(points)}
+    # Pieces are summed into the column of their end; kept edges copy their sums.
+    for (kind, hi, _), answer in zip(queries, answers, strict=True):
+        if kind == "check":
+            table.lacking.update(dict.fromkeys(table.pairs(answer), hi))
+        elif kind == "first":
+            table.complete.update(table.keyed(answer))
+        else:
+            table.add(kind, where[hi], answer)
+    column = {t: n for n, t in enumerate(state.edges)}
+    base = np.array([column[bases[p]] for p in points])
+    table.lacking = {pair: until for pair, until in table.lacking.items() if until > points[0]}
+    return table.sums(points, base)
+
+
+class _Table:
+    """Sums per key and edge being gathered from answers, keyed as the bucket ledger is."""
+
+    def __init__(self, slos: Mapping[str, SLO], width: int, state: Sums | None = None) -> None:
+        self.by_pair = {(s.service, s.name): s for s in slos.values()}
+        self.width = width
+        self.state = state
+        self.index: dict[Key, int] = {k: n for n, k in enumerate(state.keys)} if state else {}
+        self.rows: dict[str, list[tuple[int, int, float]]] = {"total": [], "bad": []}
+        self.complete: set[Key] = set()
+        self.lacking: dict[tuple[str, str], int] = dict(state.lacking) if state else {}
+
+    def key(self, labels: Mapping[str, str]) -> Key | None:
+        slo = self.by_pair.get((labels.get(names.SERVICE_LABEL, ""),
+                                labels.get(names.SLO_LABEL, "")))
+        if slo is None:
+            return None
+        return slo.service, slo.name, ledger.series_group(slo, labels)
+
+    def keyed(self, answer: Result) -> Iterable[Key]:
+        return (k for k in (self.key(item["metric"]) for item in answer) if k is not None)
+
+    def pairs(self, answer: Result) -> Iterable[tuple[str, str]]:
+        return (k[:2] for k in self.keyed(answer))
+
+    def add(self, kind: str, column: int, answer: Result) -> None:
+        rows = self.rows[kind]
+        for item in answer:
+            key = self.key(item["metric"])
+            value = float(item["value"][1])
+            if key is not None and math.isfinite(value):
+                rows.append((self.index.setdefault(key, len(self.index)), column, value))
+
+    def sums(self, points: Sequence[int], base: npt.NDArray[np.int64] | None) -> Sums:
+        """Cold (`base` None): columns are segments, summed along. Warm: columns are pieces
+        ending at each point, added to the kept sums at each point's `base` column."""
+        out = {}
+        for kind, rows in self.rows.items():
+            piece = np.zeros((len(self.index), self.width))
+            if rows:
+                at = np.array([(r, c) for r, c, _ in rows], dtype=np.int64)
+                np.add.at(piece, (at[:, 0], at[:, 1]), np.array([v for _, _, v in rows]))
+            if self.state is None or base is None:
+                out[kind] = np.cumsum(piece, axis=1)
+            else:
+                old = self.state.total if kind == "total" else self.state.bad
+                grown = np.zeros((len(self.index), old.shape[1]))
+                grown[:len(old)] = old
+                out[kind] = grown[:, base] + piece
+        return Sums(list(points), list(self.index), out["total"], out["bad"], self.complete,
+                    self.lacking)
+
+
+def _rows(sums: Sums, slos: Mapping[str, SLO], points: Sequence[int],
+          sample_seconds: int) -> tuple[pd.DataFrame, set[tuple[str, str]]]:
+    """Ledger rows between the report's edges of every pair all of whose keys were recorded
+    in the range's first bucket (so none begins late: its first row is the bucket ledger's),
+    and those pairs."""
+    pairs = {(s.service, s.name) for s in slos.values()}
+    late = {k[:2] for k in sums.keys if k not in sums.complete}
+    summed = ({k[:2] for k in sums.complete} & pairs) - late - set(sums.lacking)
+    rows = [n for n, k in enumerate(sums.keys) if k[:2] in summed]
+    if not rows:
+        return ledger.empty(), summed
+    column = {t: n for n, t in enumerate(sums.edges)}
+    at = np.array([column[p] for p in points])
+    total = np.diff(sums.total[rows][:, at], axis=1)
+    bad = np.diff(sums.bad[rows][:, at], axis=1)
+    total = np.clip(total, 0, None)
+    bad = np.minimum(np.clip(bad, 0, None), total)
+    keys = [sums.keys[n] for n in rows]
+    count, width = len(keys), len(points) - 1
+    key_of = np.tile(np.repeat(np.arange(count, dtype=np.int64), width), 2)
+    kind_of = np.repeat(np.array([KINDS["total"], KINDS["bad"]], dtype=np.int64), count * width)
+    stamps = np.tile(np.array(points[1:], dtype=np.float64), 2 * count)
+    frame = points_frame(keys, key_of, kind_of, stamps,
+                         np.concatenate([total.ravel(), bad.ravel()]), sample_seconds,
+                         good_based=False)
+    return frame, summed
+
+
+def fingerprint(slo: SLO) -> str:
+    """Changes when what an SLO's sums are computed from changes (as the bucket cache's)."""
+    return hashlib.sha256(repr(slo.sli).encode()).hexdigest()[:16]
+
+
+def _state_path(source: PrometheusSource, step: int) -> Path | None:
+    path = source.cache_path(step)
+    return None if path is None else path.with_name(
+        path.name.replace("ledger-", "windows-").replace(".arrow", ".npz"))
+
+
+def _load(path: Path | None, meta: Mapping[str, Any], warnings: list[str]) -> Sums | None:
+    """The sums kept by the last refresh of the same SLOs, server, step and interval; None
+    (cold) otherwise, with a warning when a file was there but unreadable."""
+    if path is None or not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            stored = json.loads(str(saved["meta"]))
+            if stored.get("meta") != json.loads(json.dumps(meta)):
+                return None  # other SLOs or definitions: sum them afresh
+            keys = list(zip(*(saved[c].tolist() for c in ("service", "slo", "group")),
+                            strict=True))
+            sums = Sums([int(t) for t in saved["edges"]], keys, saved["total"], saved["bad"],
+                        {keys[n] for n in np.flatnonzero(saved["complete"])},
+                        {(a, b): int(t) for a, b, t in stored["lacking"]})
+        if sums.total.shape != (len(keys), len(sums.edges)) or sums.bad.shape != \
+                sums.total.shape or len(sums.edges) < 2:
+            raise ValueError("arrays of the wrong shape")
+    except Exception as error:  # a cache is only an optimisation: any fault → cold
+        warnings.append(f"cache {path} unreadable ({short(str(error))}); summed the whole "
+                        "range again")
+        return None
+    return sums
+
+
+def _save(path: Path, meta: Mapping[str, Any], sums: Sums, warnings: list[str]) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
+    columns = list(zip(*sums.keys, strict=True)) if sums.keys else [(), (), ()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, npt.NDArray[Any]] = {
+            name: np.array(column, dtype=str)
+            for name, column in zip(("service", "slo", "group"), columns, strict=True)}
+        arrays.update(
+            meta=np.array(json.dumps({"meta": meta, "lacking": [
+                [a, b, t] for (a, b), t in sorted(sums.lacking.items())]})),
+            edges=np.array(sums.edges, dtype=np.int64), total=sums.total, bad=sums.bad,
+            complete=np.array([k in sums.complete for k in sums.keys], dtype=bool))
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        warnings.append(f"cache {path} not written: {short(str(error))}")
 
 
 def split(points: Sequence[int], step: int, parts: int = CONCURRENCY) -> list[int]:
