@@ -18,6 +18,12 @@ recorded sample there (rules deployed within the range, a gap) is read by `fetch
 bucket by bucket with its raw-series fallback, as is a latency SLO whose threshold bucket
 lacks samples (its totals without a bad rate are no data, see `source`). The bucket ledger's
 clamp 0 ≤ bad ≤ total holds per segment here; the recorded rates keep it per sample anyway.
+
+With a cache directory, each key's sums from the oldest edge to every edge are kept (`Sums`),
+and a later refresh adds to the newest kept edge before each new edge the stretch between
+them: a periodic refresh 5 minutes on reads about 5 minutes per edge instead of the period.
+The newest edge is never kept (its samples may still arrive), and anything else (other
+SLOs or SLIs, an edge before the kept ones, an unreadable file) sums afresh.
 """
 
 from __future__ import annotations
