@@ -9,7 +9,7 @@ backfilled from OpenMetrics with promtool. Measured in one run:
   report's window sums, see `prometheus/windows.py`) and `budget.report` on its ledger, in
   a new process with an empty `--state-dir`, whose peak resident memory is read at its end;
 - warm: the same one step later in another new process on that state directory, as the next
-  run of a periodic refresh;
+  run of a periodic refresh (only the stretch each window edge moved is fetched);
 - the loop (1,000 SLOs only): what slo-generator does, two instant queries (bad and total)
   per SLO per window (each alert tier's long window and the period), through one keep-alive
   `requests.Session`. The loop runs over the SLOs in random order until all are done or its

@@ -223,8 +223,8 @@ def refresh_section(result: RefreshResult) -> list[str]:
         + (f"; {large.series:,} series, {large.samples / 1e6:.0f} M samples, {large.blocks} "
            "blocks" if large else "")
         + f"). Cold: an empty `--state-dir`; warm: {c.step_seconds // 60} minutes later on "
-        "that directory, as the next run of a periodic refresh (the window sums keep no "
-        "state, so warm runs the same queries).",
+        "that directory, as the next run of a periodic refresh: each group's sums at the "
+        "window edges are kept there, and only the stretch each edge moved is asked for.",
         "",
         f"| | {head} | per-SLO loop ({loop.slos_all:,}) | cold ÷ loop |",
         "|---|" + "---:|" * (2 * len(sizes) + 2),
