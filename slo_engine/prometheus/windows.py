@@ -29,7 +29,6 @@ SLOs or SLIs, an edge before the kept ones, an unreadable file) sums afresh.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -46,6 +45,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from slo_engine.budget import accounting, ledger
+from slo_engine.prometheus.cache import fingerprint
 from slo_engine.prometheus.client import Result, short, utc
 from slo_engine.prometheus.source import (
     KINDS,
@@ -279,11 +279,6 @@ def _rows(sums: Sums, slos: Mapping[str, SLO], points: Sequence[int],
                          np.concatenate([total.ravel(), bad.ravel()]), sample_seconds,
                          good_based=False)
     return frame, summed
-
-
-def fingerprint(slo: SLO) -> str:
-    """Changes when what an SLO's sums are computed from changes (as the bucket cache's)."""
-    return hashlib.sha256(repr(slo.sli).encode()).hexdigest()[:16]
 
 
 def _state_path(source: PrometheusSource, step: int) -> Path | None:
