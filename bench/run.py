@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
                         default=refresh.RefreshConfig.loop_seconds,
                         help="time budget of the per-SLO loop before it is extrapolated "
                              "(default %(default)s)")
+    parser.add_argument("--refresh-large-services", type=int,
+                        default=refresh.RefreshConfig.large_services,
+                        help="services of 10 SLOs in the refresh's sizing run, 0 for none "
+                             "(default %(default)s: 10,000 SLOs)")
     parser.add_argument("--interval", type=int, default=evaluation.EvalConfig.interval,
                         help="seconds between sampled evaluations (default %(default)s)")
     parser.add_argument("--cycles", type=int, default=evaluation.EvalConfig.cycles,
@@ -80,9 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        log=lambda line: print(line, flush=True))
         if run_refresh:
             assert prometheus and promtool
-            print("budget refresh of 1,000 SLOs over 30 days in Prometheus ...", flush=True)
-            refreshed = refresh.run(workdir / "refresh", prometheus, promtool,
-                                    refresh.RefreshConfig(loop_seconds=args.loop_seconds),
+            config = refresh.RefreshConfig(loop_seconds=args.loop_seconds,
+                                           large_services=args.refresh_large_services)
+            print(f"budget refresh of {config.slos:,} and "
+                  f"{config.large_services * config.slos_per_service:,} SLOs over 30 days in "
+                  "Prometheus ...", flush=True)
+            refreshed = refresh.run(workdir / "refresh", prometheus, promtool, config,
                                     log=lambda line: print(line, flush=True))
         if run_service:
             assert prometheus and promtool

@@ -153,6 +153,26 @@ def prometheus_events(url: str, headers: dict[str, str] | None = None,
     return fetch
 
 
+def prometheus_report_events(url: str, headers: dict[str, str] | None = None,
+                             cache_dir: Path | None = None,
+                             step_seconds: int = 300) -> EventSource:
+    """Events for a budget report only: sums of the recorded series between the report's
+    window edges, a few instant queries for all SLOs whatever the period (see
+    `prometheus/windows.py`). Charts and backtests need every bucket: `prometheus_events`."""
+    def fetch(services: list[Service], start: datetime, end: datetime) -> tuple[
+            pd.DataFrame, list[str]]:
+        from slo_engine.prometheus.source import PrometheusSource
+        from slo_engine.prometheus.windows import fetch_report_ledger
+
+        with PrometheusSource(url, headers, cache_dir=cache_dir) as source:
+            frame, stats = fetch_report_ledger(source, services, start, end, step_seconds)
+        notes = list(stats.warnings)
+        if stats.fallback or stats.unrecorded or stats.missing or stats.partial:
+            notes.append(f"{redact(url)}: {stats.summary()}")
+        return frame, notes
+    return fetch
+
+
 def backtest_report(paths: Iterable[str | Path], events: EventSource, since: timedelta,
                     until: datetime, policy: Path | None = None) -> tuple[
                         list[BacktestResult], list[str]]:

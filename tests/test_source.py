@@ -40,9 +40,9 @@ from slo_engine.prometheus.source import (
     FetchStats,
     PrometheusSource,
     _chunks,
-    _events,
     _plan,
     _without_missing_bucket,
+    events_frame,
     fallback_queries,
     recorded_queries,
 )
@@ -764,7 +764,7 @@ def test_chunks_hold_at_most_11000_points_and_tile_the_range() -> None:
 
 def test_events_turn_rates_into_counts() -> None:
     key_a, key_b = ("web", "a", ""), ("web", "a", "region=eu")
-    frame = _events([
+    frame = events_frame([
         (key_a, 0, [[300, "2"], [600, "4"]]),
         (key_a, 0, [[300, "1"]]),  # a second series of the same key is added
         (key_a, 1, [[600, "0.5"]]),  # no bad sample at 300: bad = 0
@@ -780,7 +780,7 @@ def test_events_turn_rates_into_counts() -> None:
 
 def test_events_from_good_series() -> None:
     key = ("web", "a", "")
-    frame = _events([(key, 0, [[60, "10"], [120, "10"]]), (key, 2, [[60, "9.5"]])], 60,
+    frame = events_frame([(key, 0, [[60, "10"], [120, "10"]]), (key, 2, [[60, "9.5"]])], 60,
                     good_based=True)
     assert frame["bad"].tolist() == [30.0, 600.0]  # no good series at 120: all bad
 
@@ -795,7 +795,7 @@ def test_only_groups_without_the_threshold_bucket_lose_their_events() -> None:
         (a, 0, [[300, "10"], [600, "10"]]), (a, 2, [[300, "9"]]),  # no bucket at 600 either
         (b, 0, [[300, "5"], [600, "5"]]),
     ], stats)
-    frame = _events(keyed, 300, good_based=True)
+    frame = events_frame(keyed, 300, good_based=True)
     got = {(r.group, int(r.timestamp.timestamp())): (r.total, r.bad) for r in frame.itertuples()}
     assert got == {("instance=a", 300): (3000.0, 300.0)}
     assert stats.warnings == [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +24,7 @@ from slo_engine.spec.model import SLO, Service
 Calendar = Literal["week", "month"]
 Status = Literal["healthy", "burning", "exhausted", "no_data"]
 RATE_WINDOW = "1h"  # the "current" burn rate used for exhaustion forecasts
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,11 @@ def _times(stamps: pd.Series) -> np.ndarray[Any, Any]:
 
 
 def _ns(moment: datetime) -> np.datetime64:
-    return np.datetime64(pd.Timestamp(moment).tz_convert("UTC").tz_localize(None), "ns")
+    """Integer arithmetic on the datetime: a pandas Timestamp costs 20 µs, and a report of
+    10,000 SLOs makes 20 of these per SLO."""
+    if isinstance(moment, pd.Timestamp):
+        return np.datetime64(moment.value, "ns")
+    return np.datetime64((moment - _EPOCH) // timedelta(microseconds=1) * 1000, "ns")
 
 
 def burn_rate(slo: SLO, bad: float, total: float) -> float | None:

@@ -57,7 +57,7 @@ def series_group(slo: SLO, labels: Mapping[str, str]) -> str:
     the group.
     """
     if not isinstance(slo.sli, QUERY_SLIS):
-        return group_key({k: labels.get(k, "") for k in slo.group_by})
+        return group_key({k: labels.get(k, "") for k in slo.group_by}) if slo.group_by else ""
     own = RESERVED_LABELS.union(name for name, _ in slo.labels)
     return group_key({k: v for k, v in labels.items() if k not in own and v != ""})
 

@@ -106,7 +106,9 @@ def _report(args: argparse.Namespace) -> int:
     if args.chart is not None:  # a missing charts extra, too, fails before the report prints
         ensure_installed("matplotlib")
         _chart_directory(args.chart)
-    source = events(args)
+    # Charts draw every bucket; the report alone needs only its windows' sums.
+    source = events(args) if args.chart is not None or args.data is not None else \
+        app.prometheus_report_events(args.prometheus_url, cache_dir=args.state_dir)
     fetched: list[pd.DataFrame] = []
 
     def keep(services: list[Service], start: datetime, end: datetime) -> tuple[

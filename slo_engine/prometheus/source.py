@@ -60,8 +60,9 @@ from slo_engine.spec.model import (
 )
 from slo_engine.spec.promql import WINDOW_PLACEHOLDER, number
 
-__all__ = ["POINTS_PER_QUERY", "FetchStats", "PrometheusSource", "fallback_queries",
-           "recorded_queries", "slo_id"]
+__all__ = ["KINDS", "POINTS_PER_QUERY", "FetchStats", "Keyed", "PrometheusSource",
+           "events_frame", "fallback_queries", "ledger_pairs", "points_frame",
+           "recorded_queries", "selector", "slo_id", "whole_step"]
 
 # Prometheus refuses a range query over more than 11,000 points per series.
 POINTS_PER_QUERY = 11_000
@@ -69,7 +70,7 @@ MAX_MATCHER_CHARS = 16_000  # longer slo/service regexes are left out (rows are 
 REFETCH_SECONDS = 300  # a refresh asks again for this much (≥ a bucket) of the newest cache
 
 _TOTAL, _BAD, _GOOD = 0, 1, 2
-_KINDS = {"total": _TOTAL, "bad": _BAD, "good": _GOOD}
+KINDS = {"total": _TOTAL, "bad": _BAD, "good": _GOOD}
 
 
 def slo_id(slo: SLO) -> str:
@@ -124,6 +125,7 @@ class PrometheusSource:
                  timeout: float = 30.0, *, cache_dir: Path | None = None,
                  retries: int = 2) -> None:
         self.client = PrometheusClient(url, headers, timeout, retries=retries)
+        self._client_args = (url, dict(headers or {}), timeout, retries)
         self.url = self.client.url
         self.shown_url = self.client.shown_url  # what messages and logs may show
         self.timeout = self.client.timeout
@@ -131,6 +133,11 @@ class PrometheusSource:
 
     def close(self) -> None:
         self.client.close()
+
+    def new_client(self) -> PrometheusClient:
+        """Another client of the same server, for a thread of concurrent queries."""
+        url, headers, timeout, retries = self._client_args
+        return PrometheusClient(url, headers, timeout, retries=retries)
 
     def __enter__(self) -> PrometheusSource:
         return self
@@ -151,7 +158,7 @@ class PrometheusSource:
                     stats: FetchStats | None = None) -> Result:
         """A range query split into chunks of ≤ POINTS_PER_QUERY points; chunks of one
         series are merged, so each label set appears once with all its `values`."""
-        step = _step(step_seconds)
+        step = whole_step(step_seconds)
         lo = math.ceil(utc(start, "start").timestamp() / step) * step
         hi = math.floor(utc(end, "end").timestamp() / step) * step
         merged: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
@@ -176,7 +183,7 @@ class PrometheusSource:
         Raises SourceUnavailable or QueryError when the recorded series cannot be read; a
         failing fallback query of one SLO only makes the result partial (see its warnings).
         """
-        step = _step(step_seconds)
+        step = whole_step(step_seconds)
         first, last = _bucket_bounds(utc(start, "start"), utc(end, "end"), step)
         slos = {slo_id(s): s for service in services for s in service.slos}
         stats = FetchStats()
@@ -191,7 +198,7 @@ class PrometheusSource:
                 stats.partial = True
                 stats.warnings.extend(f"Prometheus at {self.shown_url} warned: {w}"
                                       for w in server)
-        present = _pairs(frame)
+        present = ledger_pairs(frame)
         stats.missing = sorted(i for i, s in slos.items() if (s.service, s.name) not in present)
         stats.fallback = sorted(set(stats.fallback))
         stats.unrecorded = sorted(set(stats.unrecorded) - set(stats.fallback))
@@ -256,8 +263,9 @@ class PrometheusSource:
                                    labels.get(names.SLO_LABEL, "")))
                 if slo is not None:
                     key = (slo.service, slo.name, ledger.series_group(slo, labels))
-                    keyed.append((key, _KINDS[kind], item["values"]))
-        return _events(_recorded_buckets_present(by_pair, keyed, stats), step, good_based=False)
+                    keyed.append((key, KINDS[kind], item["values"]))
+        return events_frame(_recorded_buckets_present(by_pair, keyed, stats), step,
+                            good_based=False)
 
     def _fallback(self, slo: SLO, lo: int, hi: int, step: int,
                   stats: FetchStats) -> pd.DataFrame:
@@ -266,11 +274,11 @@ class PrometheusSource:
         keyed: list[Keyed] = []
         for kind, query in queries.items():
             keyed.extend(((slo.service, slo.name, ledger.series_group(slo, item["metric"])),
-                          _KINDS[kind], item["values"])
+                          KINDS[kind], item["values"])
                          for item in self._range(query, lo, hi, step, stats))
         if isinstance(slo.sli, LatencySLI):
             keyed = _without_missing_bucket(slo, slo.sli, keyed, stats)
-        return _events(keyed, step, good_based="good" in queries)
+        return events_frame(keyed, step, good_based="good" in queries)
 
     # --- range queries in chunks ------------------------------------------------------
 
@@ -288,7 +296,7 @@ class PrometheusSource:
         if self.cache_dir is None:
             return None
         return cache.path_for(self.cache_dir, self.shown_url, self.client.tenant,
-                              _step(step_seconds))
+                              whole_step(step_seconds))
 
 
 # --- queries ---------------------------------------------------------------------------
@@ -298,6 +306,16 @@ def recorded_queries(slos: Iterable[SLO], step_seconds: int) -> dict[str, str]:
     """The mean recorded total and bad rate of `slos` per bucket (see the module docstring);
     services and names are matched by regexes, left out when very long: rows are filtered
     by exact service and SLO anyway."""
+    match = selector(slos)
+    window = f"{whole_step(step_seconds) * 1000 - 1}ms"
+    return {kind: f"avg_over_time({metric}{match}[{window}])"
+            for kind, metric in (("total", names.TOTAL_EVENTS_RATE),
+                                 ("bad", names.BAD_EVENTS_RATE))}
+
+
+def selector(slos: Iterable[SLO]) -> str:
+    """The label matchers of the recorded series of `slos`: services and names by regexes,
+    left out when very long (rows are filtered by exact service and SLO anyway)."""
     slos = list(slos)
     matchers = []
     for label, values in ((names.SERVICE_LABEL, {s.service for s in slos}),
@@ -305,11 +323,7 @@ def recorded_queries(slos: Iterable[SLO], step_seconds: int) -> dict[str, str]:
         pattern = _regex(values)
         if values and len(pattern) <= MAX_MATCHER_CHARS:
             matchers.append(f'{label}=~"{pattern}"')
-    selector = "{" + ", ".join(matchers) + "}" if matchers else ""
-    window = f"{_step(step_seconds) * 1000 - 1}ms"
-    return {kind: f"avg_over_time({metric}{selector}[{window}])"
-            for kind, metric in (("total", names.TOTAL_EVENTS_RATE),
-                                 ("bad", names.BAD_EVENTS_RATE))}
+    return "{" + ", ".join(matchers) + "}" if matchers else ""
 
 
 def fallback_queries(slo: SLO, step_seconds: int) -> dict[str, str]:
@@ -320,7 +334,7 @@ def fallback_queries(slo: SLO, step_seconds: int) -> dict[str, str]:
     of 5m or more, and at shorter steps overlapping 5m rates whose sum over the buckets
     still counts every event once, as the recorded rates do.
     """
-    window = f"{max(_step(step_seconds), 300)}s"
+    window = f"{max(whole_step(step_seconds), 300)}s"
     sli = slo.sli
     if isinstance(sli, QuerySLI):
         out = {"total": sli.total.replace(WINDOW_PLACEHOLDER, window).strip()}
@@ -357,9 +371,10 @@ def fallback_queries(slo: SLO, step_seconds: int) -> dict[str, str]:
 Keyed = tuple[tuple[str, str, str], int, list[Any]]  # (service, slo, group), kind, values
 
 
-def _events(series: Iterable[Keyed], step: int, *, good_based: bool) -> pd.DataFrame:
+def events_frame(series: Iterable[Keyed], seconds: int, *, good_based: bool) -> pd.DataFrame:
     """Rate series of a range query → ledger rows (not yet normalised): values of one
-    (service, slo, group) and kind are summed, × step; no bad series → bad 0; `good_based`:
+    (service, slo, group) and kind are summed, × `seconds` (a bucket's step for mean rates,
+    the sample interval for sums of samples); no bad series → bad 0; `good_based`:
     bad = total − good (no good series → all bad); no total → no row; 0 ≤ bad ≤ total."""
     keys: dict[tuple[str, str, str], int] = {}
     codes: list[npt.NDArray[np.int64]] = []
@@ -377,8 +392,20 @@ def _events(series: Iterable[Keyed], step: int, *, good_based: bool) -> pd.DataF
         values.append(points[:, 1])
     if not keys:
         return ledger.empty()
-    key_of, kind_of = np.concatenate(codes), np.concatenate(kinds)
-    ts, value = np.rint(np.concatenate(stamps)).astype(np.int64), np.concatenate(values)
+    return points_frame(list(keys), np.concatenate(codes), np.concatenate(kinds),
+                        np.concatenate(stamps), np.concatenate(values), seconds,
+                        good_based=good_based)
+
+
+def points_frame(keys: Sequence[tuple[str, str, str]], key_of: npt.NDArray[np.int64],
+                 kind_of: npt.NDArray[np.int64], stamps: npt.NDArray[np.float64],
+                 value: npt.NDArray[np.float64], seconds: int, *,
+                 good_based: bool) -> pd.DataFrame:
+    """`events_frame` of points given as flat arrays: each point's index into `keys`, kind,
+    unix time and finite value."""
+    if not len(keys):
+        return ledger.empty()
+    ts = np.rint(stamps).astype(np.int64)
     # One row per (key, timestamp): a composite integer, unique'd and summed per kind.
     t0, width = int(ts.min()), int(ts.max() - ts.min()) + 1
     rows, inverse = np.unique(key_of * width + (ts - t0), return_inverse=True)
@@ -402,7 +429,7 @@ def _events(series: Iterable[Keyed], step: int, *, good_based: bool) -> pd.DataF
     return pd.DataFrame({
         "timestamp": pd.to_datetime(row_ts, unit="s", utc=True),
         "service": column(0), "slo": column(1), "group": column(2),
-        "total": total * step, "bad": bad * step,
+        "total": total * seconds, "bad": bad * seconds,
     })
 
 
@@ -504,7 +531,7 @@ def _plan(coverage: Mapping[str, tuple[int, int] | None], first: int, last: int,
 # --- small helpers ---------------------------------------------------------------------
 
 
-def _step(step_seconds: float) -> int:
+def whole_step(step_seconds: float) -> int:
     if not float(step_seconds).is_integer() or step_seconds <= 0:
         raise ValueError(f"step_seconds must be a whole number of seconds > 0, "
                          f"got {step_seconds!r}")
@@ -535,7 +562,7 @@ def _regex(values: Iterable[str]) -> str:
     return pattern.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
+def ledger_pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
     """The (service, slo) pairs a ledger holds, from category codes (hashing a million
     rows of strings would take most of a warm refresh)."""
     if frame.empty:
