@@ -16,6 +16,8 @@ EXTRA_OF_LIBRARY = {
     "apscheduler": "service",
     "fastapi": "service",
     "prometheus_client": "service",
+    "psycopg": "postgres",
+    "psycopg_pool": "postgres",
     "slack_sdk": "service",
     "starlette": "service",
     "uvicorn": "service",
@@ -27,6 +29,7 @@ WHAT_EXTRA_BRINGS = {
     "service": "the service, Slack and the HTTP API",
     "charts": "charts",
     "canary": "the canary's statistics",
+    "postgres": "the PostgreSQL state store, state.url",
 }
 
 
