@@ -55,14 +55,6 @@ def _migrate(args: argparse.Namespace) -> int:
         print(f"{store.location}: schema version {store.schema_version()}"
               + ("" if store.applied else ", up to date"))
     return 0
-        from slo_engine.storage.postgres import PostgresStore
-
-        assert isinstance(store, PostgresStore)
-        for migration in store.applied:
-            print(f"applied {migration.name} (schema version {migration.version})")
-        print(f"{store.location}: schema version {store.schema_version()}"
-              + ("" if store.applied else ", up to date"))
-    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
