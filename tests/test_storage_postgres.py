@@ -212,3 +212,15 @@ def test_a_postgresql_config_without_the_extra_names_it(tmp_path: Path) -> None:
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("error: 'slo-engine state' needs the 'postgres' extra")
     assert line.endswith("pip install 'slo-engine[postgres]'")
+
+
+def test_config_check_connect_reports_the_schema_without_migrating(
+        url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(_config(tmp_path, {"url": url}))
+    main(["config", "check", "--config", config, "--connect"])
+    assert "PostgreSQL state answers, schema version 0 (the first start" in \
+        capsys.readouterr().out
+    PostgresStore(url).close()
+    main(["config", "check", "--config", config, "--connect"])
+    out = capsys.readouterr().out
+    assert f"PostgreSQL state answers, schema version {migrations()[-1].version}\n" in out

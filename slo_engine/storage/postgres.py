@@ -75,6 +75,23 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda migration: migration.version)
 
 
+def schema_version(url: str) -> int:
+    """The newest migration applied to the database at `url` (0: none yet), changing nothing:
+    what `config check --connect` reports. StateError when it cannot be asked."""
+    try:
+        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT, autocommit=True) as connection:
+            known = connection.execute(
+                "SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+            row = connection.execute(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone() \
+                if known is not None and known[0] else None
+    except psycopg.Error as error:
+        raise StateError(f"cannot read the state database {redact(url)}: {_reason(error)}; "
+                         "check that PostgreSQL is running and accepts state.url's user") \
+            from None
+    return int(row[0]) if row is not None else 0
+
+
 def _configure(connection: psycopg.Connection[Any]) -> None:
     """Times come back in UTC, as the SQLite store writes them."""
     connection.execute("SET TIME ZONE 'UTC'")
