@@ -6,6 +6,8 @@ config. The contract both stores share is in test_storage.py."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -224,3 +226,20 @@ def test_config_check_connect_reports_the_schema_without_migrating(
     main(["config", "check", "--config", config, "--connect"])
     out = capsys.readouterr().out
     assert f"PostgreSQL state answers, schema version {migrations()[-1].version}\n" in out
+
+
+def test_a_command_facing_a_stopped_database_prints_one_line(
+        server: PostgresServer, url: str, tmp_path: Path) -> None:
+    config = _config(tmp_path, {"url": url})
+    PostgresStore(url).close()
+    server.stop()
+    try:
+        done = subprocess.run([sys.executable, "-m", "slo_engine", "changes", "list",
+                               "--config", str(config)], capture_output=True, text=True,
+                              timeout=60, check=False)
+    finally:
+        server.start()
+    assert done.returncode == 1 and done.stdout == ""
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: cannot open the state database postgresql://***@")
+    assert line.endswith("check that PostgreSQL is running and accepts state.url's user")

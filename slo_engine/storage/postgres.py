@@ -17,6 +17,7 @@ once it is back the pool reconnects and the same store object works again.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ POOL_TIMEOUT = 5.0  # seconds an operation waits for a connection before StateEr
 WRITE_WAIT = "10s"  # for the write lock, as SQLite's busy timeout
 PROBE_WAIT = "2s"  # /readyz waits this long for another writer, not the 10 s of a job
 RECONNECT_TIMEOUT = 4.0  # a lost connection is retried this long, then the next use retries
+# The pool warns of every failed reconnection, over several lines; a command's StateError says
+# it in one. A service that configures logging still receives them (its level decides).
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 COUNTED = ("changes", "notify_incidents", "notify_outbox", "engine_firing",
            "engine_budget_notices")
 
