@@ -243,3 +243,17 @@ def test_a_command_facing_a_stopped_database_prints_one_line(
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("error: cannot open the state database postgresql://***@")
     assert line.endswith("check that PostgreSQL is running and accepts state.url's user")
+
+
+def test_reads_never_wait_for_a_writer_and_the_probe_waits_two_seconds_at_most(
+        url: str) -> None:
+    with PostgresStore(url) as writer, PostgresStore(url) as other:
+        with writer.transaction() as unit:  # holds the write lock until it commits
+            unit.enqueue("post", "#a", "{}", T)
+            with other.read() as reader:
+                assert reader.outbox_depth() == 0  # the last commit, at once
+            with pytest.raises(StateError, match="lock timeout"):
+                other.probe_write()
+        other.probe_write()
+        with other.read() as reader:
+            assert reader.outbox_depth() == 1
