@@ -14,15 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,docs]"
 	touch $@
 
-# Debian's Prometheus 2.42, promtool, Alertmanager and PostgreSQL, for the tests that use the
-# real thing.
+# Debian's Prometheus 2.42, promtool and Alertmanager, for the tests that use the real thing.
 prometheus:
 	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends prometheus prometheus-alertmanager; }
-	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends postgresql; }
 
 # The demo's month of events for the example SLOs ends at DEMO_UNTIL (fixed, so the output
 # is the same on every run); everything it writes goes to DEMO_OUT.
