@@ -55,8 +55,6 @@ RECONNECT_TIMEOUT = 4.0  # a lost connection is retried this long, then the next
 # The pool warns of every failed reconnection, over several lines; a command's StateError says
 # it in one. A service that configures logging still receives them (its level decides).
 logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
-COUNTED = ("changes", "notify_incidents", "notify_outbox", "engine_firing",
-           "engine_budget_notices")
 
 
 @dataclass(frozen=True)
@@ -209,12 +207,6 @@ class PostgresStore:
         """Raw SQL, for inspecting the database (tests, debugging); the engine never needs it."""
         with self.read() as reader:
             return reader.rows(sql, tuple(parameters))
-
-    def counts(self) -> dict[str, int]:
-        """Rows per table, as `state check` shows them for SQLite."""
-        with self.read() as reader:
-            return {name: int(reader.rows(f"SELECT count(*) AS n FROM {name}")[0]["n"])
-                    for name in COUNTED}
 
     def probe_write(self) -> None:
         """Upsert the heartbeat and commit: a probe that only reads says "ok" while every
