@@ -109,9 +109,7 @@ class PostgresStore:
     threads: each unit of work takes a connection of its own from the pool."""
 
     def __init__(self, url: str, *, timeout: float = POOL_TIMEOUT, max_size: int = 8) -> None:
-        self._url = url
         self._location = redact(url)
-        self._timeout = timeout
         try:
             self._pool = ConnectionPool(
                 url, min_size=1, max_size=max_size, open=False, timeout=timeout,
