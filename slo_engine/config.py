@@ -26,6 +26,7 @@ from pydantic import (
 
 from slo_engine.changes.events import DEFAULT_ROLLBACK_TEMPLATE, ROLLBACK_PLACEHOLDERS
 from slo_engine.errors import ConfigError, SpecError, SpecIssue
+from slo_engine.redaction import redact
 from slo_engine.spec.durations import parse_duration
 from slo_engine.spec.loader import PathKey, SpecDocument, model_issues, read_yaml_file
 
@@ -106,7 +107,33 @@ class ChangesConfig(_Section):
 
 
 class StateConfig(_Section):
-    path: Path = Path(".slo-engine/state.db")
+    path: Path = Field(Path(".slo-engine/state.db"), description=(
+        "SQLite file of the state (one engine); exclusive with url."))
+    url: SecretStr | None = Field(None, description=(
+        "PostgreSQL shared by replicas, e.g. postgresql://slo:${PGPASSWORD}@db:5432/slo; "
+        "exclusive with path."))
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+                ("postgresql://", "postgres://")):
+            raise ValueError("not a PostgreSQL URL; write "
+                             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (the password "
+                             "as ${ENV})")
+        return value
+
+    @model_validator(mode="after")
+    def _one_store(self) -> StateConfig:
+        if self.url is not None and "path" in self.model_fields_set:
+            raise ValueError("state.path (SQLite) and state.url (PostgreSQL) are exclusive: "
+                             "keep one")
+        return self
+
+    @property
+    def location(self) -> str:
+        """Where the state lives, for messages: the path, or the URL without credentials."""
+        return redact(self.url.get_secret_value()) if self.url is not None else str(self.path)
 
 
 class ScheduleConfig(_Section):
@@ -241,7 +268,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
     base = Path(path).parent
     return config.model_copy(update={
         "slo_files": [base / p for p in config.slo_files],
-        "state": StateConfig(path=base / config.state.path),
+        "state": config.state.model_copy(update={"path": base / config.state.path}),
         "changes": config.changes.model_copy(
             update={"files": [base / p for p in config.changes.files]}),
     })
@@ -261,7 +288,8 @@ def _secret_values(data: Any) -> set[str]:
     if not isinstance(data, dict):
         return set()
     found: list[Any] = []
-    for section, key in (("slack", "token"), ("http", "tokens"), ("prometheus", "headers")):
+    for section, key in (("slack", "token"), ("http", "tokens"), ("prometheus", "headers"),
+                         ("state", "url")):
         part = data.get(section)
         if isinstance(part, dict) and key in part:
             found.append(part[key])

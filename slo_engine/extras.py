@@ -17,6 +17,8 @@ EXTRA_OF_LIBRARY = {
     "fastapi": "service",
     "jinja2": "service",
     "prometheus_client": "service",
+    "psycopg": "postgres",
+    "psycopg_pool": "postgres",
     "slack_sdk": "service",
     "starlette": "service",
     "uvicorn": "service",
@@ -30,6 +32,7 @@ WHAT_EXTRA_BRINGS = {
     "charts": "charts",
     "canary": "the canary's statistics",
     "dashboards": "Grafana dashboards",
+    "postgres": "the PostgreSQL state store, state.url",
 }
 
 

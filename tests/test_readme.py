@@ -30,7 +30,8 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", flags=re.S | re.M)
 # The engine config's sections: a YAML block made of these alone is a piece of slo-engine.yaml.
 CONFIG_SECTIONS = ("slo_files", "paging", "prometheus", "slack", "changes", "state", "schedule",
                    "http")
-ENVIRON = {"SLACK_BOT_TOKEN": "xoxb-1", "SLO_ENGINE_TOKEN": "t", "SLO_VIEW_TOKEN": "v"}
+ENVIRON = {"SLACK_BOT_TOKEN": "xoxb-1", "SLO_ENGINE_TOKEN": "t", "SLO_VIEW_TOKEN": "v",
+           "SLO_ENGINE_PG_PASSWORD": "p"}
 
 
 def _name(page: Path) -> str:

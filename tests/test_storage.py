@@ -1,7 +1,7 @@
-"""The state store's contract, run against every implementation (SQLite for now; the
-PostgreSQL one joins the `store` fixture's parameters): units of work commit together or
-not at all, writes keyed by natural keys are idempotent, the outbox goes out in order, and
-the firing set, outages and budget notices survive a reopen."""
+"""The state store's contract, run against every implementation (SQLite, and PostgreSQL on a
+real server with a fresh database per test): units of work commit together or not at all,
+writes keyed by natural keys are idempotent, the outbox goes out in order, and the firing
+set, outages and budget notices survive a reopen."""
 
 from __future__ import annotations
 
@@ -15,16 +15,27 @@ import pytest
 from slo_engine.changes.events import Change
 from slo_engine.errors import LeaseLost, StateError
 from slo_engine.storage import NewIncident, StateStore
+from slo_engine.storage.postgres import PostgresStore
 from slo_engine.storage.sqlite import StateDB
+from tests.support.postgres import PostgresServer, new_database, running_postgres
 
 T = datetime(2026, 5, 12, 14, 0, tzinfo=UTC)
 
 Opener = Callable[[], StateStore]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     """Opens the same store again each call: what a restart sees."""
+    if request.param == "postgres":
+        url = new_database(request.getfixturevalue("postgres_server"))
+        return lambda: PostgresStore(url)
     path = tmp_path / "state.db"
     return lambda: StateDB(path)
 

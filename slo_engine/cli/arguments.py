@@ -15,7 +15,7 @@ from slo_engine.spec.durations import parse_duration
 
 if TYPE_CHECKING:
     from slo_engine.config import EngineConfig
-    from slo_engine.storage.sqlite import StateDB
+    from slo_engine.storage.interface import StateStore
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -67,7 +67,8 @@ def state_arguments(parser: argparse.ArgumentParser) -> None:
     """Commands that read or record changes and incidents find the state database here."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--config", type=Path, default=None, metavar="FILE",
-                       help="engine config (slo-engine.yaml); its state.path is used")
+                       help="engine config (slo-engine.yaml); its state.path or state.url "
+                       "is used")
     where.add_argument("--state", type=Path, default=None, metavar="FILE",
                        help=f"state database (SQLite); default {DEFAULT_STATE}")
 
@@ -79,15 +80,28 @@ def engine_config(args: argparse.Namespace) -> EngineConfig | None:
 
 
 def state_path(args: argparse.Namespace) -> Path:
-    """--state, else the --config's state.path, else the default."""
+    """--state, else the --config's state.path, else the default: the SQLite file only,
+    for the commands that inspect one (a config whose state is PostgreSQL is refused)."""
+    from slo_engine.errors import StateError
+
     config = engine_config(args)
     if config is not None:
+        if config.state.url is not None:
+            raise StateError(f"'slo-engine {args.command} {args.action}' works on a SQLite "
+                             f"state file, but {args.config} keeps the state in PostgreSQL "
+                             f"({config.state.location}): use `slo-engine state migrate "
+                             f"--config {args.config}`, or psql")
         return config.state.path
     path: Path = getattr(args, "state", None) or DEFAULT_STATE
     return path
 
 
-def open_state(args: argparse.Namespace) -> StateDB:
+def open_state(args: argparse.Namespace) -> StateStore:
+    """The state store of --config (SQLite or PostgreSQL), else the SQLite file of --state."""
+    from slo_engine.storage.opening import open_store
     from slo_engine.storage.sqlite import StateDB
 
-    return StateDB(state_path(args))
+    config = engine_config(args)
+    if config is not None:
+        return open_store(config.state)
+    return StateDB(getattr(args, "state", None) or DEFAULT_STATE)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from slo_engine.changes.events import Change
     from slo_engine.config import BuildInfoSource, EngineConfig
     from slo_engine.paging.page import PageContext
-    from slo_engine.storage.sqlite import StateDB
+    from slo_engine.storage.interface import StateStore
 
 _FIELDS = ("service", "kind", "version", "previous_version", "rollback_command", "url",
            "commit", "author", "description", "time")
@@ -134,7 +134,7 @@ def _add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latest_same(state: StateDB, change: Change) -> Change | None:
+def _latest_same(state: StateStore, change: Change) -> Change | None:
     """The service's latest change of this kind, when it has the same version: a CD step
     retried without --time reports the deploy it already reported."""
     latest = state.changes(services=[change.service], kinds=[change.kind], limit=1)

@@ -63,6 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.log_level != "DEBUG":  # every job run, every retried connection: the engine
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # logs what matters
         logging.getLogger("urllib3").setLevel(logging.ERROR)
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # StateErrors say it
     config = load_config(args.config)
     engine = Engine.from_config(config)
     try:
@@ -142,7 +143,11 @@ def config_problems(config: EngineConfig, *, connect: bool = False) -> tuple[
         problems.extend(str(issue) for issue in error.issues)
     owners = {slo.owner for service in services for slo in service.slos}
     problems.extend(routing_issues(config, owners))
-    problems.extend(_state_problems(config.state.path))
+    if config.state.url is None:
+        problems.extend(_state_problems(config.state.path))
+    else:
+        notes.append(f"state in PostgreSQL at {config.state.location}"
+                     + ("" if connect else " (--connect opens it)"))
     try:
         digest_trigger(config.schedule.digest_cron)
     except ConfigError as error:
@@ -203,6 +208,15 @@ def _connect(config: EngineConfig, services: list[Service], problems: list[str],
                          "load the rules `slo-engine compile` writes into Prometheus")
     except SourceError as error:
         problems.append(str(error))
+    if config.state.url is not None:
+        from slo_engine.storage.postgres import schema_version
+
+        try:
+            version = schema_version(config.state.url.get_secret_value())
+            notes.append(f"PostgreSQL state answers, schema version {version}" + (
+                "" if version else " (the first start, or `state migrate`, creates it)"))
+        except SloEngineError as error:
+            problems.append(str(error))
     if config.slack.dry_run:
         notes.append("slack.dry_run: messages are printed, not sent")
         return

@@ -1,4 +1,5 @@
-"""`slo-engine state check` and `state reset`: the two ways past a refused state database.
+"""`slo-engine state check` and `state reset`: the two ways past a refused state database;
+`state migrate`: bring a PostgreSQL state up to this version's schema before replicas start.
 
 The engine refuses a state database that existed and is now missing, empty, replaced or
 corrupt, because starting empty would page open incidents twice. `check` says what is there;
@@ -29,6 +30,31 @@ def register(commands: Commands) -> None:
     state_arguments(reset)
     reset.add_argument("--yes", action="store_true", help="really start fresh")
     reset.set_defaults(handler=_reset)
+    migrate = actions.add_parser("migrate", help="apply the schema migrations the state "
+                                 "database lacks and print them (every start does it too)")
+    migrate.add_argument("--config", type=Path, required=True, metavar="FILE",
+                         help="engine config (slo-engine.yaml): its state.url or state.path")
+    migrate.set_defaults(handler=_migrate)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from slo_engine.config import load_config
+    from slo_engine.storage.sqlite import StateDB
+
+    state = load_config(args.config).state
+    if state.url is None:
+        with StateDB(state.path) as sqlite:
+            print(f"{sqlite.location}: SQLite, upgraded in place when opened; nothing to "
+                  "migrate")
+        return 0
+    from slo_engine.storage.postgres import PostgresStore
+
+    with PostgresStore(state.url.get_secret_value()) as store:
+        for migration in store.applied:
+            print(f"applied {migration.name} (schema version {migration.version})")
+        print(f"{store.location}: schema version {store.schema_version()}"
+              + ("" if store.applied else ", up to date"))
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

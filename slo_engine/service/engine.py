@@ -87,7 +87,7 @@ from slo_engine.spec.durations import describe_seconds, parse_duration
 from slo_engine.spec.loader import discover
 from slo_engine.spec.model import SLO, Service
 from slo_engine.storage import StateStore, StateWriter
-from slo_engine.storage.sqlite import StateDB
+from slo_engine.storage.opening import open_store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -152,7 +152,7 @@ class Engine:
         """Load the SLO files (SpecError lists every mistake), open the state database and
         set up Slack delivery (ConfigError without a token, unless dry_run)."""
         services = app.with_view_links(app.validate(config.slo_files), config.http.public_url)
-        state = StateDB(config.state.path)
+        state = open_store(config.state)
         return cls(config, services, state, delivery_from_config(config.slack),
                    telemetry=telemetry, clock=clock)
 

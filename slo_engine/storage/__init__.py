@@ -1,7 +1,8 @@
 """The state database behind one interface: changes, incidents, outbox, notices, firing state.
 
 `interface` says what a store does in domain words; `sqlite` is the embedded implementation
-and the only place that writes SQL for it.
+and `postgres` the shared one (each the only place that writes SQL for its database);
+`opening.open_store` opens the one the engine config names.
 """
 
 from slo_engine.storage.interface import (

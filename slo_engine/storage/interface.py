@@ -5,7 +5,8 @@ look) and call typed methods on it; what one transaction writes commits together
 all, so the firing set and the outbox rows of the pages it implies can never disagree.
 Writes are keyed by natural keys (a change's identity, an incident key, a notice key, a
 tier id) and are idempotent where a retry may repeat them. SQLite (`storage.sqlite`) is the
-embedded implementation; a PostgreSQL one implements the same protocols.
+embedded implementation; PostgreSQL (`storage.postgres`), for replicas, implements the same
+protocols with the same answers.
 """
 
 from __future__ import annotations

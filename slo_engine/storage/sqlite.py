@@ -29,7 +29,8 @@ from types import TracebackType
 from typing import Literal, cast
 
 from slo_engine.changes.events import Change
-from slo_engine.errors import LeaseLost, StateError
+from slo_engine.errors import StateError
+from slo_engine.storage import lease as lease_rules
 from slo_engine.storage.interface import (
     Incident,
     Lease,
@@ -549,31 +550,22 @@ class SqliteTransaction(SqliteReader):
 
     def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> Lease:
         current = self.lease()
-        if current is not None and current.holder != holder and current.expires_at > now:
-            return current
-        live_renewal = current is not None and current.holder == holder \
-            and current.expires_at > now
-        token = current.token if current is not None and live_renewal else \
-            (current.token + 1 if current is not None else 1)
-        taken = Lease(holder, token, now + ttl)
-        self.connection.execute(
-            "INSERT INTO engine_lease (id, holder, token, expires_at) VALUES (1, ?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, token = excluded.token, "
-            "expires_at = excluded.expires_at",
-            (taken.holder, taken.token, taken.expires_at.isoformat()))
+        taken = lease_rules.acquired(current, holder, ttl, now)
+        if taken is not current:
+            self.connection.execute(
+                "INSERT INTO engine_lease (id, holder, token, expires_at) VALUES (1, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, "
+                "token = excluded.token, expires_at = excluded.expires_at",
+                (taken.holder, taken.token, taken.expires_at.isoformat()))
         return taken
 
     def release_lease(self, holder: str, now: datetime) -> None:
-        current = self.lease()
-        if current is not None and current.holder == holder and current.expires_at > now:
+        if lease_rules.releasable(self.lease(), holder, now):
             self.connection.execute("UPDATE engine_lease SET expires_at = ? WHERE id = 1",
                                     (now.isoformat(),))
 
     def check_fence(self, token: int, now: datetime) -> None:
-        current = self.lease()
-        if current is None or current.token != token or current.expires_at <= now:
-            raise LeaseLost(f"this replica's lease (token {token}) is no longer the "
-                            f"leader's: {_describe(current, now)}")
+        lease_rules.check_fence(self.lease(), token, now)
 
     def add_changes(self, changes: Iterable[Change], recorded_at: datetime) -> list[Change]:
         added: list[Change] = []
@@ -708,13 +700,6 @@ class SqliteTransaction(SqliteReader):
             (cutoff,))
         self.connection.execute("DELETE FROM notify_incidents WHERE resolved_at IS NOT NULL "
                                 "AND opened_at < ?", (cutoff,))
-
-
-def _describe(lease: Lease | None, now: datetime) -> str:
-    if lease is None:
-        return "no replica holds the lease"
-    state = "lapsed" if lease.expires_at <= now else "held"
-    return f"{state} by {lease.holder} with token {lease.token}"
 
 
 def _incident(row: sqlite3.Row) -> Incident:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,3 +155,23 @@ class PostgresServer:
         if self.process is not None:
             _STARTED.pop(self.process.pid, None)
         self.process = None
+
+
+def new_database(server: PostgresServer) -> str:
+    """A fresh, empty database on `server` (a test's own); its libpq URL."""
+    import psycopg
+
+    name = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(server.url, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    return server.url.rpartition("/")[0] + f"/{name}"
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """One server for a module's tests, removed (stopped by PID, its directory deleted) after."""
+    server = PostgresServer(require_postgres()).start()
+    try:
+        yield server
+    finally:
+        server.remove()
