@@ -12,8 +12,9 @@ loading the compiled rules, and the Slack stand-in. The lease is 6 s here (30 s 
 - The state store gone for a minute and back: no page twice, one leader afterwards, the
   lease retaken with a new token, and the resolution still sent once.
 
-Every test runs against each store of `shared_state` (SQLite shared by the two processes
-on one host, for now).
+Every test runs against each store of `shared_state`: PostgreSQL (Debian's, started by the
+tests; stopping the server is how the store goes away) and SQLite shared by the two
+processes on one host (another process holding its write lock takes it away).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import yaml
 from slo_engine.app import generated_files, validate
 from tests.support.binaries import require
 from tests.support.exporter import Exporter
+from tests.support.postgres import PostgresServer, new_database, running_postgres
 from tests.support.prometheus import PrometheusServer, free_port
 from tests.support.slack_standin import TOKEN, SlackStandIn
 from tests.test_service_e2e import BASELINE_RPS, DETECT, OUTAGE_RPS, RECOVERY_RPS, _spec, _until
@@ -158,11 +160,39 @@ class SharedSqlite:
             self._locker.wait()
 
 
-# The integrator adds pytest.param("postgres") here, yielding a `state:` section with the
-# URL of a tests.support.postgres.PostgresServer and stopping/starting that server.
-@pytest.fixture(params=["sqlite"])
+class SharedPostgres:
+    """A database of its own on the module's PostgreSQL server, as replicas on several hosts
+    share one; taking it away stops the server (by PID) and starting brings it back on the
+    same port."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.server = server
+        self.url = new_database(server)
+
+    def section(self) -> dict[str, Any]:
+        return {"url": self.url}
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        if self.server.process is None:
+            self.server.start()
+
+    def close(self) -> None:
+        self.start()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
 def shared_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedState]:
-    store = SharedSqlite(tmp_path)
+    store: SharedState = SharedPostgres(request.getfixturevalue("postgres")) \
+        if request.param == "postgres" else SharedSqlite(tmp_path)
     try:
         yield store
     finally:
