@@ -12,7 +12,7 @@ one message per incident) is decided in `paging.dedup`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from slo_engine.rules.compile import recorded_windows
 from slo_engine.spec import conventions as names
 from slo_engine.spec.burn_rate import fires, rule_budget, rule_threshold
 from slo_engine.spec.durations import format_duration, parse_duration
-from slo_engine.spec.model import SLO
+from slo_engine.spec.model import QUERY_SLIS, SLO
 from slo_engine.spec.promql import Matcher, Selector
 
 Result = list[dict[str, Any]]  # an instant query's result, as Prometheus returns it
@@ -55,70 +55,88 @@ def burn_queries(slos: Iterable[SLO]) -> dict[str, str]:
     return queries
 
 
+class BurnReadings:
+    """The results of `burn_queries` indexed once per evaluation by SLO and group, so each
+    SLO's tiers look up their own series instead of scanning every SLO's: an evaluation
+    costs the size of the results, not that times the number of SLOs."""
+
+    def __init__(self, slos: Iterable[SLO], results: Mapping[str, Result]) -> None:
+        self.slos = list(slos)
+        self.by_pair = {(slo.service, slo.name): slo for slo in self.slos}
+        grouped = _grouped(self.slos)
+        self._values = {name: _values(result, self.by_pair, grouped)
+                        for name, result in results.items()}
+
+    def value(self, name: str, slo: SLO) -> Mapping[Group, float]:
+        """Each group's value of `slo` in the result of query `name` (none: empty)."""
+        return self._values.get(name, {}).get((slo.service, slo.name), {})
+
+    def firing(self, at: datetime) -> dict[str, BurnAlert]:
+        """Every tier whose condition holds, by `tier_id`.
+
+        A window without a sample (no traffic, rules not loaded) or a NaN ratio never
+        fires, as in Prometheus, where the alert's expression then returns nothing.
+        """
+        firing: dict[str, BurnAlert] = {}
+        for slo in self.slos:
+            every, _ = recorded_windows(slo)
+            for tier in slo.tiers:
+                long = self.value(_ratio_name(tier.long_window, tier.long_window not in every),
+                                  slo)
+                short = self.value(
+                    _ratio_name(tier.short_window, tier.short_window not in every), slo)
+                events = self.value(_events_name(tier.long_window), slo)
+                threshold = rule_threshold(tier)
+                for group in sorted(long):
+                    burn_long = _burn(long.get(group), slo)
+                    burn_short = _burn(short.get(group), slo)
+                    if not fires(burn_long, burn_short, threshold, events.get(group),
+                                 slo.min_events):
+                        continue
+                    alert = BurnAlert(
+                        service=slo.service, slo=slo.name, group=group,
+                        severity="page" if tier.severity == "page" else "ticket",
+                        long_window=tier.long_window, short_window=tier.short_window,
+                        firing=True, at=at, burn_rate_long=burn_long,
+                        burn_rate_short=burn_short, source="engine")
+                    firing[tier_id(alert)] = alert
+        return firing
+
+    def unseen(self, previous: Mapping[str, BurnAlert]) -> set[str]:
+        """The firing tiers (of `previous`, by `tier_id`) of loaded SLOs whose long or short
+        window has no sample at all (a NaN is a sample).
+
+        No sample says nothing about the burn: after a Prometheus outage longer than the 5m
+        lookback the recorded series are missing until their rules run again, and
+        resolving the tier then would page again a minute later.
+        """
+        unseen: set[str] = set()
+        for key, alert in previous.items():
+            slo = self.by_pair.get((alert.service, alert.slo))
+            if slo is None or not any(
+                    (t.long_window, t.short_window) == (alert.long_window, alert.short_window)
+                    and ("page" if t.severity == "page" else "ticket") == alert.severity
+                    for t in slo.tiers):
+                continue  # an SLO or tier no longer loaded resolves at once
+            every, _ = recorded_windows(slo)
+            if any(alert.group not in self.value(_ratio_name(window, window not in every), slo)
+                   for window in (alert.long_window, alert.short_window)):
+                unseen.add(key)
+        return unseen
+
+
 def firing_tiers(slos: Iterable[SLO], results: Mapping[str, Result],
                  at: datetime) -> dict[str, BurnAlert]:
-    """Every tier whose condition holds in `results` (of `burn_queries`), by `tier_id`.
-
-    A window without a sample (no traffic, rules not loaded) or a NaN ratio never fires,
-    as in Prometheus, where the alert's expression then returns nothing.
-    """
-    slos = list(slos)
-    by_pair = {(slo.service, slo.name): slo for slo in slos}
-    values = {name: _values(result, by_pair) for name, result in results.items()}
-    firing: dict[str, BurnAlert] = {}
-    for slo in slos:
-        every, _ = recorded_windows(slo)
-        for tier in slo.tiers:
-            long = values.get(_ratio_name(tier.long_window, tier.long_window not in every), {})
-            short = values.get(_ratio_name(tier.short_window, tier.short_window not in every),
-                               {})
-            events = values.get(_events_name(tier.long_window), {})
-            groups = {g for (service, name, g) in long if (service, name) == (slo.service,
-                                                                              slo.name)}
-            threshold = rule_threshold(tier)
-            for group in sorted(groups):
-                key = (slo.service, slo.name, group)
-                burn_long = _burn(long.get(key), slo)
-                burn_short = _burn(short.get(key), slo)
-                if not fires(burn_long, burn_short, threshold, events.get(key), slo.min_events):
-                    continue
-                alert = BurnAlert(
-                    service=slo.service, slo=slo.name, group=group,
-                    severity="page" if tier.severity == "page" else "ticket",
-                    long_window=tier.long_window, short_window=tier.short_window,
-                    firing=True, at=at, burn_rate_long=burn_long, burn_rate_short=burn_short,
-                    source="engine")
-                firing[tier_id(alert)] = alert
-    return firing
+    """Every tier whose condition holds in `results` (of `burn_queries`): see
+    `BurnReadings.firing`."""
+    return BurnReadings(slos, results).firing(at)
 
 
 def unseen_tiers(previous: Mapping[str, BurnAlert], slos: Iterable[SLO],
                  results: Mapping[str, Result]) -> set[str]:
-    """The firing tiers (of `previous`, by `tier_id`) of loaded SLOs whose long or short
-    window has no sample at all in `results` (a NaN is a sample).
-
-    No sample says nothing about the burn: after a Prometheus outage longer than the 5m
-    lookback the recorded series are missing until their rules run again, and resolving
-    the tier then would page again a minute later.
-    """
-    if not previous:
-        return set()
-    by_pair = {(slo.service, slo.name): slo for slo in slos}
-    values = {name: _values(result, by_pair) for name, result in results.items()}
-    unseen: set[str] = set()
-    for key, alert in previous.items():
-        slo = by_pair.get((alert.service, alert.slo))
-        if slo is None or not any(
-                (t.long_window, t.short_window) == (alert.long_window, alert.short_window)
-                and ("page" if t.severity == "page" else "ticket") == alert.severity
-                for t in slo.tiers):
-            continue  # an SLO or tier no longer loaded resolves at once
-        every, _ = recorded_windows(slo)
-        group = (alert.service, alert.slo, alert.group)
-        if any(group not in values.get(_ratio_name(window, window not in every), {})
-               for window in (alert.long_window, alert.short_window)):
-            unseen.add(key)
-    return unseen
+    """The firing tiers of `previous` without samples in `results`: see
+    `BurnReadings.unseen`."""
+    return BurnReadings(slos, results).unseen(previous) if previous else set()
 
 
 def alert_burn_queries(slo: SLO, alert: BurnAlert) -> tuple[str, str]:
@@ -138,7 +156,9 @@ def alert_burn_queries(slo: SLO, alert: BurnAlert) -> tuple[str, str]:
 
 def burn_rate_in(result: Result, slo: SLO) -> float | None:
     """The burn rate an `alert_burn_queries` result shows (the worst series, if several)."""
-    ratios = [v for v in _values(result, {(slo.service, slo.name): slo}).values() if v == v]
+    pair = (slo.service, slo.name)
+    ratios = [v for groups in _values(result, {pair: slo}, _grouped([slo])).values()
+              for v in groups.values() if v == v]
     return _burn(max(ratios), slo) if ratios else None
 
 
@@ -154,20 +174,30 @@ def _events_name(window: str) -> str:
     return f"events:{window}"
 
 
-def _values(result: Result, by_pair: Mapping[tuple[str, str], SLO]) -> dict[
-        tuple[str, str, Group], float]:
-    values: dict[tuple[str, str, Group], float] = {}
+def _values(result: Result, by_pair: Mapping[tuple[str, str], SLO],
+            grouped: Set[tuple[str, str]]) -> dict[tuple[str, str], dict[Group, float]]:
+    """A query's values by (service, SLO), then group; series of SLOs not loaded are left
+    out. An SLO not in `grouped` (of `_grouped`) has one group, (): no labels to sort."""
+    values: dict[tuple[str, str], dict[Group, float]] = {}
     for item in result:
         labels = item.get("metric", {})
-        slo = by_pair.get((labels.get(names.SERVICE_LABEL, ""), labels.get(names.SLO_LABEL, "")))
+        pair = (labels.get(names.SERVICE_LABEL, ""), labels.get(names.SLO_LABEL, ""))
+        slo = by_pair.get(pair)
         if slo is None:
             continue
         try:
             value = float(item["value"][1])
         except (KeyError, IndexError, TypeError, ValueError):
             continue
-        values[(slo.service, slo.name, BurnAlert.group_for(slo, labels))] = value
+        group = BurnAlert.group_for(slo, labels) if pair in grouped else ()
+        values.setdefault(pair, {})[group] = value
     return values
+
+
+def _grouped(slos: Iterable[SLO]) -> set[tuple[str, str]]:
+    """The SLOs whose series may have groups: a group_by, or a query SLI's own labels."""
+    return {(slo.service, slo.name) for slo in slos
+            if slo.group_by or isinstance(slo.sli, QUERY_SLIS)}
 
 
 def _burn(ratio: float | None, slo: SLO) -> float | None:

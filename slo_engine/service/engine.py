@@ -58,11 +58,10 @@ from slo_engine.paging.dedup import (
     transitions,
 )
 from slo_engine.paging.evaluator import (
+    BurnReadings,
     alert_burn_queries,
     burn_queries,
     burn_rate_in,
-    firing_tiers,
-    unseen_tiers,
 )
 from slo_engine.paging.notifier import Notifier
 from slo_engine.paging.page import PageContext
@@ -223,8 +222,9 @@ class Engine:
         if self.config.paging == "engine":
             with self._paging:
                 previous = self.firing()
-                current = firing_tiers(slos, results, at)
-                held = self._unseen.apply(previous, unseen_tiers(previous, slos, results), at)
+                readings = BurnReadings(slos, results)
+                current = readings.firing(at)
+                held = self._unseen.apply(previous, readings.unseen(previous), at)
                 for key, unseen_for in held.released.items():
                     log.warning("%s: no samples for %s, resolved", key,
                                 describe_seconds(unseen_for.total_seconds()))
