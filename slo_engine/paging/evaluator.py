@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Set
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from slo_engine.paging.burn_alert import BurnAlert
+from slo_engine.paging.burn_alert import BurnAlert, Severity
 from slo_engine.paging.dedup import tier_id
 from slo_engine.rules.compile import recorded_windows
 from slo_engine.spec import conventions as names
-from slo_engine.spec.burn_rate import fires, rule_budget, rule_threshold
+from slo_engine.spec.burn_rate import AlertTier, fires, rule_budget, rule_threshold
 from slo_engine.spec.durations import format_duration, parse_duration
 from slo_engine.spec.model import QUERY_SLIS, SLO
 from slo_engine.spec.promql import Matcher, Selector
@@ -78,27 +78,32 @@ class BurnReadings:
         fires, as in Prometheus, where the alert's expression then returns nothing.
         """
         firing: dict[str, BurnAlert] = {}
+        reads: dict[tuple[AlertTier, ...], list[_TierRead]] = {}
+        budgets: dict[float, float] = {}
         for slo in self.slos:
-            every, _ = recorded_windows(slo)
-            for tier in slo.tiers:
-                long = self.value(_ratio_name(tier.long_window, tier.long_window not in every),
-                                  slo)
-                short = self.value(
-                    _ratio_name(tier.short_window, tier.short_window not in every), slo)
-                events = self.value(_events_name(tier.long_window), slo)
-                threshold = rule_threshold(tier)
+            pair = (slo.service, slo.name)
+            if slo.tiers not in reads:
+                reads[slo.tiers] = _tier_reads(slo)
+            if slo.error_budget not in budgets:
+                budgets[slo.error_budget] = rule_budget(slo.error_budget)
+            budget = budgets[slo.error_budget]
+            for read in reads[slo.tiers]:
+                long = self._values.get(read.long, {}).get(pair)
+                if not long:
+                    continue
+                short = self._values.get(read.short, {}).get(pair, {})
+                events = self._values.get(read.events, {}).get(pair, {})
                 for group in sorted(long):
-                    burn_long = _burn(long.get(group), slo)
-                    burn_short = _burn(short.get(group), slo)
-                    if not fires(burn_long, burn_short, threshold, events.get(group),
+                    burn_long = _burn(long[group], budget)
+                    burn_short = _burn(short.get(group), budget)
+                    if not fires(burn_long, burn_short, read.threshold, events.get(group),
                                  slo.min_events):
                         continue
                     alert = BurnAlert(
                         service=slo.service, slo=slo.name, group=group,
-                        severity="page" if tier.severity == "page" else "ticket",
-                        long_window=tier.long_window, short_window=tier.short_window,
-                        firing=True, at=at, burn_rate_long=burn_long,
-                        burn_rate_short=burn_short, source="engine")
+                        severity=read.severity, long_window=read.tier.long_window,
+                        short_window=read.tier.short_window, firing=True, at=at,
+                        burn_rate_long=burn_long, burn_rate_short=burn_short, source="engine")
                     firing[tier_id(alert)] = alert
         return firing
 
@@ -159,7 +164,29 @@ def burn_rate_in(result: Result, slo: SLO) -> float | None:
     pair = (slo.service, slo.name)
     ratios = [v for groups in _values(result, {pair: slo}, _grouped([slo])).values()
               for v in groups.values() if v == v]
-    return _burn(max(ratios), slo) if ratios else None
+    return _burn(max(ratios), rule_budget(slo.error_budget)) if ratios else None
+
+
+class _TierRead(NamedTuple):
+    """Which results one tier reads, and its threshold: the same for every SLO with the same
+    tiers, so worked out once per evaluation for each set of tiers."""
+
+    tier: AlertTier
+    long: str
+    short: str
+    events: str
+    threshold: float
+    severity: Severity
+
+
+def _tier_reads(slo: SLO) -> list[_TierRead]:
+    """`slo`'s tiers' reads; they depend on its tiers only (as `recorded_windows` does)."""
+    every, _ = recorded_windows(slo)
+    return [_TierRead(tier, _ratio_name(tier.long_window, tier.long_window not in every),
+                      _ratio_name(tier.short_window, tier.short_window not in every),
+                      _events_name(tier.long_window), rule_threshold(tier),
+                      "page" if tier.severity == "page" else "ticket")
+            for tier in slo.tiers]
 
 
 def _ordered(windows: set[str]) -> list[str]:
@@ -179,9 +206,10 @@ def _values(result: Result, by_pair: Mapping[tuple[str, str], SLO],
     """A query's values by (service, SLO), then group; series of SLOs not loaded are left
     out. An SLO not in `grouped` (of `_grouped`) has one group, (): no labels to sort."""
     values: dict[tuple[str, str], dict[Group, float]] = {}
+    service_label, slo_label = names.SERVICE_LABEL, names.SLO_LABEL
     for item in result:
         labels = item.get("metric", {})
-        pair = (labels.get(names.SERVICE_LABEL, ""), labels.get(names.SLO_LABEL, ""))
+        pair = (labels.get(service_label, ""), labels.get(slo_label, ""))
         slo = by_pair.get(pair)
         if slo is None:
             continue
@@ -189,8 +217,10 @@ def _values(result: Result, by_pair: Mapping[tuple[str, str], SLO],
             value = float(item["value"][1])
         except (KeyError, IndexError, TypeError, ValueError):
             continue
-        group = BurnAlert.group_for(slo, labels) if pair in grouped else ()
-        values.setdefault(pair, {})[group] = value
+        if pair in grouped:
+            values.setdefault(pair, {})[BurnAlert.group_for(slo, labels)] = value
+        else:
+            values[pair] = {(): value}
     return values
 
 
@@ -200,6 +230,7 @@ def _grouped(slos: Iterable[SLO]) -> set[tuple[str, str]]:
             if slo.group_by or isinstance(slo.sli, QUERY_SLIS)}
 
 
-def _burn(ratio: float | None, slo: SLO) -> float | None:
-    """The burn rate as the rule computes it: over the budget as the rule writes it."""
-    return None if ratio is None or ratio != ratio else ratio / rule_budget(slo.error_budget)
+def _burn(ratio: float | None, budget: float) -> float | None:
+    """The burn rate as the rule computes it: over the budget as the rule writes it
+    (`rule_budget`)."""
+    return None if ratio is None or ratio != ratio else ratio / budget
