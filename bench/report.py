@@ -298,7 +298,7 @@ def service_section(results: list[ServiceResult]) -> list[str]:
         "",
         "| SLOs | cycles | samples | instant queries per cycle | transitions (Slack calls) "
         f"| cycle time after {c.warmup} warm-up cycles, median / p95 / max (s) "
-        "| cycles with pages: slowest (s) | slowest cycle (s) "
+        "| cycles with pages: how many, slowest (s) | slowest cycle (s) "
         "| resident memory after warm-up, first → max → last (MB) | setup (s) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(size_row(r) for r in results),
