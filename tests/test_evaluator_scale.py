@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import slo_engine
 from slo_engine.paging.burn_alert import BurnAlert
 from slo_engine.paging.dedup import tier_id
-from slo_engine.paging.evaluator import BurnReadings, burn_queries, firing_tiers, unseen_tiers
+from slo_engine.paging.evaluator import BurnPlan, burn_queries, firing_tiers, unseen_tiers
 from slo_engine.rules.compile import recorded_windows
 from slo_engine.spec.burn_rate import fires, rule_budget, rule_threshold
 from slo_engine.spec.loader import load_services
@@ -215,7 +215,7 @@ def _lines_run(slos: list[SLO], results: Results, previous: Mapping[str, BurnAle
     before = sys.gettrace()
     sys.settrace(trace)
     try:
-        readings = BurnReadings(slos, results)
+        readings = BurnPlan(slos).readings(results)
         readings.firing(AT)
         readings.unseen(previous)
     finally:

@@ -55,16 +55,39 @@ def burn_queries(slos: Iterable[SLO]) -> dict[str, str]:
     return queries
 
 
+class BurnPlan:
+    """How an evaluation of a set of SLOs reads the results of `burn_queries`: each SLO's
+    tiers, the results they read, their thresholds and the SLO's budget, worked out once
+    for the SLOs loaded rather than every evaluation."""
+
+    def __init__(self, slos: Iterable[SLO]) -> None:
+        self.slos = list(slos)
+        self.queries = burn_queries(self.slos)
+        self.by_pair = {(slo.service, slo.name): slo for slo in self.slos}
+        self.grouped = _grouped(self.slos)
+        reads: dict[tuple[AlertTier, ...], list[_TierRead]] = {}  # most SLOs share tiers
+        budgets: dict[float, float] = {}
+        self.reads: list[tuple[SLO, tuple[str, str], float, list[_TierRead]]] = []
+        for slo in self.slos:
+            if slo.tiers not in reads:
+                reads[slo.tiers] = _tier_reads(slo)
+            if slo.error_budget not in budgets:
+                budgets[slo.error_budget] = rule_budget(slo.error_budget)
+            self.reads.append((slo, (slo.service, slo.name), budgets[slo.error_budget],
+                               reads[slo.tiers]))
+
+    def readings(self, results: Mapping[str, Result]) -> BurnReadings:
+        return BurnReadings(self, results)
+
+
 class BurnReadings:
     """The results of `burn_queries` indexed once per evaluation by SLO and group, so each
     SLO's tiers look up their own series instead of scanning every SLO's: an evaluation
     costs the size of the results, not that times the number of SLOs."""
 
-    def __init__(self, slos: Iterable[SLO], results: Mapping[str, Result]) -> None:
-        self.slos = list(slos)
-        self.by_pair = {(slo.service, slo.name): slo for slo in self.slos}
-        grouped = _grouped(self.slos)
-        self._values = {name: _values(result, self.by_pair, grouped)
+    def __init__(self, plan: BurnPlan, results: Mapping[str, Result]) -> None:
+        self.plan = plan
+        self._values = {name: _values(result, plan.by_pair, plan.grouped)
                         for name, result in results.items()}
 
     def value(self, name: str, slo: SLO) -> Mapping[Group, float]:
@@ -78,21 +101,14 @@ class BurnReadings:
         fires, as in Prometheus, where the alert's expression then returns nothing.
         """
         firing: dict[str, BurnAlert] = {}
-        reads: dict[tuple[AlertTier, ...], list[_TierRead]] = {}
-        budgets: dict[float, float] = {}
-        for slo in self.slos:
-            pair = (slo.service, slo.name)
-            if slo.tiers not in reads:
-                reads[slo.tiers] = _tier_reads(slo)
-            if slo.error_budget not in budgets:
-                budgets[slo.error_budget] = rule_budget(slo.error_budget)
-            budget = budgets[slo.error_budget]
-            for read in reads[slo.tiers]:
-                long = self._values.get(read.long, {}).get(pair)
+        values = self._values
+        for slo, pair, budget, reads in self.plan.reads:
+            for read in reads:
+                long = values.get(read.long, {}).get(pair)
                 if not long:
                     continue
-                short = self._values.get(read.short, {}).get(pair, {})
-                events = self._values.get(read.events, {}).get(pair, {})
+                short = values.get(read.short, {}).get(pair, {})
+                events = values.get(read.events, {}).get(pair, {})
                 for group in sorted(long):
                     burn_long = _burn(long[group], budget)
                     burn_short = _burn(short.get(group), budget)
@@ -117,7 +133,7 @@ class BurnReadings:
         """
         unseen: set[str] = set()
         for key, alert in previous.items():
-            slo = self.by_pair.get((alert.service, alert.slo))
+            slo = self.plan.by_pair.get((alert.service, alert.slo))
             if slo is None or not any(
                     (t.long_window, t.short_window) == (alert.long_window, alert.short_window)
                     and ("page" if t.severity == "page" else "ticket") == alert.severity
@@ -134,14 +150,14 @@ def firing_tiers(slos: Iterable[SLO], results: Mapping[str, Result],
                  at: datetime) -> dict[str, BurnAlert]:
     """Every tier whose condition holds in `results` (of `burn_queries`): see
     `BurnReadings.firing`."""
-    return BurnReadings(slos, results).firing(at)
+    return BurnPlan(slos).readings(results).firing(at)
 
 
 def unseen_tiers(previous: Mapping[str, BurnAlert], slos: Iterable[SLO],
                  results: Mapping[str, Result]) -> set[str]:
     """The firing tiers of `previous` without samples in `results`: see
     `BurnReadings.unseen`."""
-    return BurnReadings(slos, results).unseen(previous) if previous else set()
+    return BurnPlan(slos).readings(results).unseen(previous) if previous else set()
 
 
 def alert_burn_queries(slo: SLO, alert: BurnAlert) -> tuple[str, str]:

@@ -58,9 +58,8 @@ from slo_engine.paging.dedup import (
     transitions,
 )
 from slo_engine.paging.evaluator import (
-    BurnReadings,
+    BurnPlan,
     alert_burn_queries,
-    burn_queries,
     burn_rate_in,
 )
 from slo_engine.paging.notifier import Notifier
@@ -114,6 +113,7 @@ class Engine:
         self._clock = clock
         self._services = services
         self._retired: dict[tuple[str, str], SLO] = {}  # removed by a reload, maybe firing
+        self._plan: tuple[list[Service], BurnPlan] | None = None  # of the services loaded
         self._files = _fingerprint(config.slo_files)
         self._statuses: list[BudgetStatus] = []
         self._sources: list[PrometheusSource] = []  # every one opened, closed by close()
@@ -202,13 +202,12 @@ class Engine:
         (alertmanager mode); transitions go to the notifier. Returns the transitions."""
         at = self._clock()
         began = time.perf_counter()
-        services = self._services
-        slos = [slo for service in services for slo in service.slos]
         try:
             with self._source() as source:
                 if self.config.paging == "engine":
+                    plan = self._burn_plan()
                     results = {name: source.instant(query, at)
-                               for name, query in burn_queries(slos).items()}
+                               for name, query in plan.queries.items()}
                 else:
                     source.instant(PROBE_QUERY, at)
         except SourceError as error:
@@ -222,7 +221,7 @@ class Engine:
         if self.config.paging == "engine":
             with self._paging:
                 previous = self.firing()
-                readings = BurnReadings(slos, results)
+                readings = plan.readings(results)
                 current = readings.firing(at)
                 held = self._unseen.apply(previous, readings.unseen(previous), at)
                 for key, unseen_for in held.released.items():
@@ -685,6 +684,13 @@ class Engine:
         with self._sources_lock:
             self._sources.append(source)
         return source
+
+    def _burn_plan(self) -> BurnPlan:
+        """The evaluator's plan of the SLOs loaded: made again only after a reload."""
+        services = self._services
+        if self._plan is None or self._plan[0] is not services:
+            self._plan = (services, BurnPlan(slo for s in services for slo in s.slos))
+        return self._plan[1]
 
     def _slos(self) -> dict[tuple[str, str], SLO]:
         return {(slo.service, slo.name): slo for service in self._services
