@@ -233,6 +233,29 @@ def test_a_firing_tier_without_samples_is_held_before_it_resolves(
         engine.close()
 
 
+def test_an_slo_removed_by_a_reload_is_evaluated_no_more(
+        tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime]) -> None:
+    """The evaluator's plan of the loaded SLOs is made again after a reload: the firing tier
+    of an SLO whose file was removed resolves at once instead of being held as unseen."""
+    url, at = prometheus  # no error-ratio series: a loaded SLO's firing tier is held
+    clock = Clock(at)
+    engine = _engine(tmp_path, url, slack, clock)
+    firing = BurnAlert("checkout", "availability", (), "page", "12m", "5m", True,
+                       at - timedelta(minutes=5), 20.0, 100.0, "engine")
+    with engine.state.transaction() as unit:
+        unit.save_firing(encode_firing({tier_id(firing): firing}))
+    try:
+        assert engine.evaluate() == []  # held: checkout is loaded
+        (tmp_path / "slos" / "checkout.yaml").unlink()
+        assert engine.reload() is True
+        clock.now = at + timedelta(minutes=1)
+        [resolved] = engine.evaluate()
+        assert (resolved.slo, resolved.firing, resolved.at) == ("availability", False, clock.now)
+        assert engine.firing() == {}
+    finally:
+        engine.close()
+
+
 def _connections_to(port: int) -> int:
     """Established TCP connections of this process to `port` (a closed source's socket
     lingers until its last response is collected)."""
