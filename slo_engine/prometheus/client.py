@@ -27,8 +27,10 @@ What happens when Prometheus is down:
 
 from __future__ import annotations
 
+import gc
 import json
 import re
+import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
@@ -116,8 +118,9 @@ class PrometheusClient:
             when = utc(at, "at")
             params["time"] = f"{when.timestamp():.3f}"
             detail = f" at {_iso(when)}"
-        result = self._call("query", query, detail, self._api.custom_query, query,
-                            params=params)
+        with _COLLECTOR_PAUSE:
+            result = self._call("query", query, detail, self._api.custom_query, query,
+                                params=params)
         if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
             return [{"metric": {}, "value": result}]  # a scalar or string result
         if not _is_result(result, "value"):
@@ -222,6 +225,38 @@ def short(text: str, limit: int = 300) -> str:
     """An error's text on one line and at most `limit` characters, for a message."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+class _CollectorPause:
+    """Python's cycle collector paused while any thread decodes an instant query's answer.
+
+    An answer is tens of thousands of fresh containers at 10,000 SLOs (two per series), and
+    the collector, triggered by their allocation, traverses them and the rest of the heap
+    many times over while they are built: 7 answers of 10,000 series took 0.65-1.9 s to
+    decode with it, 0.15 s without. An answer holds no reference cycle to find; the
+    collector runs again once the last decoding thread is done.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._decoding = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if not self._decoding:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._decoding += 1
+
+    def __exit__(self, *_: object) -> None:
+        with self._lock:
+            self._decoding -= 1
+            if not self._decoding and self._was_enabled:
+                gc.enable()
+
+
+_COLLECTOR_PAUSE = _CollectorPause()
 
 
 def _iso(when: datetime) -> str:
