@@ -6,6 +6,11 @@ alert's own condition — both windows above the tier's burn rate, and at least 
 in the long window — pages exactly when the rules would, without Alertmanager, in a number
 of queries that does not grow with the number of SLOs.
 
+At 10,000 SLOs an evaluation reads 70,000 series: `BurnPlan` works out once, for the SLOs
+loaded, what each SLO's tiers read, and `BurnReadings` indexes each answer once by SLO and
+group, so the work of an evaluation grows with the number of series, not with that number
+times the number of SLOs.
+
 What becomes a page from one firing set to the next (transitions, the held unseen tiers,
 one message per incident) is decided in `paging.dedup`.
 """
@@ -61,14 +66,14 @@ class BurnPlan:
     for the SLOs loaded rather than every evaluation."""
 
     def __init__(self, slos: Iterable[SLO]) -> None:
-        self.slos = list(slos)
-        self.queries = burn_queries(self.slos)
-        self.by_pair = {(slo.service, slo.name): slo for slo in self.slos}
-        self.grouped = _grouped(self.slos)
+        slos = list(slos)
+        self.queries = burn_queries(slos)
+        self.by_pair = {(slo.service, slo.name): slo for slo in slos}
+        self.grouped = _grouped(slos)
         reads: dict[tuple[AlertTier, ...], list[_TierRead]] = {}  # most SLOs share tiers
         budgets: dict[float, float] = {}
         self.reads: list[tuple[SLO, tuple[str, str], float, list[_TierRead]]] = []
-        for slo in self.slos:
+        for slo in slos:
             if slo.tiers not in reads:
                 reads[slo.tiers] = _tier_reads(slo)
             if slo.error_budget not in budgets:
@@ -185,7 +190,7 @@ def burn_rate_in(result: Result, slo: SLO) -> float | None:
 
 class _TierRead(NamedTuple):
     """Which results one tier reads, and its threshold: the same for every SLO with the same
-    tiers, so worked out once per evaluation for each set of tiers."""
+    tiers, so a `BurnPlan` works them out once for each set of tiers."""
 
     tier: AlertTier
     long: str
