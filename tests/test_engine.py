@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import logging
 import os
 import threading
@@ -229,6 +230,28 @@ def test_a_firing_tier_without_samples_is_held_before_it_resolves(
         [resolved] = engine.evaluate()
         assert (resolved.tier, resolved.firing, resolved.at) == ("12m/5m", False, clock.now)
         assert engine.firing() == {}
+    finally:
+        engine.close()
+
+
+def test_pages_of_one_evaluation_show_each_their_own_budget(
+        tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime]) -> None:
+    """The budgets of the SLOs paged about at once are fetched together (a ledger fetch per
+    report window, not per page); each page still shows its own SLO's."""
+    url, at = prometheus
+    engine = _engine(tmp_path, url, slack, Clock(at), paging="alertmanager")
+    alerts = [{"status": "firing", "startsAt": at.isoformat(),
+               "labels": {"alertname": "SLOErrorBudgetBurn", "service": service,
+                          "slo": "availability", "severity": "page", "long_window": "1h",
+                          "short_window": "5m"}} for service in SPENT]
+    try:
+        payload = WebhookPayload.model_validate({"version": "4", "status": "firing",
+                                                 "alerts": alerts})
+        assert engine.handle_alertmanager(payload) == 2
+        engine.deliver()
+        pages = {r.answer["channel"]: json.dumps(r.params["blocks"]) for r in slack.posts()}
+        assert "*Error budget left*\\n40." in pages["C0PAGE"], pages["C0PAGE"]
+        assert "*Error budget left*\\n90." in pages["C0OTHER"], pages["C0OTHER"]
     finally:
         engine.close()
 
