@@ -19,6 +19,7 @@ HINT = ("install Debian's prometheus and promtool: apt-get update && apt-get ins
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sizes = ", ".join(f"{c.cycles} at {c.slos:,} SLOs" for c in service.SIZES)
     parser.add_argument("--skip-compile", action="store_true", help="no compile-time bench")
     parser.add_argument("--skip-eval", action="store_true", help="no rule-evaluation bench")
     parser.add_argument("--skip-refresh", action="store_true", help="no budget-refresh bench")
@@ -28,9 +29,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="no bench of the generated promtool tests")
     parser.add_argument("--skip-ui", action="store_true",
                         help="no bench of the web view's SLO list")
-    parser.add_argument("--service-cycles", type=int, default=service.ServiceConfig.cycles,
-                        help="evaluations of the service loop, one per minute of data "
-                             "(default %(default)s)")
+    parser.add_argument("--service-cycles", type=int,
+                        help="evaluations of the service loop at every size, one per minute "
+                             f"of data (default: {sizes})")
     parser.add_argument("--only", action="append", choices=report.PARTS, default=[],
                         help="run only this part (repeatable); docs/performance.md keeps "
                              "the others")
@@ -79,24 +80,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run_eval:
             assert prometheus and promtool
             print("rule evaluation in Prometheus ...", flush=True)
-            config = evaluation.EvalConfig(interval=args.interval, cycles=args.cycles)
-            evaluated = evaluation.run(workdir / "eval", prometheus, promtool, config,
+            eval_config = evaluation.EvalConfig(interval=args.interval, cycles=args.cycles)
+            evaluated = evaluation.run(workdir / "eval", prometheus, promtool, eval_config,
                                        log=lambda line: print(line, flush=True))
         if run_refresh:
             assert prometheus and promtool
-            config = refresh.RefreshConfig(loop_seconds=args.loop_seconds,
-                                           large_services=args.refresh_large_services)
-            print(f"budget refresh of {config.slos:,} and "
-                  f"{config.large_services * config.slos_per_service:,} SLOs over 30 days in "
-                  "Prometheus ...", flush=True)
-            refreshed = refresh.run(workdir / "refresh", prometheus, promtool, config,
+            refresh_config = refresh.RefreshConfig(loop_seconds=args.loop_seconds,
+                                                   large_services=args.refresh_large_services)
+            print(f"budget refresh of {refresh_config.slos:,} and "
+                  f"{refresh_config.large_services * refresh_config.slos_per_service:,} SLOs "
+                  "over 30 days in Prometheus ...", flush=True)
+            refreshed = refresh.run(workdir / "refresh", prometheus, promtool, refresh_config,
                                     log=lambda line: print(line, flush=True))
         if run_service:
             assert prometheus and promtool
-            print("service evaluation loop over 500 SLOs ...", flush=True)
-            served = service.run(workdir / "service", prometheus, promtool,
-                                 service.ServiceConfig(cycles=args.service_cycles),
-                                 log=lambda line: print(line, flush=True))
+            print("service evaluation loop over "
+                  f"{', '.join(f'{c.slos:,}' for c in service.SIZES)} SLOs ...", flush=True)
+            served = service.run_sizes(workdir / "service", prometheus, promtool,
+                                       args.service_cycles,
+                                       log=lambda line: print(line, flush=True))
         if run_promtool:
             assert promtool
             print("generated promtool tests of services of "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import logging
 import os
 import threading
@@ -293,6 +294,51 @@ def test_a_deposed_leaders_evaluation_records_nothing(
     finally:
         deposed.close()
         leader.close()
+
+
+def test_pages_of_one_evaluation_show_each_their_own_budget(
+        tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime]) -> None:
+    """The budgets of the SLOs paged about at once are fetched together (a ledger fetch per
+    report window, not per page); each page still shows its own SLO's."""
+    url, at = prometheus
+    engine = _engine(tmp_path, url, slack, Clock(at), paging="alertmanager")
+    alerts = [{"status": "firing", "startsAt": at.isoformat(),
+               "labels": {"alertname": "SLOErrorBudgetBurn", "service": service,
+                          "slo": "availability", "severity": "page", "long_window": "1h",
+                          "short_window": "5m"}} for service in SPENT]
+    try:
+        payload = WebhookPayload.model_validate({"version": "4", "status": "firing",
+                                                 "alerts": alerts})
+        assert engine.handle_alertmanager(payload) == 2
+        engine.deliver()
+        pages = {r.answer["channel"]: json.dumps(r.params["blocks"]) for r in slack.posts()}
+        assert "*Error budget left*\\n40." in pages["C0PAGE"], pages["C0PAGE"]
+        assert "*Error budget left*\\n90." in pages["C0OTHER"], pages["C0OTHER"]
+    finally:
+        engine.close()
+
+
+def test_an_slo_removed_by_a_reload_is_evaluated_no_more(
+        tmp_path: Path, slack: SlackStandIn, prometheus: tuple[str, datetime]) -> None:
+    """The evaluator's plan of the loaded SLOs is made again after a reload: the firing tier
+    of an SLO whose file was removed resolves at once instead of being held as unseen."""
+    url, at = prometheus  # no error-ratio series: a loaded SLO's firing tier is held
+    clock = Clock(at)
+    engine = _engine(tmp_path, url, slack, clock)
+    firing = BurnAlert("checkout", "availability", (), "page", "12m", "5m", True,
+                       at - timedelta(minutes=5), 20.0, 100.0, "engine")
+    with engine.state.transaction() as unit:
+        unit.save_firing(encode_firing({tier_id(firing): firing}))
+    try:
+        assert engine.evaluate() == []  # held: checkout is loaded
+        (tmp_path / "slos" / "checkout.yaml").unlink()
+        assert engine.reload() is True
+        clock.now = at + timedelta(minutes=1)
+        [resolved] = engine.evaluate()
+        assert (resolved.slo, resolved.firing, resolved.at) == ("availability", False, clock.now)
+        assert engine.firing() == {}
+    finally:
+        engine.close()
 
 
 def _connections_to(port: int) -> int:
