@@ -77,6 +77,7 @@ from slo_engine.prometheus.build_info import build_info_changes
 from slo_engine.prometheus.client import COLLECTOR_PAUSE
 from slo_engine.prometheus.queries import error_ratio_series
 from slo_engine.prometheus.source import PrometheusSource
+from slo_engine.prometheus.windows import fetch_report_ledger
 from slo_engine.redaction import redact
 from slo_engine.service.delivery import DeliveryLoop
 from slo_engine.service.leadership import Leadership, Role, default_replica_id
@@ -303,7 +304,7 @@ class Engine:
             began = time.perf_counter()
             services = self._services
             try:
-                statuses = self._report(services, at, cache=True)
+                statuses = self._report(services, at)
             except SourceError as error:  # outages are the evaluation's to announce
                 self._count_query_error(error)
                 log.warning("budget refresh failed, the last budgets stay: %s", error)
@@ -618,10 +619,16 @@ class Engine:
                 found.setdefault((status.service, status.slo), []).append(status)
         return found
 
-    def _report(self, services: list[Service], at: datetime, *,
-                cache: bool) -> list[BudgetStatus]:
+    def _report(self, services: list[Service], at: datetime) -> list[BudgetStatus]:
+        """The budget refresh: from sums between the report's window edges, kept beside the
+        ledger cache so the next refresh asks only for what moved (prometheus/windows.py),
+        not from every bucket of every SLO's period."""
         start, end = app.report_window(services, at)
-        return budget.report(services, self._ledger(services, start, end, cache=cache), at)
+        step = int(parse_duration(self.config.prometheus.step))
+        frame, stats = fetch_report_ledger(self._cached_source(), services, start, end, step)
+        for warning in stats.warnings:
+            log.warning("ledger: %s", warning)
+        return budget.report(services, frame, at)
 
     def _ledger(self, services: list[Service], start: datetime, end: datetime, *,
                 cache: bool) -> pd.DataFrame:
