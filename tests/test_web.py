@@ -17,7 +17,7 @@ from slo_engine import app
 from slo_engine.changes.events import Change, parse_change
 from slo_engine.config import ChangesConfig
 from slo_engine.demo.month import DemoData, demo_data
-from slo_engine.paging.notices import budget_message
+from slo_engine.paging.notices import budget_message, digest_messages
 from slo_engine.paging.page import render_page, sample_context
 from slo_engine.spec.durations import describe_seconds
 from slo_engine.spec.model import SLO, Service, detection_seconds
@@ -180,6 +180,11 @@ def test_pages_and_notices_link_to_the_slos_view_when_the_spec_has_no_dashboard(
     notice = budget_message(context.status, linked, 0.25)
     assert "<https://slo.example.com/slo/checkout/checkout-success|Dashboard>" in str(
         notice.blocks)
+    burning = replace(context.status, burn_rates={"1h": 3.0})
+    digest = digest_messages([burning], {(linked.service, linked.name): linked},
+                             lambda owner: "#digest", UNTIL)["#digest"]
+    assert "*<https://slo.example.com/slo/checkout/checkout-success|checkout/checkout-success" \
+        in str(digest.blocks)  # its worst burners link to their pages
     own = [Service(bare.service, bare.owner, bare.source_file, (context.slo,))]
     assert app.with_view_links(own, "https://slo.example.com")[0].slos[0].dashboard_url == \
         context.slo.dashboard_url

@@ -173,11 +173,11 @@ def _digest(rows: list[tuple[BudgetStatus, SLO]], at: datetime, worst: int) -> S
     summary = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(counts.items()))
     burners = sorted((r for r in rows if (r[0].burn_rates.get(BURN_WINDOW) or 0) > 1),
                      key=lambda r: -(r[0].burn_rates.get(BURN_WINDOW) or 0))[:worst]
-    lines = [f"• *{kit.escape(_name(s))}* burning *{kit.burn(s.burn_rates.get(BURN_WINDOW))}* "
+    lines = [f"• {_linked_name(s, slo)} burning *{kit.burn(s.burn_rates.get(BURN_WINDOW))}* "
              f"over {BURN_WINDOW}, {kit.percent(s.error_budget_remaining)} left"
              + (f", exhausted in {describe_seconds(s.time_to_exhaustion_s)}"
                 if s.time_to_exhaustion_s is not None else "")
-             for s, _ in burners]
+             for s, slo in burners]
     worst_text = ("*Worst burners*\n" + "\n".join(lines) if lines else
                   f"*Worst burners*\nNo SLO burns faster than its budget over {BURN_WINDOW}.")
     table = sorted(rows, key=lambda r: (_sort_remaining(r[0]), _name(r[0])))
@@ -192,6 +192,13 @@ def _digest(rows: list[tuple[BudgetStatus, SLO]], at: datetime, worst: int) -> S
             + (f" Worst: {_name(burners[0][0])} at "
                f"{kit.burn(burners[0][0].burn_rates.get(BURN_WINDOW))}." if burners else ""))
     return kit.message(text, blocks)
+
+
+def _linked_name(status: BudgetStatus, slo: SLO) -> str:
+    """A worst burner's name, linked to its dashboard (the web view's page of the SLO when
+    the spec names none and the engine knows its public URL)."""
+    name = kit.escape(_name(status))
+    return f"*{kit.link(slo.dashboard_url, name)}*" if slo.dashboard_url else f"*{name}*"
 
 
 def _slos(count: int) -> str:
