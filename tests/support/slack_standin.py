@@ -139,6 +139,16 @@ class SlackStandIn:
         with self._lock:
             self._faults.clear()
 
+    def forget(self) -> None:
+        """Start a test afresh on a stand-in shared by a module's tests: no faults, and no
+        calls, messages or uploads of earlier tests (a test run twice, once per state
+        store, would find the first run's page)."""
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+            self.messages.clear()
+            self.uploads.clear()
+
     # --- what happened
 
     def calls(self, method: str, *, ok_only: bool = False) -> list[Request]:
