@@ -963,3 +963,31 @@ def test_a_query_sli_summed_by_target_has_a_group_per_target(
     assert rows[1].burn_rates["1h"] == pytest.approx(10)
     result = backtest(services[0].slos[0], frame)
     assert set(result.alerts["group"]) == {"target=b"}
+
+
+def test_cache_writes_and_loads_from_many_threads_at_once(tmp_path: Path) -> None:
+    """The service saves and loads the ledger cache from its refresh, webhook and web view
+    threads: a load must never join a write another thread has queued but not started."""
+    from slo_engine.prometheus import cache
+
+    path = tmp_path / "ledger.arrow"
+    failures: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        start.wait()
+        try:
+            for _ in range(25):
+                cache.save(path, "http://p", 300, ledger.empty(), {}, [])
+                cache.load(path, "http://p", 300, [])
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wait_for_cache_writes()
+    assert failures == []
+    assert cache.load(path, "http://p", 300, []).coverage == {}

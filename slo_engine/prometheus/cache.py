@@ -31,6 +31,7 @@ CACHE_ATTR = "slo_engine_cache"
 
 _log = logging.getLogger(__name__)
 _CACHE_WRITES: list[threading.Thread] = []
+_CACHE_WRITES_LOCK = threading.Lock()  # the service's threads (refresh, webhooks, the view)
 
 
 class Span(NamedTuple):
@@ -58,8 +59,12 @@ def path_for(cache_dir: Path, shown_url: str, tenant: str, step: int) -> Path:
 
 def wait_for_cache_writes() -> None:
     """Block until every cache write this process started is on disk."""
-    while _CACHE_WRITES:
-        _CACHE_WRITES.pop().join()
+    while True:
+        with _CACHE_WRITES_LOCK:
+            if not _CACHE_WRITES:
+                return
+            thread = _CACHE_WRITES.pop()
+        thread.join()
 
 
 def load(path: Path | None, url: str, step: int, warnings: list[str]) -> LedgerCache:
@@ -111,8 +116,9 @@ def save(path: Path, url: str, step: int, frame: pd.DataFrame, coverage: Mapping
 
     wait_for_cache_writes()
     thread = threading.Thread(target=write, name="slo-engine-cache-write")
-    _CACHE_WRITES.append(thread)
-    thread.start()
+    thread.start()  # before another thread can find it to join; the file is replaced whole
+    with _CACHE_WRITES_LOCK:
+        _CACHE_WRITES.append(thread)
 
 
 def merge(cached: pd.DataFrame, fresh: Sequence[pd.DataFrame],
