@@ -72,9 +72,11 @@ ui: setup
 	$(BIN)/slo-engine ui slo_definitions --data $(DEMO_OUT)/events.csv \
 	  --changes $(DEMO_OUT)/changes.jsonl --at $(DEMO_UNTIL) --listen 127.0.0.1:8080
 
+# Two workers, each test file on one (a file's servers are shared by its tests): most of the
+# time goes to end-to-end tests waiting on real servers, not to the cores.
 test: setup servers
 	$(BIN)/slo-engine compile slo_definitions --out rules_out --check
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 # ruff, mypy, and the import rules of pyproject.toml (stages import only earlier stages; the
 # pure core does no I/O).
