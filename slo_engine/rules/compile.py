@@ -307,6 +307,15 @@ def burn_condition(slo: SLO, tier: AlertTier, *, inline: bool = False) -> str:
     return expr
 
 
+def alert_labels(slo: SLO, tier: AlertTier) -> tuple[tuple[str, str], ...]:
+    """The labels a tier's alert carries: the SLO's, its severity and window pair, and what
+    the alerting section adds for that severity."""
+    extra = slo.alerting.of(tier.severity)
+    return (*slo.labels, (names.SEVERITY_LABEL, extra.severity),
+            (names.LONG_WINDOW_LABEL, tier.long_window),
+            (names.SHORT_WINDOW_LABEL, tier.short_window), *extra.labels)
+
+
 def burn_alert(slo: SLO, tier: AlertTier, *, inline: bool = False) -> AlertingRule:
     threshold = threshold_literal(tier)
     lasts = format_duration(round(slo.period_seconds / tier.burn_rate / 60) * 60)
@@ -315,9 +324,7 @@ def burn_alert(slo: SLO, tier: AlertTier, *, inline: bool = False) -> AlertingRu
     return AlertingRule(
         alert=slo.alerting.name,
         expr=burn_condition(slo, tier, inline=inline),
-        labels=(*slo.labels, (names.SEVERITY_LABEL, extra.severity),
-                (names.LONG_WINDOW_LABEL, tier.long_window),
-                (names.SHORT_WINDOW_LABEL, tier.short_window), *extra.labels),
+        labels=alert_labels(slo, tier),
         annotations=(*_links(slo, (
             ("summary", f"{slo.service}/{slo.name}: error budget burning "
                         f"{VALUE_TEMPLATE}x as fast as sustainable "

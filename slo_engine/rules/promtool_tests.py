@@ -23,6 +23,7 @@ import yaml
 
 from slo_engine.rules.compile import (
     VALUE_TEMPLATE,
+    alert_labels,
     burn_alert,
     compile_service,
     data_absent_alert,
@@ -53,6 +54,7 @@ from slo_engine.spec.promql import (
 )
 
 EVENTS_PER_MINUTE = 100_000
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when PyYAML has it
 
 
 Counts = np.ndarray[Any, np.dtype[np.int64]]
@@ -705,7 +707,7 @@ def _alert_labels(slo: SLO, series: Sequence[Series], tier: AlertTier) -> dict[s
     labels = dict(slo.labels)
     any_series = dict(series[0].labels) if series else {}
     labels.update({k: any_series[k] for k in slo.group_by if k in any_series})
-    labels.update(burn_alert(slo, tier).labels)
+    labels.update(alert_labels(slo, tier))
     return labels
 
 
@@ -850,16 +852,25 @@ def slo_rules_file_name(slo: SLO) -> str:
     return f"{TESTS_DIR}/{slo.service}--{slo.name}.rules.yml"
 
 
-def slo_rules(service_rules: str, slo: SLO) -> str:
-    """The SLO's groups cut out of its service's rule file, header kept: byte for byte what
-    Prometheus loads, and nothing else, so a test file's time does not grow with its
-    siblings and none of them fires in it."""
-    head, body = service_rules.split("groups:\n", 1)
-    wanted = {names.alert_group_name(slo.service, slo.name),
-              names.slow_group_name(slo.service, slo.name)}
-    groups = re.split(r"(?m)^(?=- name: )", body)
-    mine = [g for g in groups if g and yaml.safe_load(g.split("\n", 1)[0])[0]["name"] in wanted]
-    return f"{head}groups:\n{''.join(mine)}"
+class ServiceRules:
+    """A service's rule file cut into its groups once, so each of its SLOs takes its own
+    (cutting it again per SLO parsed every group name once per sibling)."""
+
+    def __init__(self, service_rules: str) -> None:
+        self.head, body = service_rules.split("groups:\n", 1)
+        self.groups = [(_group_name(g), g) for g in re.split(r"(?m)^(?=- name: )", body) if g]
+
+    def of(self, slo: SLO) -> str:
+        """The SLO's groups, header kept: byte for byte what Prometheus loads, and nothing
+        else, so a test file's time does not grow with its siblings and none of them fires
+        in it."""
+        wanted = {names.alert_group_name(slo.service, slo.name),
+                  names.slow_group_name(slo.service, slo.name)}
+        return f"{self.head}groups:\n{''.join(g for name, g in self.groups if name in wanted)}"
+
+
+def _group_name(group: str) -> str:
+    return str(yaml.load(group.split("\n", 1)[0], Loader=_LOADER)[0]["name"])
 
 
 def rule_test_files(services: Iterable[Service],
@@ -873,10 +884,10 @@ def rule_test_files(services: Iterable[Service],
             files[test_file_name(service.slos[0])] = test_file(service.slos[0])
             continue
         name = rules_file_name(service.name)
-        service_rules = rule_files[name] if rule_files and name in rule_files else \
-            render(compile_service(service))
+        service_rules = ServiceRules(rule_files[name] if rule_files and name in rule_files
+                                     else render(compile_service(service)))
         for slo in service.slos:
             rules = slo_rules_file_name(slo)
-            files[rules] = slo_rules(service_rules, slo)
+            files[rules] = service_rules.of(slo)
             files[test_file_name(slo)] = test_file(slo, rules.removeprefix(f"{TESTS_DIR}/"))
     return files
