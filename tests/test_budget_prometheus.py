@@ -37,10 +37,10 @@ from slo_engine.rules.backfill import backfill
 from slo_engine.rules.compile import burn_condition, compile_service
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import SLO, Service
+from tests.support.processes import free_port
 from tests.support.prometheus import (
     PrometheusServer,
     backfill_openmetrics,
-    free_port,
     move_blocks,
     running_prometheus,
 )

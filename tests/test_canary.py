@@ -31,7 +31,8 @@ from slo_engine.spec.loader import load_services
 from slo_engine.spec.promql import Matcher
 from slo_engine.storage.sqlite import StateDB
 from tests.support.exporter import Exporter
-from tests.support.prometheus import PrometheusServer, free_port
+from tests.support.processes import free_port
+from tests.support.prometheus import PrometheusServer
 
 CASES = Path(__file__).parent / "release_cases"
 SPEC = CASES / "api.yaml"

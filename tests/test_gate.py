@@ -22,7 +22,7 @@ from slo_engine.release import gate
 from slo_engine.release.gate import DEFAULT_POLICY, decide, load_budget_policy, release
 from slo_engine.spec.loader import load_services
 from slo_engine.storage.sqlite import StateDB
-from tests.support.prometheus import free_port
+from tests.support.processes import free_port
 
 AT = datetime(2026, 5, 12, 12, 0, tzinfo=UTC)
 CASES = Path(__file__).parent / "release_cases"

@@ -39,7 +39,8 @@ from slo_engine.app import generated_files, validate
 from tests.support.binaries import require
 from tests.support.exporter import Exporter
 from tests.support.postgres import PostgresServer, new_database, running_postgres
-from tests.support.prometheus import PrometheusServer, free_port
+from tests.support.processes import free_port
+from tests.support.prometheus import PrometheusServer
 from tests.support.slack_standin import TOKEN, SlackStandIn
 from tests.test_service_e2e import BASELINE_RPS, DETECT, OUTAGE_RPS, RECOVERY_RPS, _spec, _until
 

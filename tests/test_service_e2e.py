@@ -36,7 +36,8 @@ from tests.support.alertmanager import AlertmanagerServer
 from tests.support.binaries import require
 from tests.support.exporter import Exporter
 from tests.support.in_process import InProcessEngine
-from tests.support.prometheus import PrometheusServer, free_port
+from tests.support.processes import free_port
+from tests.support.prometheus import PrometheusServer
 from tests.support.slack_standin import TOKEN, SlackStandIn
 
 pytestmark = pytest.mark.prometheus

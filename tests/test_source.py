@@ -53,11 +53,11 @@ from slo_engine.spec import conventions as names
 from slo_engine.spec.loader import load_services
 from slo_engine.spec.model import SLO, LatencySLI, QuerySLI, Service
 from slo_engine.spec.promql import Selector
+from tests.support.processes import free_port
 from tests.support.prometheus import (
     PrometheusServer,
     backfill_levels,
     backfill_openmetrics,
-    free_port,
     running_prometheus,
     split_levels,
 )

@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from slo_engine import app
 from slo_engine.demo.month import DemoData, demo_data, write_changes, write_events
+from tests.support.binaries import found_or_fail
 from tests.support.web_ui import serving_ui
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,10 +50,8 @@ def base_url(demo: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        if os.environ.get("SLO_ENGINE_SKIP_BROWSER") == "1":
-            pytest.skip("chromium not installed and SLO_ENGINE_SKIP_BROWSER=1")
-        pytest.fail(f"{CHROMIUM} not found: {INSTALL_HINT}", pytrace=False)
+    found_or_fail(str(CHROMIUM) if CHROMIUM.exists() else None, str(CHROMIUM),
+                  "SLO_ENGINE_SKIP_BROWSER", INSTALL_HINT)
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.processes import ServerError, ServerProcess, free_port
+from tests.support.processes import ServerError, ServerProcess
 
 
 @dataclass
@@ -63,16 +63,11 @@ class AlertmanagerServer:
         config_file = self.workdir / "alertmanager.yml"
         config_file.write_text(yaml.safe_dump(self.config(), sort_keys=False), encoding="utf-8")
         self.server = ServerProcess("Alertmanager", self.log_file)
-        for _attempt in range(3):
-            self.port = self.port or free_port()
-            args = [self.binary, f"--config.file={config_file}",
-                    f"--storage.path={self.workdir / 'data'}",
-                    f"--web.listen-address={self.address}", f"--web.external-url={self.url}/",
-                    "--cluster.listen-address=", "--log.level=warn"]
-            if self.server.launch(args, self.url):
-                return
-            self.port = 0
-        raise ServerError(f"Alertmanager could not bind a port:\n{self.server.log_tail()}")
+        self.port = self.server.launch_on_a_free_port(self.port, lambda port: [
+            self.binary, f"--config.file={config_file}", f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url=http://127.0.0.1:{port}/", "--cluster.listen-address=",
+            "--log.level=warn"])
 
     def stop(self) -> None:
         if self.server is not None:

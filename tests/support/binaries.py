@@ -21,26 +21,26 @@ INSTALL_HINT = (
 
 
 def require(binary: str) -> str:
-    path = shutil.which(binary)
+    return found_or_fail(shutil.which(binary), binary, "SLO_ENGINE_SKIP_PROMETHEUS", INSTALL_HINT)
+
+
+def found_or_fail(path: str | None, what: str, skip_variable: str, hint: str) -> str:
+    """`path` when it was found; else fail with the install hint, or skip when the test run
+    opted out with `skip_variable=1`."""
     if path:
         return path
-    if os.environ.get("SLO_ENGINE_SKIP_PROMETHEUS") == "1":
-        pytest.skip(f"{binary} not installed and SLO_ENGINE_SKIP_PROMETHEUS=1")
-    pytest.fail(f"{binary} not found: {INSTALL_HINT}", pytrace=False)
+    if os.environ.get(skip_variable) == "1":
+        pytest.skip(f"{what} not installed and {skip_variable}=1")
+    pytest.fail(f"{what} not found: {hint}", pytrace=False)
 
 
 VICTORIA_HINT = (
     "install Debian's package: apt-get update && apt-get install -y --no-install-recommends "
-    "victoria-metrics (or `.ci/run`, which does it); set SLO_ENGINE_SKIP_VICTORIA=1 to skip "
+    "victoria-metrics (or `make test`, which does it); set SLO_ENGINE_SKIP_VICTORIA=1 to skip "
     "these tests locally"
 )
 
 
 def require_victoria(binary: str) -> str:
     """victoria-metrics or vmalert, both from Debian's `victoria-metrics` package."""
-    path = shutil.which(binary)
-    if path:
-        return path
-    if os.environ.get("SLO_ENGINE_SKIP_VICTORIA") == "1":
-        pytest.skip(f"{binary} not installed and SLO_ENGINE_SKIP_VICTORIA=1")
-    pytest.fail(f"{binary} not found: {VICTORIA_HINT}", pytrace=False)
+    return found_or_fail(shutil.which(binary), binary, "SLO_ENGINE_SKIP_VICTORIA", VICTORIA_HINT)

@@ -21,8 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
+from tests.support.binaries import found_or_fail
 from tests.support.processes import _STARTED, ServerError, _terminate, free_port
 
 READY_TIMEOUT = 30.0
@@ -41,11 +40,8 @@ def server_binaries() -> Path | None:
 def require_postgres() -> Path:
     """The server binaries, or the test fails with an install hint (skips only on opt-out)."""
     binaries = server_binaries()
-    if binaries is not None:
-        return binaries
-    if os.environ.get("SLO_ENGINE_SKIP_POSTGRES") == "1":
-        pytest.skip("PostgreSQL not installed and SLO_ENGINE_SKIP_POSTGRES=1")
-    pytest.fail(f"PostgreSQL server not found: {INSTALL_HINT}", pytrace=False)
+    return Path(found_or_fail(str(binaries) if binaries else None, "PostgreSQL server",
+                              "SLO_ENGINE_SKIP_POSTGRES", INSTALL_HINT))
 
 
 def _as_owner(args: list[str]) -> list[str]:

@@ -10,7 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +77,16 @@ class ServerProcess:
         self.stop()
         raise ServerError(f"{self.name} not ready after {READY_TIMEOUT:.0f} s:\n"
                           f"{self.log_tail()}")
+
+    def launch_on_a_free_port(self, port: int, args: Callable[[int], Sequence[str]]) -> int:
+        """Launch listening on `port` (a free one when 0) and return the port; when another
+        process took it meanwhile, launch on another free one (three tries in all)."""
+        for _attempt in range(3):
+            port = port or free_port()
+            if self.launch(args(port), f"http://127.0.0.1:{port}"):
+                return port
+            port = 0
+        raise ServerError(f"{self.name} could not bind a port:\n{self.log_tail()}")
 
     def stop(self) -> None:
         """TERM by PID, KILL if it has not exited within STOP_TIMEOUT."""

@@ -31,7 +31,7 @@ import yaml
 
 from slo_engine.rules import backfill
 from slo_engine.rules.backfill import level_rules_text, plan_levels, record_levels
-from tests.support.processes import ServerError, ServerProcess, free_port
+from tests.support.processes import ServerError, ServerProcess
 
 QUERY_TIMEOUT = 120.0
 RETENTION = "3650d"  # backfilled data is subject to retention: keep all of it
@@ -120,22 +120,16 @@ class PrometheusServer:
         self.write_config()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.server = ServerProcess("Prometheus", self.log_file)
-        for _attempt in range(3):
-            if not self.port:
-                self.port = free_port()
-            if self.server.launch(self._args(), self.url):
-                return
-            self.port = 0
-        raise PrometheusError(f"Prometheus could not bind a port:\n{self.log_tail()}")
+        self.port = self.server.launch_on_a_free_port(self.port, self._args)
 
-    def _args(self) -> list[str]:
+    def _args(self, port: int) -> list[str]:
         return [
             self.binary,
             f"--config.file={self.config_file}",
             f"--storage.tsdb.path={self.data_dir}",
             f"--storage.tsdb.retention.time={RETENTION}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            f"--web.external-url=http://127.0.0.1:{self.port}/",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url=http://127.0.0.1:{port}/",
             "--log.level=warn",
         ]
 

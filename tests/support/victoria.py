@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import ServerError, ServerProcess, free_port
+from tests.support.processes import ServerError, ServerProcess
 
 QUERY_TIMEOUT = 120.0
 REPLAY_TIMEOUT = 600.0
@@ -59,19 +59,13 @@ class VictoriaServer:
         """Start and wait for /-/ready; retry on another port if this one was taken."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.server = ServerProcess("VictoriaMetrics", self.log_file)
-        for _attempt in range(3):
-            if not self.port:
-                self.port = free_port()
-            if self.server.launch(self._args(), self.url):
-                return
-            self.port = 0
-        raise VictoriaError(f"VictoriaMetrics could not bind a port:\n{self.log_tail()}")
+        self.port = self.server.launch_on_a_free_port(self.port, self._args)
 
-    def _args(self) -> list[str]:
+    def _args(self, port: int) -> list[str]:
         return [
             self.binary,
             f"-storageDataPath={self.workdir / 'data'}",
-            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-httpListenAddr=127.0.0.1:{port}",
             "-retentionPeriod=100y",
             # Imported and replayed history is queried at once: no cached answer from before.
             "-search.disableCache",
